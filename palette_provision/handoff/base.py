@@ -1,0 +1,81 @@
+"""What every hand-off gets and gives back.
+
+The pipeline calls a :class:`ClusterFormer` once every node is ready. Two ship with the library:
+``PaletteLocalApi`` (link the nodes and create the cluster through each node's Local API) and ``Inventory``
+(write an Ansible inventory and a JSON report for the user's own tooling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from palette_provision.journal import Journal
+from palette_provision.plan import DeploymentPlan
+
+__all__ = ["ClusterFormer", "HandoffContext", "HandoffResult", "ReadyNode"]
+
+
+@dataclass(frozen=True)
+class ReadyNode:
+    """A node that climbed the readiness ladder: where it is and what proves it."""
+
+    name: str
+    address: str
+    ssh_user: str
+    host_key_fingerprint: str | None = None
+    machine_id: str | None = None
+    platform_ids: Mapping[str, str] = field(default_factory=dict)
+    evidence: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class HandoffContext:
+    """Everything a hand-off needs: the plan, the journal (for resumable steps), the ready nodes (leader first)."""
+
+    plan: DeploymentPlan
+    journal: Journal
+    nodes: tuple[ReadyNode, ...]
+    output_dir: Path
+    log: Any
+    emit: Callable[[str, str, Mapping[str, Any]], None] = lambda _step, _msg, _data: None
+
+
+@dataclass(frozen=True)
+class HandoffResult:
+    """The outcome: the cluster's state and endpoint with its kubeconfig, or the inventory files."""
+
+    kind: str
+    cluster_state: str | None = None
+    cluster_health: str | None = None
+    endpoint: str | None = None
+    kubeconfig: Path | None = None
+    files: tuple[Path, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "kind": self.kind,
+            "cluster_state": self.cluster_state,
+            "cluster_health": self.cluster_health,
+            "endpoint": self.endpoint,
+            "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None,
+            "files": [str(p) for p in self.files],
+            "details": dict(self.details),
+        }
+
+
+@runtime_checkable
+class ClusterFormer(Protocol):
+    """A hand-off: given ready nodes, form the cluster (or hand the nodes over)."""
+
+    def form(self, context: HandoffContext) -> HandoffResult:
+        """Run the hand-off; resumable through ``context.journal``.
+
+        Raises:
+            HandoffError: naming the step that failed and the platform's explanation.
+        """
+        ...

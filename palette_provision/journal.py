@@ -1,0 +1,361 @@
+"""The journal: a SQLite file (WAL) that records every step and every created resource.
+
+It makes ``apply`` resumable after a crash, Ctrl-C or SIGKILL, powers ``status``, and drives ``destroy`` in reverse
+creation order. The discipline that makes this safe:
+
+1. Before a side effect, :meth:`Journal.begin` records the *intent* (the step is ``started``).
+2. The step observes the platform first (does the VM exist?) and only then acts.
+3. After it, :meth:`Journal.finish` records the outcome, and :meth:`Journal.add_resource` every created resource,
+   in one transaction.
+
+A kill between 2 and 3 leaves a ``started`` step: the re-run repeats the step, whose observation finds the
+resource and adopts it instead of creating a second one. No secret is ever written: :meth:`Journal._dump` refuses
+any value equal to a live :class:`~palette_provision.secrets.Secret`.
+
+Example::
+
+    with Journal.open(Path("state/journal.sqlite"), deployment="lab", fingerprint=plan.fingerprint()) as j:
+        if not j.is_done("provision", "node-1"):
+            j.begin("provision", "node-1")
+            ...
+            j.finish("provision", "node-1", {"machine": machine.to_record()})
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from palette_provision.errors import JournalError
+from palette_provision.secrets import known_secret_values
+
+__all__ = ["Journal", "ResourceRecord", "StepRecord"]
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    phase TEXT NOT NULL, node TEXT NOT NULL, status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, started_at REAL, finished_at REAL,
+    data TEXT NOT NULL DEFAULT '{}', error TEXT,
+    UNIQUE (phase, node)
+);
+CREATE TABLE IF NOT EXISTS resources (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL, provider TEXT NOT NULL, node TEXT NOT NULL, external_id TEXT NOT NULL,
+    data TEXT NOT NULL, created_at REAL NOT NULL, destroyed_at REAL,
+    UNIQUE (kind, external_id)
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL, rung TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS facts (
+    node TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (node, key)
+);
+CREATE TABLE IF NOT EXISTS digests (
+    path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    PRIMARY KEY (path, size, mtime_ns)
+);
+"""
+
+#: Node name used for deployment-wide steps and facts.
+GLOBAL = "*"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step's journal row."""
+
+    phase: str
+    node: str
+    status: str  # started | done | failed
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    data: dict[str, Any]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    """One created resource. ``destroyed_at`` is set once ``destroy`` removed it."""
+
+    seq: int
+    kind: str
+    provider: str
+    node: str
+    external_id: str
+    data: dict[str, Any]
+    created_at: float
+    destroyed_at: float | None
+
+
+class Journal:
+    """The deployment's journal. Thread-safe; one writer process at a time (an exclusive file lock)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._lock_fd = lock_fd
+        self.path = path
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    @classmethod
+    def open(
+        cls, path: Path, *, deployment: str, fingerprint: str | None = None, create: bool = True
+    ) -> Journal:
+        """Open (or create) the journal at ``path`` for ``deployment``.
+
+        Raises:
+            JournalError: the file belongs to another deployment, is locked by a running process, or is unreadable.
+        """
+        if not create and not path.exists():
+            raise JournalError(f"no journal at {path}: nothing was applied with this plan and state folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise JournalError(f"journal {path} is in use by another palette-provision process") from None
+        try:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            os.chmod(path, 0o600)
+        except sqlite3.DatabaseError as exc:
+            os.close(lock_fd)
+            raise JournalError(f"journal {path} is unreadable: {exc}") from exc
+        journal = cls(conn, path, lock_fd)
+        existing = journal.meta("deployment")
+        if existing is None:
+            journal._set_meta("deployment", deployment)
+            journal._set_meta("schema", SCHEMA_VERSION)
+            journal._set_meta("created_at", repr(time.time()))
+        elif existing != deployment:
+            journal.close()
+            raise JournalError(f"journal {path} belongs to deployment {existing!r}, not {deployment!r}")
+        if fingerprint is not None:
+            journal._set_meta("plan_fingerprint", fingerprint)
+        return journal
+
+    def close(self) -> None:
+        """Close the database and release the lock. Safe to call twice."""
+        with self._lock:
+            if self._lock_fd >= 0:
+                self._conn.close()
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object | TracebackType) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _dump(value: Mapping[str, Any] | None) -> str:
+        text = json.dumps(dict(value or {}), sort_keys=True, default=str)
+        for secret in known_secret_values():
+            if secret in text:
+                raise JournalError("refusing to write a secret value into the journal")
+        return text
+
+    def _set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        """Read a metadata value (``deployment``, ``plan_fingerprint``, ``provider``...)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Write a metadata value."""
+        self._set_meta(key, value)
+
+    # ------------------------------------------------------------------------------------------- steps
+    def step(self, phase: str, node: str = GLOBAL) -> StepRecord | None:
+        """The journal row of a step, or ``None`` if it never started."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT phase, node, status, attempts, started_at, finished_at, data, error"
+                " FROM steps WHERE phase = ? AND node = ?",
+                (phase, node),
+            ).fetchone()
+        if row is None:
+            return None
+        return StepRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+    def is_done(self, phase: str, node: str = GLOBAL) -> bool:
+        """True when the step finished successfully in an earlier or this run."""
+        rec = self.step(phase, node)
+        return rec is not None and rec.status == "done"
+
+    def begin(self, phase: str, node: str = GLOBAL) -> None:
+        """Record the intent to run a step (before any side effect)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO steps (phase, node, status, attempts, started_at) VALUES (?, ?, 'started', 1, ?)"
+                " ON CONFLICT (phase, node) DO UPDATE SET status = 'started', attempts = attempts + 1,"
+                " started_at = excluded.started_at, error = NULL",
+                (phase, node, time.time()),
+            )
+
+    def finish(
+        self,
+        phase: str,
+        node: str = GLOBAL,
+        data: Mapping[str, Any] | None = None,
+        resources: list[tuple[str, str, str, Mapping[str, Any]]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Mark a step done with its result ``data``; record ``resources`` (kind, provider, id, data) atomically."""
+        text = self._dump(data)
+        rows = [(k, p, node, i, self._dump(d), time.time()) for k, p, i, d in resources]
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    self._insert_resource(row)
+                self._conn.execute(
+                    "UPDATE steps SET status = 'done', finished_at = ?, data = ?, error = NULL"
+                    " WHERE phase = ? AND node = ?",
+                    (time.time(), text, phase, node),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def fail(self, phase: str, node: str, error: str, data: Mapping[str, Any] | None = None) -> None:
+        """Mark a step failed with its (secret-free) error message and last observed state."""
+        text = self._dump(data)
+        for secret in known_secret_values():
+            error = error.replace(secret, "***")
+        with self._lock:
+            self._conn.execute(
+                "UPDATE steps SET status = 'failed', finished_at = ?, error = ?, data = ? WHERE phase = ? AND node = ?",
+                (time.time(), error, text, phase, node),
+            )
+
+    def reset_step(self, phase: str, node: str = GLOBAL) -> None:
+        """Forget a step so it runs again (used by ``destroy`` and for steps whose result expired)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM steps WHERE phase = ? AND node = ?", (phase, node))
+
+    def steps(self) -> list[StepRecord]:
+        """Every step, in the order they first started."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT phase, node, status, attempts, started_at, finished_at, data, error FROM steps ORDER BY seq"
+            ).fetchall()
+        return [StepRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    # ------------------------------------------------------------------------------------------- resources
+    def _insert_resource(self, row: tuple[str, str, str, str, str, float]) -> None:
+        self._conn.execute(
+            "INSERT INTO resources (kind, provider, node, external_id, data, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, external_id) DO UPDATE SET data = excluded.data, destroyed_at = NULL",
+            row,
+        )
+
+    def add_resource(self, kind: str, provider: str, node: str, external_id: str, data: Mapping[str, Any]) -> None:
+        """Record a created resource (idempotent on kind + id)."""
+        row = (kind, provider, node, external_id, self._dump(data), time.time())
+        with self._lock:
+            self._insert_resource(row)
+
+    def mark_destroyed(self, kind: str, external_id: str) -> None:
+        """Record that ``destroy`` removed a resource."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE resources SET destroyed_at = ? WHERE kind = ? AND external_id = ?",
+                (time.time(), kind, external_id),
+            )
+
+    def resources(self, *, live_only: bool = False) -> list[ResourceRecord]:
+        """Resources in creation order (``live_only``: not yet destroyed)."""
+        query = "SELECT seq, kind, provider, node, external_id, data, created_at, destroyed_at FROM resources"
+        if live_only:
+            query += " WHERE destroyed_at IS NULL"
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY seq").fetchall()
+        return [ResourceRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+
+    # ------------------------------------------------------------------------------------------- facts
+    def set_fact(self, node: str, key: str, value: Any) -> None:
+        """Record a fact about a node (address, host-key fingerprint, certificate pin...)."""
+        text = self._dump({"v": value})
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO facts VALUES (?, ?, ?)", (node, key, text))
+
+    def fact(self, node: str, key: str) -> Any:
+        """Read a fact, or ``None``."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM facts WHERE node = ? AND key = ?", (node, key)).fetchone()
+        return None if row is None else json.loads(row[0])["v"]
+
+    def facts(self, node: str) -> dict[str, Any]:
+        """Every fact recorded about ``node``."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM facts WHERE node = ?", (node,)).fetchall()
+        return {k: json.loads(v)["v"] for k, v in rows}
+
+    def add_evidence(self, node: str, rung: str, detail: Mapping[str, Any]) -> None:
+        """Record a readiness rung reached, with what was seen."""
+        text = self._dump(detail)
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO evidence (node, rung, at, detail) VALUES (?, ?, ?, ?)", (node, rung, time.time(), text)
+            )
+
+    def evidence(self, node: str) -> list[dict[str, Any]]:
+        """The readiness evidence recorded for ``node``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rung, at, detail FROM evidence WHERE node = ? ORDER BY seq", (node,)
+            ).fetchall()
+        return [{"rung": r[0], "at": r[1], **json.loads(r[2])} for r in rows]
+
+    # ------------------------------------------------------------------------------------------- digests
+    def cached_digest(self, path: Path) -> str | None:
+        """The SHA-256 recorded for ``path`` at its current size and mtime, if any (no file read)."""
+        st = path.stat()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT sha256 FROM digests WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (str(path.resolve()), st.st_size, st.st_mtime_ns),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def cache_digest(self, path: Path, sha256: str) -> None:
+        """Remember ``path``'s digest at its current size and mtime."""
+        st = path.stat()
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
+                (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256),
+            )
+
+    def iter_nodes(self) -> Iterator[str]:
+        """Node names that appear in the journal's steps, in first-seen order."""
+        seen: dict[str, None] = {}
+        for rec in self.steps():
+            if rec.node != GLOBAL:
+                seen.setdefault(rec.node, None)
+        yield from seen

@@ -1,0 +1,100 @@
+"""Secrets: values that never print.
+
+A plan names a secret by reference (``env:NAME`` or ``file:PATH``); :func:`resolve_secret` turns the reference into
+a :class:`Secret`, whose ``repr`` and ``str`` are ``***``. Only :meth:`Secret.reveal` gives the value, at the point
+of use (an HTTP body, an SSH login). Secrets never reach logs, exceptions, the journal or a command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Secret", "SecretReferenceError", "known_secret_values", "resolve_secret"]
+
+# Every secret value created in this process, so the log redaction processor can scrub one that slipped into a
+# free-text message (a vendor exception quoting a request body, say). Short values are skipped: scrubbing "a"
+# everywhere would destroy logs without protecting anything.
+_KNOWN_VALUES: set[str] = set()
+_MIN_SCRUB_LEN = 4
+
+
+def known_secret_values() -> frozenset[str]:
+    """Return the secret values created in this process (for redaction only)."""
+    return frozenset(_KNOWN_VALUES)
+
+
+class SecretReferenceError(ValueError):
+    """A secret reference could not be resolved. The message names the reference, never a value."""
+
+
+class Secret:
+    """A value that prints as ``***``.
+
+    >>> s = Secret("hunter2", source="env:VC_PASSWORD")
+    >>> s
+    Secret('***', source='env:VC_PASSWORD')
+    >>> s.reveal()
+    'hunter2'
+    """
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "inline") -> None:
+        self._value = value
+        self.source = source
+        if len(value) >= _MIN_SCRUB_LEN:
+            _KNOWN_VALUES.add(value)
+
+    def reveal(self) -> str:
+        """Return the clear value. Call it only where the value is used, never to log or format it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('***', source={self.source!r})"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:
+        # Pickling would carry the clear value into wherever the pickle goes (logs, process pools): refuse.
+        raise TypeError("Secret values cannot be pickled")
+
+
+def resolve_secret(reference: str, *, base_dir: Path | None = None) -> Secret:
+    """Resolve ``env:NAME`` or ``file:PATH`` into a :class:`Secret`.
+
+    A ``file:`` path is relative to ``base_dir`` (the plan file's folder) when not absolute; one trailing newline
+    is stripped.
+
+    Raises:
+        SecretReferenceError: the reference is malformed, the variable unset or the file unreadable.
+    """
+    scheme, sep, rest = reference.partition(":")
+    if not sep or not rest or scheme not in ("env", "file"):
+        raise SecretReferenceError(
+            "a secret must be a reference 'env:NAME' or 'file:PATH', not an inline value"
+        )
+    if scheme == "env":
+        value = os.environ.get(rest)
+        if value is None:
+            raise SecretReferenceError(f"environment variable {rest} is not set")
+        return Secret(value, source=reference)
+    path = Path(rest).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretReferenceError(f"cannot read secret file {path}: {type(exc).__name__}") from None
+    return Secret(text[:-1] if text.endswith("\n") else text, source=reference)

@@ -1,0 +1,133 @@
+"""Fault and timing knobs: set at start (``--knobs``) and at runtime (``POST /__sim__/knobs``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass
+class Knobs:
+    """Every tunable of one simulated node. All times are seconds.
+
+    Timings default to short values (a simulator for tests); the published appliance defaults are
+    kept where the brief fixes them (2 h / 24 h session tokens, ~120 s link tokens).
+    """
+
+    delay_s: float = 0.0
+    """Sleep this long before answering every request whose path starts with ``delay_prefix``."""
+    delay_prefix: str = "/v1/"
+    fail_next: dict[str, int] = field(default_factory=dict)
+    """``{path_prefix: n}``: answer the next n matching requests with 500 ``InjectedFailure``."""
+    drop_next: dict[str, int] = field(default_factory=dict)
+    """``{path_prefix: n}``: close the connection without answering the next n matching requests."""
+    token_lifetime_s: float = 7200.0
+    extended_token_lifetime_s: float = 86400.0
+    link_token_lifetime_s: float = 120.0
+    link_step_s: float = 1.0
+    """Time a follower spends in ``Pending`` and then in ``InProgress`` before ``Completed``."""
+    refuse_links: bool = False
+    refuse_reason: str = "the leader refused the link request"
+    inprogress_after_s: float = 0.5
+    configured_after_s: float = 2.0
+    sync_delay_s: float = 2.0
+    cluster_running_s: float = 3.0
+    cluster_error: bool = False
+    cluster_error_message: str = "control plane did not become ready: etcd member failed to start"
+    cluster_delete_s: float = 1.0
+    login_failure_status: int = 400
+    ping_requires_auth: bool = False
+    kubeconfig_encoding: str = "raw"
+    """``raw`` (YAML text in ``status.kubeconfig``) or ``base64`` (the YAML base64-encoded)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the knobs as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+_COUNTERS = ("fail_next", "drop_next")
+
+
+def _coerce(name: str, current: object, value: object) -> object:
+    """Check ``value`` against the type of the knob's current value (int accepted for floats)."""
+    if name in _COUNTERS:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in value.items()
+        ):
+            raise ValueError(f"knob {name!r} must map path prefixes to non-negative integers")
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"knob {name!r} must be a boolean")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"knob {name!r} must be a non-negative number")
+        return float(value)
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"knob {name!r} must be an integer")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"knob {name!r} must be a string")
+    if name == "kubeconfig_encoding" and value not in ("raw", "base64"):
+        raise ValueError("knob 'kubeconfig_encoding' must be 'raw' or 'base64'")
+    return value
+
+
+class KnobBox:
+    """Thread-safe holder of the current :class:`Knobs`; readers get a snapshot copy."""
+
+    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._knobs = Knobs()
+        if initial:
+            self.update(initial)
+
+    def snapshot(self) -> Knobs:
+        """Return a copy of the current knobs."""
+        with self._lock:
+            return dataclasses.replace(
+                self._knobs,
+                fail_next=dict(self._knobs.fail_next),
+                drop_next=dict(self._knobs.drop_next),
+            )
+
+    def update(self, changes: Mapping[str, Any]) -> Knobs:
+        """Apply ``changes`` (unknown names or wrong types raise ``ValueError``, nothing applied).
+
+        ``fail_next`` / ``drop_next`` are merged per prefix (a count of 0 removes the prefix).
+        """
+        names = {f.name for f in dataclasses.fields(Knobs)}
+        with self._lock:
+            staged: dict[str, object] = {}
+            for name, value in changes.items():
+                if name not in names:
+                    raise ValueError(f"unknown knob {name!r}; known: {sorted(names)}")
+                staged[name] = _coerce(name, getattr(self._knobs, name), value)
+            for name, value in staged.items():
+                if name in _COUNTERS:
+                    counters: dict[str, int] = getattr(self._knobs, name)
+                    for prefix, count in dict(value).items():  # type: ignore[call-overload]
+                        if count == 0:
+                            counters.pop(prefix, None)
+                        else:
+                            counters[prefix] = count
+                else:
+                    setattr(self._knobs, name, value)
+        return self.snapshot()
+
+    def take(self, kind: str, path: str) -> bool:
+        """Consume one ``fail_next`` / ``drop_next`` count for ``path``; True if one applied."""
+        with self._lock:
+            counters: dict[str, int] = getattr(self._knobs, kind)
+            for prefix in sorted(counters, key=len, reverse=True):
+                if path.startswith(prefix):
+                    counters[prefix] -= 1
+                    if counters[prefix] <= 0:
+                        del counters[prefix]
+                    return True
+        return False

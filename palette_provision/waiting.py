@@ -1,0 +1,137 @@
+"""The one waiting primitive: :func:`wait_for`.
+
+Every wait in palette-provision (a VM to power off, an SSH banner, a cluster to reach ``Running``) goes through
+:func:`wait_for`, built on tenacity: a deadline, capped exponential backoff with jitter, an early stop when a
+failure state is seen, and an injectable clock and sleep so tests run in no time. It raises
+:class:`~palette_provision.errors.WaitTimeout` naming what was awaited, for how long, and the last state and
+error seen.
+
+Example::
+
+    state = wait_for(
+        lambda: vm.power_state(),
+        what="vm node-1 to power off after install",
+        until=lambda s: s == "off",
+        failed=lambda s: "VM was deleted" if s == "gone" else None,
+        timeout=3600,
+    )
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import tenacity
+
+from palette_provision.errors import TransientError, WaitFailed, WaitTimeout
+
+__all__ = ["Backoff", "wait_for"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Polling cadence: start at ``initial`` seconds, double up to ``maximum``, add up to ``jitter`` seconds."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    jitter: float = 0.25
+
+
+@dataclass
+class _Poll(Generic[T]):
+    last_state: T | None = None
+    seen_state: bool = False
+    last_error: BaseException | None = None
+    attempts: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class _NotYet(Exception):
+    """Internal: the probe answered, but not with the awaited state."""
+
+
+def wait_for(
+    probe: Callable[[], T],
+    *,
+    what: str,
+    timeout: float,
+    until: Callable[[T], bool] = bool,
+    failed: Callable[[T], str | None] | None = None,
+    retry_on: tuple[type[BaseException], ...] = (TransientError,),
+    backoff: Backoff = Backoff(),
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+    on_state: Callable[[T], None] | None = None,
+) -> T:
+    """Call ``probe`` until ``until(state)`` holds, and return that state.
+
+    Args:
+        probe: returns the current state; may raise one of ``retry_on`` to mean "not yet, try again".
+        what: a human description of what is awaited, used in errors and logs.
+        timeout: the deadline in seconds from the first call.
+        until: the success predicate.
+        failed: returns a reason when the state is a failure state (stop at once), else ``None``.
+        retry_on: exception types treated as transient; anything else propagates at once.
+        backoff: the polling cadence; sleeps never overshoot the deadline.
+        clock, sleep, rng: injectable for tests.
+        on_state: called with every observed state (progress reporting).
+
+    Raises:
+        WaitTimeout: the deadline passed; carries the last state and last error.
+        WaitFailed: ``failed`` named a failure state.
+    """
+    poll: _Poll[T] = _Poll()
+    start = clock()
+    deadline = start + timeout
+
+    def attempt() -> T:
+        poll.attempts += 1
+        try:
+            state = probe()
+        except retry_on as exc:
+            poll.last_error = exc
+            raise
+        poll.last_state, poll.seen_state = state, True
+        if on_state is not None:
+            on_state(state)
+        if failed is not None:
+            reason = failed(state)
+            if reason:
+                raise WaitFailed(what, state, reason)
+        if not until(state):
+            raise _NotYet()
+        return state
+
+    def next_sleep(retry_state: tenacity.RetryCallState) -> float:
+        n = retry_state.attempt_number - 1
+        base = min(backoff.maximum, backoff.initial * (2**n))
+        pause = base + backoff.jitter * rng()
+        return max(0.0, min(pause, deadline - clock()))
+
+    def out_of_time(_: tenacity.RetryCallState) -> bool:
+        return clock() >= deadline
+
+    retrying = tenacity.Retrying(
+        stop=out_of_time,
+        wait=next_sleep,
+        sleep=sleep,
+        retry=tenacity.retry_if_exception_type((_NotYet, *retry_on)),
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except (_NotYet, *retry_on) as exc:
+        last_error = poll.last_error if not isinstance(exc, _NotYet) or poll.last_error else None
+        raise WaitTimeout(
+            what,
+            clock() - start,
+            last_state=poll.last_state if poll.seen_state else None,
+            last_error=last_error,
+        ) from (exc if not isinstance(exc, _NotYet) else None)
