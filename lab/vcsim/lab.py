@@ -45,6 +45,7 @@ __all__ = [
     "VcsimTaskError",
     "build_vcsim",
     "connect",
+    "connect_to",
     "disconnect",
     "start_vcsim",
     "wait_task",
@@ -279,10 +280,22 @@ def _check_served_certificate(handle: VcsimHandle, timeout: float) -> None:
 
 def connect(handle: VcsimHandle, *, verify: bool = True) -> vim.ServiceInstance:
     """A pyVmomi session to ``handle`` (TLS verified against its certificate unless ``verify=False``)."""
-    kwargs: dict[str, Any] = {"sslContext": handle.ssl_context()} if verify else {"disableSslCertValidation": True}
-    si: vim.ServiceInstance = _smart_connect(
-        host=handle.host, port=handle.port, user=handle.username, pwd=handle.password, **kwargs
+    return connect_to(handle.host, handle.port, handle.username, handle.password, handle.cert_path if verify else None)
+
+
+def connect_to(host: str, port: int, username: str, password: str, cafile: Path | None) -> vim.ServiceInstance:
+    """A pyVmomi session; ``cafile`` is the certificate to trust (``None`` disables verification, lab only).
+
+    Raises:
+        vim.fault.InvalidLogin: wrong credentials.
+        OSError: nothing answers, or the certificate does not verify.
+    """
+    kwargs: dict[str, Any] = (
+        {"sslContext": ssl.create_default_context(cafile=str(cafile))}
+        if cafile is not None
+        else {"disableSslCertValidation": True}
     )
+    si: vim.ServiceInstance = _smart_connect(host=host, port=port, user=username, pwd=password, **kwargs)
     return si
 
 

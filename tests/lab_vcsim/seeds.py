@@ -1,0 +1,107 @@
+"""Build NoCloud seed ISOs as ``docs/seed-format.md`` describes (the test appliance reads exactly these keys)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pycdlib
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Keypair:
+    """An ed25519 key in OpenSSH formats."""
+
+    private_openssh: str
+    public_openssh: str
+
+    @classmethod
+    def generate(cls, comment: str) -> Keypair:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return cls(private, f"{public.decode()} {comment}")
+
+
+def user_data(hostname: str, ip: str, user_key: Keypair, host_key: Keypair, *, device: str = "auto") -> dict[str, Any]:
+    """The library's user-data for one static node on the lab LAN."""
+    return {
+        "hostname": hostname,
+        "install": {"auto": True, "device": device, "poweroff": True, "reboot": False},
+        "stylus": {
+            "managementMode": "local",
+            "enableMultiNode": True,
+            "disableTui": True,
+            "includeTui": False,
+            "localUI": {"port": 5080},
+            "site": {
+                "network": {
+                    "interfaces": {
+                        "eth0": {
+                            "type": "static",
+                            "ipAddress": ip,
+                            "mask": 24,
+                            "gateway": "10.251.0.1",
+                            "nameserver": "10.251.0.1",
+                        }
+                    }
+                }
+            },
+        },
+        "stages": {
+            "initramfs": [
+                {
+                    "name": "palette-provision-users",
+                    "users": {"kairos": {"groups": ["admin"], "ssh_authorized_keys": [user_key.public_openssh]}},
+                },
+                {
+                    "name": "palette-provision-host-keys",
+                    "files": [
+                        {
+                            "path": "/etc/ssh/ssh_host_ed25519_key",
+                            "permissions": 0o600,
+                            "owner": 0,
+                            "group": 0,
+                            "content": host_key.private_openssh,
+                        },
+                        {
+                            "path": "/etc/ssh/ssh_host_ed25519_key.pub",
+                            "permissions": 0o644,
+                            "owner": 0,
+                            "group": 0,
+                            "content": host_key.public_openssh,
+                        },
+                    ],
+                },
+            ]
+        },
+    }
+
+
+def write_seed_iso(path: Path, data: dict[str, Any], instance_id: str) -> Path:
+    """Write a ``cidata`` ISO (ISO 9660 + Joliet + Rock Ridge) with ``user-data`` and ``meta-data``."""
+    files = {
+        "user-data": ("#cloud-config\n" + yaml.safe_dump(data, sort_keys=False)).encode(),
+        "meta-data": yaml.safe_dump({"instance-id": instance_id, "local-hostname": data["hostname"]}).encode(),
+    }
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
+    for name, content in files.items():
+        iso.add_fp(
+            io.BytesIO(content),
+            len(content),
+            iso_path="/" + name.replace("-", "").upper()[:8] + ".;1",
+            rr_name=name,
+            joliet_path=f"/{name}",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iso.write(str(path))
+    iso.close()
+    return path
