@@ -47,7 +47,7 @@ class TokenService:
     def issue(self, subject: str, lifetime_s: float) -> str:
         """Return a new token for ``subject`` valid for ``lifetime_s`` seconds."""
         now = time.time()
-        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
         payload = _b64url(
             json.dumps(
                 {
@@ -56,7 +56,8 @@ class TokenService:
                     "iat": now,
                     "exp": now + lifetime_s,
                     "jti": secrets.token_hex(8),
-                }
+                },
+                separators=(",", ":"),
             ).encode()
         )
         return f"{header}.{payload}.{self._sign(header, payload)}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from io import BufferedIOBase
 
 from .errors import bad_request
 
@@ -14,7 +14,7 @@ class BodyReader:
     whether the whole body was consumed (if not, the connection must not be reused).
     """
 
-    def __init__(self, rfile: BinaryIO, content_length: int | None, chunked: bool) -> None:
+    def __init__(self, rfile: BufferedIOBase, content_length: int | None, chunked: bool) -> None:
         self._rfile = rfile
         self._chunked = chunked
         self._remaining = 0 if chunked else (content_length or 0)

@@ -5,12 +5,14 @@ Memory stays bounded by the read size (1 MiB) whatever the size of the uploaded 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from email.message import Message
 from email.parser import BytesHeaderParser
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .body import BodyReader
 from .errors import bad_request
@@ -57,10 +59,8 @@ class FileSink:
     def discard(self) -> None:
         """Close and delete the file (failed or rejected upload)."""
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class MemorySink:

@@ -8,7 +8,9 @@ A tiny schema language: :class:`Obj` (closed object with typed fields and requir
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
+
+from .errors import bad_request
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Obj:
     required: tuple[str, ...] = field(default=())
 
 
-Spec = Union[Scalar, Enum, Arr, Map, Obj]
+Spec = Scalar | Enum | Arr | Map | Obj
 STR, BOOL, INT, ANY = Scalar("string"), Scalar("boolean"), Scalar("integer"), Scalar("any")
 
 
@@ -99,6 +101,13 @@ def check(value: Any, spec: Spec, path: str) -> list[str]:
         else:
             errors += check(item, spec.fields[key], f"{prefix}{key}")
     return errors
+
+
+def require(body: Any, spec: Spec) -> None:
+    """Raise a 400 naming the first offending field when ``body`` does not match ``spec``."""
+    errors = check(body, spec, "")
+    if errors:
+        raise bad_request(errors[0], field=errors[0].split(":", 1)[0], errors=errors)
 
 
 META = Obj({"id": STR, "name": STR, "creationTimestamp": STR, "lastModifiedTimestamp": STR,
