@@ -1,0 +1,145 @@
+"""The seed: each node's Kairos/Palette user-data, packed as a NoCloud ``cidata`` ISO.
+
+The seed carries the node account (password as a SHA-512 crypt hash only), its SSH authorized keys, an ed25519 SSH
+host key generated here (so the fingerprint is known before first contact), the hostname, the NIC (static or
+DHCP), DNS, NTP, the ``stylus`` settings of a locally managed appliance, and an unattended install that powers the
+node off when done. Layout: ``docs/seed-format.md``. Seeds are deterministic: the same plan and host key give the
+same bytes, so staging can skip a seed that is already in place.
+
+A seed holds secrets (a password hash, a private host key): it is written with mode 0600 and never logged.
+
+Example::
+
+    from palette_provision.seed import HostKey, build_seed_iso, write_seed
+
+    node = plan.node_specs()[0]
+    key = HostKey.generate()
+    write_seed(Path(f"{node.name}.iso"), build_seed_iso(plan, node, key))
+    journal.set_fact(node.name, "host_key_public", key.public_line)   # pinned by the readiness ladder
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from palette_provision.journal import Journal
+from palette_provision.log import get_logger
+from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.seed._hostkey import HOST_KEY_COMMENT, HostKey, ssh_fingerprint
+from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
+from palette_provision.seed._model import (
+    CLOUD_CONFIG_HEADER,
+    HOST_KEYS_STAGE,
+    LIBRARY_KEYS,
+    USERS_STAGE,
+    LibraryKey,
+    SeedFile,
+    SeedInstall,
+    SeedInterface,
+    SeedModel,
+    SeedStylus,
+    SeedUser,
+    deep_merge,
+    derive_salt,
+    render_meta_data,
+    render_user_data,
+)
+from palette_provision.seed._sha512crypt import sha512_crypt
+
+__all__ = [
+    "CLOUD_CONFIG_HEADER",
+    "HOST_KEYS_STAGE",
+    "HOST_KEY_COMMENT",
+    "LIBRARY_KEYS",
+    "SEED_VOLUME_LABEL",
+    "USERS_STAGE",
+    "HostKey",
+    "LibraryKey",
+    "SeedFile",
+    "SeedInstall",
+    "SeedInterface",
+    "SeedModel",
+    "SeedStylus",
+    "SeedUser",
+    "build_seed_iso",
+    "deep_merge",
+    "derive_salt",
+    "render_meta_data",
+    "render_user_data",
+    "sha512_crypt",
+    "ssh_fingerprint",
+    "write_seed",
+    "write_seeds",
+]
+
+_log = get_logger(__name__)
+
+#: Journal facts the seed records per node (public values only).
+FACT_HOST_KEY_PUBLIC = "host_key_public"
+FACT_HOST_KEY_FINGERPRINT = "host_key_fingerprint"
+
+
+def build_seed_iso(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> bytes:
+    """Return ``node``'s NoCloud seed ISO: label ``cidata``, files ``user-data`` and ``meta-data``.
+
+    Pure Python (pycdlib); every timestamp is fixed, so the same plan, node and key give identical bytes.
+
+    Example::
+
+        iso = build_seed_iso(plan, plan.node_specs()[0], HostKey.generate())
+        write_seed(Path("node-1.iso"), iso)
+
+    Raises:
+        PlanError: ``plan.user_data_extra`` removes or changes a key the library depends on.
+    """
+    user_data = render_user_data(plan, node, host_key)
+    meta_data = render_meta_data(plan, node)
+    return build_cidata_iso({"user-data": user_data.encode("utf-8"), "meta-data": meta_data.encode("utf-8")})
+
+
+def write_seeds(
+    plan: DeploymentPlan,
+    out_dir: Path,
+    *,
+    host_keys: Mapping[str, HostKey] | None = None,
+    journal: Journal | None = None,
+    out: TextIO | None = None,
+) -> list[Path]:
+    """Write every node's seed into ``out_dir``: ``<node>.iso`` and ``<node>.user-data``, both mode 0600.
+
+    The ``palette-provision seed`` command. A host key is generated per node unless ``host_keys`` gives one (the
+    same keys give the same bytes). Each node's public host key and fingerprint are printed to ``out`` (default
+    stdout) and, with a ``journal``, recorded as the facts ``host_key_public`` and ``host_key_fingerprint``.
+    Returns the paths written, in node order (ISO then user-data).
+
+    Example::
+
+        paths = write_seeds(plan, Path("seeds"))
+        # node-1  SHA256:3n0i...  ssh-ed25519 AAAA... palette-provision-host-key
+
+    Raises:
+        PlanError: ``plan.user_data_extra`` is not acceptable (nothing is written then).
+        OSError: ``out_dir`` cannot be created or written.
+    """
+    stream = out if out is not None else sys.stdout
+    rendered: list[tuple[NodeSpec, HostKey, str, bytes]] = []
+    for node in plan.node_specs():
+        key = (host_keys or {}).get(node.name) or HostKey.generate()
+        user_data = render_user_data(plan, node, key)  # validate every node before writing any file
+        rendered.append((node, key, user_data, build_seed_iso(plan, node, key)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for node, key, user_data, iso in rendered:
+        iso_path, ud_path = out_dir / f"{node.name}.iso", out_dir / f"{node.name}.user-data"
+        write_seed(iso_path, iso)
+        write_seed(ud_path, user_data.encode("utf-8"))
+        paths += [iso_path, ud_path]
+        if journal is not None:
+            journal.set_fact(node.name, FACT_HOST_KEY_PUBLIC, key.public_line)
+            journal.set_fact(node.name, FACT_HOST_KEY_FINGERPRINT, key.fingerprint)
+        _log.info("seed_written", node=node.name, path=str(iso_path), host_key_fingerprint=key.fingerprint)
+        print(f"{node.name}  {key.fingerprint}  {key.public_line}", file=stream)
+    return paths

@@ -1,0 +1,421 @@
+"""The typed model of a node's user-data, its rendering, and the ``user_data_extra`` escape hatch.
+
+The layout is the contract of ``docs/seed-format.md`` (the lab's test appliance parses it; a real appliance reads
+the same keys).
+
+Merge rules for ``plan.user_data_extra`` (deep-merged over the rendered document):
+
+* mappings merge recursively, key by key;
+* lists and scalars **replace** what the library rendered (no list concatenation: a list's meaning is whole,
+  e.g. NTP servers);
+* a ``null`` value replaces too (it does not delete the key);
+* the result must be YAML-serialisable (plain mappings with string keys, lists, strings, numbers, booleans,
+  null) and survive a YAML round trip unchanged.
+
+The keys the library depends on (:data:`LIBRARY_KEYS`) may not be removed, and those marked pinned may not
+change: a plan that does either fails with a :class:`~palette_provision.errors.PlanError` naming each key. To add
+boot-time steps, use another Kairos stage (``stages.boot``, ``stages.network``...): a list under
+``stages.initramfs`` would replace the library's users and host-key steps, which is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from palette_provision.errors import PlanError, PlanIssue
+from palette_provision.plan import DeploymentPlan, NodeSpec, Profile
+from palette_provision.secrets import Secret
+from palette_provision.seed._hostkey import HostKey
+from palette_provision.seed._sha512crypt import CRYPT_ALPHABET, sha512_crypt
+
+__all__ = [
+    "CLOUD_CONFIG_HEADER",
+    "HOST_KEYS_STAGE",
+    "LIBRARY_KEYS",
+    "USERS_STAGE",
+    "LibraryKey",
+    "SeedFile",
+    "SeedInstall",
+    "SeedInterface",
+    "SeedModel",
+    "SeedStylus",
+    "SeedUser",
+    "deep_merge",
+    "derive_salt",
+    "render_meta_data",
+    "render_user_data",
+]
+
+#: The literal first line of every Kairos cloud-config.
+CLOUD_CONFIG_HEADER = "#cloud-config\n"
+#: Names of the two ``stages.initramfs`` steps the library writes.
+USERS_STAGE = "palette-provision-users"
+HOST_KEYS_STAGE = "palette-provision-host-keys"
+
+_SALT_DOMAIN = b"palette-provision/sha512-crypt-salt/v1\0"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class SeedInstall(_Part):
+    """``install:``: unattended install onto ``device``, then power off (the library detects the end by it)."""
+
+    auto: bool = True
+    device: str = "auto"
+    poweroff: bool = True
+    reboot: bool = False
+
+
+class SeedInterface(_Part):
+    """One NIC under ``stylus.site.network.interfaces``: DHCP, or a static address with gateway and DNS."""
+
+    type: Literal["static", "dhcp"] = "dhcp"
+    address: ipaddress.IPv4Interface | None = None
+    gateway: ipaddress.IPv4Address | None = None
+    nameserver: ipaddress.IPv4Address | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        """The YAML mapping (``type`` only for DHCP)."""
+        if self.type == "dhcp" or self.address is None:
+            return {"type": "dhcp"}
+        doc: dict[str, Any] = {
+            "type": "static",
+            "ipAddress": str(self.address.ip),
+            "mask": self.address.network.prefixlen,
+        }
+        if self.gateway is not None:
+            doc["gateway"] = str(self.gateway)
+        if self.nameserver is not None:
+            doc["nameserver"] = str(self.nameserver)
+        return doc
+
+
+class SeedStylus(_Part):
+    """``stylus:``: a locally managed (multi-node) appliance, no TUI, the Local UI port, NTP and the NICs."""
+
+    management_mode: str = "local"
+    enable_multi_node: bool = True
+    disable_tui: bool = True
+    include_tui: bool = False
+    local_ui_port: int = 5080
+    ntp_servers: tuple[str, ...] = ()
+    interfaces: dict[str, SeedInterface] = {}
+
+    def to_document(self) -> dict[str, Any]:
+        """The YAML mapping, keys as Palette spells them."""
+        return {
+            "managementMode": self.management_mode,
+            "enableMultiNode": self.enable_multi_node,
+            "disableTui": self.disable_tui,
+            "includeTui": self.include_tui,
+            "localUI": {"port": self.local_ui_port},
+            "site": {
+                "ntpServers": list(self.ntp_servers),
+                "network": {"interfaces": {name: nic.to_document() for name, nic in self.interfaces.items()}},
+            },
+        }
+
+
+class SeedUser(_Part):
+    """An OS account: its SHA-512 crypt hash (a :class:`Secret`: hashes are crackable), groups and SSH keys."""
+
+    name: str
+    passwd_hash: Secret
+    groups: tuple[str, ...] = ("admin",)
+    ssh_authorized_keys: tuple[str, ...] = ()
+
+
+class SeedFile(_Part):
+    """A file the node writes at boot; ``content`` is a :class:`Secret` for private material."""
+
+    path: str
+    content: str | Secret
+    permissions: int = 0o644
+    owner: int = 0
+    group: int = 0
+
+    def to_document(self) -> dict[str, Any]:
+        """The YAML mapping; reveals a secret ``content`` (call it only to render the seed)."""
+        content = self.content.reveal() if isinstance(self.content, Secret) else self.content
+        return {
+            "path": self.path,
+            "permissions": self.permissions,  # Kairos takes a decimal integer (384 = 0o600)
+            "owner": self.owner,
+            "group": self.group,
+            "content": content,
+        }
+
+
+def derive_salt(plan_name: str, node_name: str, host_key_public: str) -> str:
+    """A 16-character crypt salt, the same for the same plan, node and host key (reproducible seeds).
+
+    Derived from public values only: a salt computed from the password (an HMAC keyed with it, say) would let
+    anyone holding the seed test password guesses with one fast hash instead of 5000 SHA-512 rounds.
+
+    >>> derive_salt("lab", "node-1", "ssh-ed25519 AAAA k") == derive_salt("lab", "node-1", "ssh-ed25519 AAAA k")
+    True
+    >>> len(derive_salt("lab", "node-1", "ssh-ed25519 AAAA k"))
+    16
+    """
+    digest = hashlib.sha256(_SALT_DOMAIN + "\0".join((plan_name, node_name, host_key_public)).encode("utf-8")).digest()
+    return "".join(CRYPT_ALPHABET[b & 0x3F] for b in digest[:16])
+
+
+class SeedModel(_Part):
+    """A node's user-data, typed. Build it with :meth:`from_plan`, render it with :meth:`render`.
+
+    ``repr`` shows no secret: the password hash and the private host key are :class:`Secret` values, revealed
+    only by :meth:`to_document` while rendering.
+
+    Example::
+
+        model = SeedModel.from_plan(plan, node, HostKey.generate())
+        text = model.render(plan.user_data_extra)   # "#cloud-config\\nhostname: node-1\\n..."
+    """
+
+    hostname: str
+    install: SeedInstall = SeedInstall()
+    stylus: SeedStylus = SeedStylus()
+    users: tuple[SeedUser, ...] = ()
+    files: tuple[SeedFile, ...] = ()
+
+    @classmethod
+    def from_plan(cls, plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> SeedModel:
+        """The model for ``node``: account, SSH keys, ``host_key``, hostname, NIC, DNS, NTP and install."""
+        account = plan.cluster.node_account
+        salt = derive_salt(plan.name, node.name, host_key.public_line)
+        passwd_hash = Secret(sha512_crypt(account.password.reveal(), salt), source=f"sha512-crypt:{account.username}")
+        if node.address is not None:
+            nic = SeedInterface(
+                type="static",
+                address=node.address,
+                gateway=node.gateway,
+                nameserver=node.dns[0] if node.dns else None,
+            )
+        else:
+            nic = SeedInterface(type="dhcp")
+        stylus = SeedStylus(
+            enable_multi_node=plan.profile is Profile.APPLIANCE or plan.nodes.count > 1,
+            local_ui_port=plan.handoff.local_api_port,
+            ntp_servers=tuple(plan.cluster.ntp),
+            interfaces={node.interface: nic},
+        )
+        user = SeedUser(
+            name=account.username, passwd_hash=passwd_hash, ssh_authorized_keys=tuple(plan.cluster.ssh_public_keys)
+        )
+        files = (
+            SeedFile(path="/etc/ssh/ssh_host_ed25519_key", content=host_key.private_openssh, permissions=0o600),
+            SeedFile(path="/etc/ssh/ssh_host_ed25519_key.pub", content=host_key.public_line, permissions=0o644),
+        )
+        return cls(hostname=node.name, stylus=stylus, users=(user,), files=files)
+
+    def to_document(self) -> dict[str, Any]:
+        """The user-data mapping per ``docs/seed-format.md``. Reveals the secrets: call it only to render."""
+        users = {
+            u.name: {
+                "passwd": u.passwd_hash.reveal(),
+                "groups": list(u.groups),
+                "ssh_authorized_keys": list(u.ssh_authorized_keys),
+            }
+            for u in self.users
+        }
+        install = self.install
+        return {
+            "hostname": self.hostname,
+            "install": {
+                "auto": install.auto,
+                "device": install.device,
+                "poweroff": install.poweroff,
+                "reboot": install.reboot,
+            },
+            "stylus": self.stylus.to_document(),
+            "stages": {
+                "initramfs": [
+                    {"name": USERS_STAGE, "users": users},
+                    {"name": HOST_KEYS_STAGE, "files": [f.to_document() for f in self.files]},
+                ]
+            },
+        }
+
+    def render(self, extra: Mapping[str, Any] | None = None) -> str:
+        """Render ``#cloud-config`` + YAML, with ``extra`` deep-merged (see the module's merge rules).
+
+        Raises:
+            PlanError: ``extra`` removes or changes a key the library depends on (each named, under
+                ``user_data_extra.``), or the result is not plain YAML.
+        """
+        base = self.to_document()
+        merged = deep_merge(base, extra or {})
+        issues = _library_key_issues(base, merged)
+        if issues:
+            raise PlanError(issues)
+        return _dump_checked(merged)
+
+
+# ----------------------------------------------------------------------------------------------- merging
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` over ``base``: mappings recursively; lists, scalars and ``None`` replace.
+
+    Neither input is modified; the values taken from ``extra`` are copied.
+
+    >>> deep_merge({"a": {"b": 1, "c": [1, 2]}, "d": 1}, {"a": {"c": [3]}, "e": {"f": None}})
+    {'a': {'b': 1, 'c': [3]}, 'd': 1, 'e': {'f': None}}
+    """
+    out: dict[str, Any] = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        current = out.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            out[key] = deep_merge(current, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(frozen=True)
+class LibraryKey:
+    """A user-data key the library relies on: it must stay present, and ``pinned`` ones must keep their value."""
+
+    path: tuple[str, ...]
+    pinned: bool
+    why: str
+
+
+#: The keys ``user_data_extra`` may not remove (or, when pinned, change).
+LIBRARY_KEYS: tuple[LibraryKey, ...] = (
+    LibraryKey(("hostname",), False, "the node's name"),
+    LibraryKey(("install", "device"), False, "the installer needs a target disk"),
+    LibraryKey(("install", "auto"), True, "without it the installer waits for a person at the console"),
+    LibraryKey(("install", "poweroff"), True, "the library detects the end of the install by the power-off"),
+    LibraryKey(("install", "reboot"), True, "a reboot would hide the end of the install"),
+    LibraryKey(("stylus", "managementMode"), False, "the appliance's management mode"),
+    LibraryKey(("stylus", "localUI", "port"), True, "the hand-off talks to this port; set handoff.local_api_port"),
+    LibraryKey(("stylus", "site", "network", "interfaces"), False, "the node's network settings"),
+    LibraryKey(("stages", "initramfs"), False, "the account and the pre-seeded SSH host key"),
+)
+
+_MISSING = object()
+
+
+def _get(doc: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(doc, Mapping) or key not in doc:
+            return _MISSING
+        doc = doc[key]
+    return doc
+
+
+def _library_key_issues(base: Mapping[str, Any], merged: Mapping[str, Any]) -> list[PlanIssue]:
+    issues: list[PlanIssue] = []
+    for rule in LIBRARY_KEYS:
+        where = "user_data_extra." + ".".join(rule.path)
+        old, new = _get(base, rule.path), _get(merged, rule.path)
+        if old is _MISSING:
+            continue
+        if new is _MISSING or new is None:
+            issues.append(PlanIssue(where, f"the library depends on this key ({rule.why}); it cannot be removed"))
+        elif rule.pinned and new != old:
+            issues.append(PlanIssue(where, f"the library depends on this key ({rule.why}); it must stay {old!r}"))
+    # The library's own steps must survive unchanged: its account and the host key it will pin.
+    old_steps, new_steps = _get(base, ("stages", "initramfs")), _get(merged, ("stages", "initramfs"))
+    if isinstance(old_steps, list) and isinstance(new_steps, list):
+        for step in old_steps:
+            if step not in new_steps:
+                issues.append(
+                    PlanIssue(
+                        f"user_data_extra.stages.initramfs.{step['name']}",
+                        "the library's step was replaced or changed (lists replace when merged); add your steps "
+                        "under another stage, e.g. stages.boot",
+                    )
+                )
+    # The planned static address is where the readiness ladder looks for the node.
+    for name, nic in (_get(base, ("stylus", "site", "network", "interfaces")) or {}).items():
+        new_nic = _get(merged, ("stylus", "site", "network", "interfaces", name))
+        if (
+            isinstance(nic, Mapping)
+            and "ipAddress" in nic
+            and (not isinstance(new_nic, Mapping) or new_nic.get("ipAddress") != nic["ipAddress"])
+        ):
+            issues.append(
+                PlanIssue(
+                    f"user_data_extra.stylus.site.network.interfaces.{name}.ipAddress",
+                    f"the library reaches the node at its planned address; it must stay {nic['ipAddress']!r} "
+                    "(change nodes.network.addresses instead)",
+                )
+            )
+    return issues
+
+
+# ----------------------------------------------------------------------------------------------- YAML
+
+
+class _SeedDumper(yaml.SafeDumper):
+    """Safe YAML, with multi-line strings (the private key) as literal blocks, as docs/seed-format.md shows."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_SeedDumper.add_representer(str, _represent_str)
+
+
+def _dump_checked(document: Mapping[str, Any]) -> str:
+    try:
+        body = yaml.dump(
+            dict(document),
+            Dumper=_SeedDumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=4096,
+        )
+    except yaml.YAMLError as exc:
+        # Arbitrary Python objects (a tuple, a datetime, a class) in user_data_extra: name the type, not the value.
+        raise PlanError(
+            [PlanIssue("user_data_extra", f"is not plain YAML data ({type(exc).__name__}: {str(exc).splitlines()[0]})")]
+        ) from None
+    text = CLOUD_CONFIG_HEADER + body
+    if not text.startswith(CLOUD_CONFIG_HEADER):
+        raise PlanError([PlanIssue("user_data_extra", "the user-data must start with '#cloud-config'")])
+    if yaml.safe_load(text) != document:
+        raise PlanError(
+            [PlanIssue("user_data_extra", "does not survive a YAML round trip (use string keys and plain values)")]
+        )
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+
+
+def render_user_data(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> str:
+    """Render ``node``'s user-data: ``#cloud-config`` + YAML per ``docs/seed-format.md``, ``plan.user_data_extra``
+    deep-merged. The same plan, node and key give the same text.
+
+    Example::
+
+        text = render_user_data(plan, plan.node_specs()[0], HostKey.generate())
+        assert text.startswith("#cloud-config\\n")
+
+    Raises:
+        PlanError: ``user_data_extra`` removes or changes a key the library depends on, or is not plain YAML.
+    """
+    return SeedModel.from_plan(plan, node, host_key).render(plan.user_data_extra)
+
+
+def render_meta_data(plan: DeploymentPlan, node: NodeSpec) -> str:
+    """Render NoCloud ``meta-data``: ``instance-id: <plan>-<node>`` and ``local-hostname: <node>``."""
+    return yaml.safe_dump({"instance-id": f"{plan.name}-{node.name}", "local-hostname": node.name}, sort_keys=False)

@@ -1,0 +1,408 @@
+"""The seed: user-data per docs/seed-format.md, packed as a reproducible NoCloud ``cidata`` ISO, secrets hashed."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pycdlib
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from palette_provision.errors import PlanError
+from palette_provision.journal import Journal
+from palette_provision.plan import DeploymentPlan
+from palette_provision.secrets import Secret
+from palette_provision.seed import (
+    HostKey,
+    SeedModel,
+    build_seed_iso,
+    deep_merge,
+    render_meta_data,
+    render_user_data,
+    sha512_crypt,
+    ssh_fingerprint,
+    write_seed,
+    write_seeds,
+)
+
+PASSWORD = "correct-horse-battery-staple"
+USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop admin@laptop"
+
+
+def make_plan(**overrides: Any) -> DeploymentPlan:
+    data: dict[str, Any] = {
+        "name": "lab",
+        "iso": {"source": "/srv/palette.iso"},
+        "cluster": {
+            "name": "pal",
+            "vip": "10.251.0.100",
+            "dns": ["10.251.0.1", "1.1.1.1"],
+            "ntp": ["ntp.example.org"],
+            "ssh_public_keys": [USER_KEY],
+            "node_account": {"username": "kairos", "password": Secret(PASSWORD, source="test")},
+        },
+        "nodes": {
+            "count": 3,
+            "size": "small",
+            "network": {
+                "mode": "static",
+                "addresses": ["10.251.0.11/24", "10.251.0.12/24", "10.251.0.13/24"],
+                "gateway": "10.251.0.1",
+            },
+        },
+        "platform": {"provider": "fake"},
+    }
+    data.update(overrides)
+    return DeploymentPlan.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def host_key() -> HostKey:
+    return HostKey.generate()
+
+
+@pytest.fixture(scope="module")
+def plan() -> DeploymentPlan:
+    return make_plan()
+
+
+def iso_files(iso_bytes: bytes) -> tuple[str, dict[str, bytes], dict[str, bytes]]:
+    """Parse an ISO back: (volume label, files by Rock Ridge name, files by Joliet name)."""
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(iso_bytes))
+    try:
+        label = iso.pvd.volume_identifier.decode().strip()
+        by_rr: dict[str, bytes] = {}
+        by_joliet: dict[str, bytes] = {}
+        for child in iso.list_children(rr_path="/"):
+            if child.is_dot() or child.is_dotdot():
+                continue
+            name = child.rock_ridge.name().decode()
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
+            by_rr[name] = out.getvalue()
+        for child in iso.list_children(joliet_path="/"):
+            if child.is_dot() or child.is_dotdot():
+                continue
+            name = child.file_identifier().decode("utf-16_be")
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, joliet_path=f"/{name}")
+            by_joliet[name] = out.getvalue()
+        return label, by_rr, by_joliet
+    finally:
+        iso.close()
+
+
+# ------------------------------------------------------------------------------------------- the ISO
+
+
+def test_iso_has_the_cidata_label_and_exactly_user_data_and_meta_data(plan: DeploymentPlan, host_key: HostKey) -> None:
+    node = plan.node_specs()[0]
+    label, by_rr, by_joliet = iso_files(build_seed_iso(plan, node, host_key))
+    assert label == "cidata"
+    assert set(by_rr) == {"user-data", "meta-data"}
+    assert by_joliet == by_rr
+    assert by_rr["user-data"].decode() == render_user_data(plan, node, host_key)
+    assert yaml.safe_load(by_rr["meta-data"]) == {"instance-id": "lab-pal-1", "local-hostname": "pal-1"}
+
+
+def test_meta_data_names_the_instance_and_host(plan: DeploymentPlan) -> None:
+    node = plan.node_specs()[1]
+    assert yaml.safe_load(render_meta_data(plan, node)) == {"instance-id": "lab-pal-2", "local-hostname": "pal-2"}
+
+
+def test_two_builds_are_byte_identical_whatever_the_clock(
+    plan: DeploymentPlan, host_key: HostKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = plan.node_specs()[0]
+    first = build_seed_iso(plan, node, host_key)
+    later = time.time() + 86_400 * 400
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        second = build_seed_iso(plan, node, host_key)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert first == second
+
+
+def test_another_host_key_or_node_gives_another_seed(plan: DeploymentPlan, host_key: HostKey) -> None:
+    node1, node2 = plan.node_specs()[:2]
+    base = build_seed_iso(plan, node1, host_key)
+    assert build_seed_iso(plan, node1, HostKey.generate()) != base
+    assert build_seed_iso(plan, node2, host_key) != base
+
+
+def test_a_reloaded_host_key_gives_the_same_seed(plan: DeploymentPlan, host_key: HostKey) -> None:
+    node = plan.node_specs()[0]
+    reloaded = HostKey.from_private_openssh(host_key.private_openssh.reveal())
+    assert build_seed_iso(plan, node, reloaded) == build_seed_iso(plan, node, host_key)
+
+
+# ------------------------------------------------------------------------------------------- the user-data
+
+
+def test_user_data_starts_with_cloud_config_and_round_trips_through_yaml(
+    plan: DeploymentPlan, host_key: HostKey
+) -> None:
+    node = plan.node_specs()[0]
+    text = render_user_data(plan, node, host_key)
+    assert text.splitlines()[0] == "#cloud-config"
+    doc = yaml.safe_load(text)
+    assert doc == SeedModel.from_plan(plan, node, host_key).to_document()
+    assert doc["hostname"] == "pal-1"
+    assert doc["install"] == {"auto": True, "device": "auto", "poweroff": True, "reboot": False}
+    stylus = doc["stylus"]
+    assert stylus["managementMode"] == "local"
+    assert stylus["enableMultiNode"] is True
+    assert (stylus["disableTui"], stylus["includeTui"]) == (True, False)
+    assert stylus["localUI"] == {"port": 5080}
+    assert stylus["site"]["ntpServers"] == ["ntp.example.org"]
+    assert stylus["site"]["network"]["interfaces"] == {
+        "eth0": {"type": "static", "ipAddress": "10.251.0.11", "mask": 24, "gateway": "10.251.0.1",
+                 "nameserver": "10.251.0.1"}
+    }  # fmt: skip
+
+
+def test_initramfs_stages_carry_the_account_and_the_host_key(plan: DeploymentPlan, host_key: HostKey) -> None:
+    doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key))
+    users_step, keys_step = doc["stages"]["initramfs"]
+    assert users_step["name"] == "palette-provision-users"
+    account = users_step["users"]["kairos"]
+    assert account["groups"] == ["admin"]
+    assert account["ssh_authorized_keys"] == [USER_KEY]
+    assert keys_step["name"] == "palette-provision-host-keys"
+    private, public = keys_step["files"]
+    assert (private["path"], private["permissions"], private["owner"], private["group"]) == (
+        "/etc/ssh/ssh_host_ed25519_key", 384, 0, 0)  # fmt: skip
+    assert HostKey.from_private_openssh(private["content"]) == host_key
+    assert (public["path"], public["permissions"], public["content"]) == (
+        "/etc/ssh/ssh_host_ed25519_key.pub", 420, host_key.public_line)  # fmt: skip
+
+
+def test_private_key_is_a_literal_block_as_the_format_shows(plan: DeploymentPlan, host_key: HostKey) -> None:
+    text = render_user_data(plan, plan.node_specs()[0], host_key)
+    assert "content: |\n" in text
+    assert "-----BEGIN OPENSSH PRIVATE KEY-----\n" in text
+
+
+def test_dhcp_node_gets_type_dhcp_only(host_key: HostKey) -> None:
+    plan = make_plan(nodes={"count": 1, "size": "small", "network": {"mode": "dhcp", "interface": "ens192"}})
+    doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key))
+    assert doc["stylus"]["site"]["network"]["interfaces"] == {"ens192": {"type": "dhcp"}}
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+
+def openssl_crypt(password: str, salt: str) -> str:
+    # The password goes through stdin: never on a command line (visible in ps).
+    proc = subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", salt, "-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+def test_password_appears_only_as_a_sha512_crypt_hash_that_verifies(plan: DeploymentPlan, host_key: HostKey) -> None:
+    node = plan.node_specs()[0]
+    iso = build_seed_iso(plan, node, host_key)
+    text = render_user_data(plan, node, host_key)
+    assert PASSWORD.encode() not in iso
+    assert PASSWORD not in text
+    passwd = yaml.safe_load(text)["stages"]["initramfs"][0]["users"]["kairos"]["passwd"]
+    assert passwd.startswith("$6$")
+    salt = passwd.split("$")[2]
+    assert len(salt) == 16
+    assert openssl_crypt(PASSWORD, salt) == passwd
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    password=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF), min_size=1, max_size=80),
+    salt=st.text(alphabet="./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", min_size=1, max_size=16),
+)
+def test_sha512_crypt_matches_openssl(password: str, salt: str) -> None:
+    assert sha512_crypt(password, salt) == openssl_crypt(password, salt)
+
+
+def test_sha512_crypt_with_custom_rounds_matches_openssl() -> None:
+    assert sha512_crypt("pw", "abc", rounds=10_000) == openssl_crypt("pw", "rounds=10000$abc")
+
+
+def test_salt_is_the_same_for_the_same_plan_and_key_and_differs_per_node(
+    plan: DeploymentPlan, host_key: HostKey
+) -> None:
+    def salt(node_index: int, key: HostKey) -> str:
+        doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[node_index], key))
+        return str(doc["stages"]["initramfs"][0]["users"]["kairos"]["passwd"].split("$")[2])
+
+    assert salt(0, host_key) == salt(0, host_key)
+    assert salt(0, host_key) != salt(1, host_key)
+
+
+def test_no_seed_object_shows_a_secret_in_repr_or_str(plan: DeploymentPlan, host_key: HostKey) -> None:
+    model = SeedModel.from_plan(plan, plan.node_specs()[0], host_key)
+    passwd = model.users[0].passwd_hash.reveal()
+    private = host_key.private_openssh.reveal()
+    shown = [repr(host_key), str(host_key), repr(model), str(model), repr(model.users[0]), repr(model.files[0])]
+    for text in shown:
+        assert PASSWORD not in text
+        assert passwd not in text
+        assert "PRIVATE KEY" not in text
+        assert private not in text
+    assert host_key.public_line in repr(model.files[1])  # public values stay visible
+
+
+def test_host_key_fingerprint_is_the_one_ssh_keygen_prints(host_key: HostKey, tmp_path: Path) -> None:
+    pub = tmp_path / "key.pub"
+    pub.write_text(host_key.public_line + "\n")
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout
+    assert out.split()[1] == host_key.fingerprint == ssh_fingerprint(host_key.public_line)
+    assert host_key.public_line.startswith("ssh-ed25519 AAAA")
+    assert host_key.public_line.endswith(" palette-provision-host-key")
+
+
+def test_loading_a_non_key_fails_without_quoting_it() -> None:
+    from palette_provision.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        HostKey.from_private_openssh("not-a-key-s3cr3t")
+    assert "s3cr3t" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------- user_data_extra
+
+
+def test_extra_merges_mappings_recursively_and_lists_replace(host_key: HostKey) -> None:
+    extra = {
+        "install": {"device": "/dev/nvme0n1", "grub_options": {"extra_cmdline": "console=ttyS0"}},
+        "stylus": {"site": {"ntpServers": ["10.0.0.1"]}, "installationMode": "airgap"},
+        "stages": {"boot": [{"name": "motd", "files": [{"path": "/etc/motd", "content": "hi"}]}]},
+    }
+    plan = make_plan(user_data_extra=extra)
+    doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key))
+    assert doc["install"]["device"] == "/dev/nvme0n1"
+    assert doc["install"]["poweroff"] is True  # untouched siblings stay
+    assert doc["install"]["grub_options"] == {"extra_cmdline": "console=ttyS0"}
+    assert doc["stylus"]["site"]["ntpServers"] == ["10.0.0.1"]  # a list replaces, never concatenates
+    assert doc["stylus"]["site"]["network"]["interfaces"]["eth0"]["ipAddress"] == "10.251.0.11"
+    assert doc["stylus"]["installationMode"] == "airgap"
+    assert doc["stages"]["boot"][0]["name"] == "motd"
+    assert [s["name"] for s in doc["stages"]["initramfs"]] == ["palette-provision-users", "palette-provision-host-keys"]
+
+
+def test_deep_merge_leaves_its_inputs_alone() -> None:
+    base = {"a": {"b": [1]}}
+    extra = {"a": {"c": {"d": 1}}}
+    merged = deep_merge(base, extra)
+    merged["a"]["c"]["d"] = 2
+    assert base == {"a": {"b": [1]}}
+    assert extra == {"a": {"c": {"d": 1}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"install": {"poweroff": None}}, "user_data_extra.install.poweroff"),
+        ({"install": {"poweroff": False}}, "user_data_extra.install.poweroff"),
+        ({"install": "manual"}, "user_data_extra.install.auto"),
+        ({"hostname": None}, "user_data_extra.hostname"),
+        ({"stylus": {"localUI": {"port": 8443}}}, "user_data_extra.stylus.localUI.port"),
+        ({"stages": {"initramfs": [{"name": "mine"}]}}, "user_data_extra.stages.initramfs.palette-provision-users"),
+        (
+            {"stylus": {"site": {"network": {"interfaces": {"eth0": {"ipAddress": "10.9.9.9"}}}}}},
+            "user_data_extra.stylus.site.network.interfaces.eth0.ipAddress",
+        ),
+    ],
+)
+def test_extra_cannot_remove_or_change_a_key_the_library_depends_on(
+    host_key: HostKey, extra: dict[str, Any], key: str
+) -> None:
+    plan = make_plan(user_data_extra=extra)
+    with pytest.raises(PlanError) as info:
+        render_user_data(plan, plan.node_specs()[0], host_key)
+    assert key in [issue.path for issue in info.value.issues]
+    assert key in str(info.value)
+
+
+def test_extra_that_is_not_plain_yaml_is_refused(host_key: HostKey) -> None:
+    plan = make_plan(user_data_extra={"custom": {"when": object()}})
+    with pytest.raises(PlanError, match="user_data_extra: is not plain YAML"):
+        build_seed_iso(plan, plan.node_specs()[0], host_key)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z"))
+def test_any_valid_node_name_renders_and_round_trips(name: str, host_key: HostKey) -> None:
+    plan = make_plan(nodes={"count": 1, "names": [name], "size": "small"})
+    node = plan.node_specs()[0]
+    assert yaml.safe_load(render_user_data(plan, node, host_key))["hostname"] == name
+    assert yaml.safe_load(render_meta_data(plan, node))["local-hostname"] == name
+
+
+# ------------------------------------------------------------------------------------------- files on disk
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_write_seed_creates_the_file_0600_even_with_a_permissive_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        target = tmp_path / "node.iso"
+        write_seed(target, b"seed bytes")
+    finally:
+        os.umask(old)
+    assert mode_of(target) == 0o600
+    assert target.read_bytes() == b"seed bytes"
+    assert [p.name for p in tmp_path.iterdir()] == ["node.iso"]  # no temporary file left
+
+
+def test_write_seed_replaces_an_older_world_readable_file_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "node.iso"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    inode_before = target.stat().st_ino
+    write_seed(target, b"new")
+    assert (target.read_bytes(), mode_of(target)) == (b"new", 0o600)
+    assert target.stat().st_ino != inode_before  # a rename, never an in-place rewrite
+
+
+def test_write_seeds_writes_every_node_0600_prints_fingerprints_and_records_them(tmp_path: Path) -> None:
+    plan = make_plan()
+    out = io.StringIO()
+    keys = {"pal-1": HostKey.generate()}
+    with Journal.open(tmp_path / "journal.db", deployment="lab") as journal:
+        paths = write_seeds(plan, tmp_path / "seeds", host_keys=keys, journal=journal, out=out)
+        facts = journal.facts("pal-1")
+    names = [p.name for p in paths]
+    assert names == [f"pal-{i}.{ext}" for i in (1, 2, 3) for ext in ("iso", "user-data")]
+    assert all(mode_of(p) == 0o600 for p in paths)
+    assert (tmp_path / "seeds" / "pal-1.iso").read_bytes() == build_seed_iso(plan, plan.node_specs()[0], keys["pal-1"])
+    printed = out.getvalue()
+    assert keys["pal-1"].fingerprint in printed
+    assert printed.count("SHA256:") == 3
+    assert PASSWORD not in printed and "PRIVATE" not in printed
+    assert facts == {"host_key_public": keys["pal-1"].public_line, "host_key_fingerprint": keys["pal-1"].fingerprint}
+
+
+def test_write_seeds_writes_nothing_when_a_seed_is_invalid(tmp_path: Path) -> None:
+    plan = make_plan(user_data_extra={"install": {"poweroff": False}})
+    with pytest.raises(PlanError):
+        write_seeds(plan, tmp_path / "seeds", out=io.StringIO())
+    assert not (tmp_path / "seeds").exists()
