@@ -1,0 +1,177 @@
+"""Steps 1 and 2 of formation: every host ``configured``, then every follower linked to the leader.
+
+Link protocol (reference §3): the leader generates a one-time token (``generate-token``); each follower submits it
+(``POST .../link`` with ``{"token": ...}``, the only field the follower needs, §3.2); each follower's
+``link/status`` moves ``Pending`` -> ``InProgress`` -> ``Completed`` (or ``Failed`` with ``errorMessage``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from palette_provision.errors import HandoffError
+from palette_provision.handoff._client import LocalApiError
+from palette_provision.handoff._session import HOST_ID_FACT, HOST_INFO, LINK_STATUS, HostFacts, Session, step_errors
+from palette_provision.handoff.base import ReadyNode
+from palette_provision.secrets import Secret
+
+GENERATE_TOKEN = "/v1/edge-mgmt/edgehosts/current/link/generate-token"  # noqa: S105 - a path
+LINK = "/v1/edge-mgmt/edgehosts/current/link"
+
+CONFIGURED_STEP = "handoff.configured"
+LINK_STEP = "handoff.link"
+
+#: Never submit a link token with less than this many seconds left (capped at a quarter of its refresh interval,
+#: so a short-lived token is still usable): a follower validates it against the leader after a network round
+#: trip, and the leader replaces it when it runs out (link-hosts.md: ~2 minutes).
+LINK_TOKEN_MARGIN_S = 15.0
+#: Fresh tokens tried on one follower when it rejects the token (expired in flight, replaced by the leader).
+LINK_SUBMIT_ATTEMPTS = 3
+
+_LINKING = ("Pending", "InProgress", "Completed")
+
+
+def wait_configured(session: Session) -> None:
+    """Wait until every node's host info says ``configurationStatus: configured``; record its host facts."""
+    journal = session.context.journal
+    timeout = session.context.plan.timeouts.configured
+    for node in session.context.nodes:
+        with step_errors(CONFIGURED_STEP):
+            if not journal.is_done(CONFIGURED_STEP, node.name):
+                journal.begin(CONFIGURED_STEP, node.name)
+            api = session.api(node)
+
+            def probe(api: Any = api, node: ReadyNode = node) -> HostFacts:
+                return HostFacts.from_info(api.get(HOST_INFO), node.address, node.name)
+
+            facts = session.wait(
+                CONFIGURED_STEP, probe, what=f"{node.name} to report configurationStatus 'configured'",
+                timeout=timeout, until=lambda f: f.configuration == "configured",
+            )
+            if not facts.host_id:
+                raise HandoffError(CONFIGURED_STEP, f"{node.name}: host info has no metadata.id")
+            session.facts[node.name] = facts
+            journal.set_fact(node.name, HOST_ID_FACT, facts.host_id)
+            journal.finish(CONFIGURED_STEP, node.name, {"host_id": facts.host_id, "ip": facts.ip})
+    session.emit(CONFIGURED_STEP, "hosts_configured", nodes=[n.name for n in session.context.nodes])
+
+
+def _peer_ids(status: dict[str, Any] | None) -> set[str]:
+    peers = (status or {}).get("peers") or []
+    return {str(p.get("id")) for p in peers if isinstance(p, dict)}
+
+
+@dataclass(frozen=True)
+class _LinkToken:
+    value: Secret
+    remaining_s: float
+    margin_s: float
+
+
+def _token_margin(answer: dict[str, Any]) -> float:
+    interval = float(answer.get("interval") or 120)
+    return max(1.0, min(LINK_TOKEN_MARGIN_S, interval / 4))
+
+
+def _fresh_token(session: Session) -> str:
+    """A link token from the leader with enough life left to be submitted (waits out a nearly expired one).
+
+    The leader hands out its current token until it expires and only then makes a new one (link-hosts.md), so a
+    token with too little ``remainingTime`` is waited out by asking again.
+    """
+    leader = session.api(session.leader)
+
+    def probe() -> _LinkToken:
+        answer = leader.call("POST", GENERATE_TOKEN) or {}
+        if not isinstance(answer.get("token"), str) or not answer["token"]:
+            raise HandoffError(LINK_STEP, f"{session.leader.name}: generate-token answered no token")
+        # A Secret: the token carries the leader's one-time password, and a timeout error shows the last state.
+        return _LinkToken(Secret(answer["token"], source="link-token"), float(answer.get("remainingTime") or 0),
+                          _token_margin(answer))
+
+    token = session.wait(
+        LINK_STEP, probe, what=f"a link token from {session.leader.name} with enough time left",
+        timeout=session.context.plan.timeouts.link, until=lambda t: t.remaining_s >= t.margin_s,
+    )
+    return token.value.reveal()
+
+
+def _submit(session: Session, follower: ReadyNode) -> None:
+    """Submit a fresh leader token on ``follower``; retry with a new token when the follower rejects it."""
+    api = session.api(follower)
+    last: LocalApiError | None = None
+    for _attempt in range(LINK_SUBMIT_ATTEMPTS):
+        token = _fresh_token(session)
+        try:
+            api.call("POST", LINK, json_body={"token": token})
+            return
+        except LocalApiError as exc:
+            if exc.status != 400:
+                raise
+            last = exc
+            # A 400 also answers a token that expired in flight or was replaced; if the link started anyway
+            # (a retried request), that is success.
+            status = api.get_optional(LINK_STATUS)
+            if status and status.get("status") in _LINKING and session.facts[session.leader.name].host_id in _peer_ids(
+                status
+            ):
+                return
+            session.log.info("link_token_rejected", node=follower.name, reason=exc.message, phase=LINK_STEP)
+    assert last is not None
+    raise HandoffError(LINK_STEP, f"{follower.name} refused the link token: {last.message}")
+
+
+def _start_link(session: Session, follower: ReadyNode) -> None:
+    """Observe the follower first; submit a token only when it is not already linking to our leader."""
+    leader_id = session.facts[session.leader.name].host_id
+    status = session.api(follower).get_optional(LINK_STATUS)
+    state = (status or {}).get("status")
+    if status is not None and state in _LINKING:
+        if leader_id not in _peer_ids(status) and state != "Pending":
+            raise HandoffError(
+                LINK_STEP,
+                f"{follower.name} is already linked to another host group (peers: {sorted(_peer_ids(status))}); "
+                "unlink it in its Local UI first",
+            )
+        if leader_id in _peer_ids(status):
+            session.log.info("link_already_started", node=follower.name, status=state, phase=LINK_STEP)
+            return
+    _submit(session, follower)
+    session.checkpoint(f"{LINK_STEP}:{follower.name}:submitted")
+
+
+def link_followers(session: Session) -> None:
+    """Link every follower to the leader (a no-op for one node, and for links that exist already)."""
+    journal = session.context.journal
+    followers = session.followers
+    if journal.is_done(LINK_STEP):
+        return
+    journal.begin(LINK_STEP)
+    session.checkpoint(f"{LINK_STEP}:begin")
+    timeout = session.context.plan.timeouts.link
+    with step_errors(LINK_STEP):
+        pending = [f for f in followers if not journal.is_done(LINK_STEP, f.name)]
+        for follower in pending:
+            journal.begin(LINK_STEP, follower.name)
+            _start_link(session, follower)
+        for follower in pending:
+            api = session.api(follower)
+            session.wait(
+                LINK_STEP, lambda api=api: api.get(LINK_STATUS),  # type: ignore[misc]
+                what=f"{follower.name} to link to {session.leader.name}", timeout=timeout,
+                until=lambda s: s.get("status") == "Completed",
+                failed=lambda s: (s.get("errorMessage") or "link failed") if s.get("status") == "Failed" else None,
+            )
+            journal.finish(LINK_STEP, follower.name, {"leader": session.leader.name})
+            session.emit(LINK_STEP, "follower_linked", follower=follower.name, leader=session.leader.name)
+        if followers:
+            want = {session.facts[f.name].host_id for f in followers}
+            session.wait(
+                LINK_STEP, lambda: session.api(session.leader).get(LINK_STATUS),
+                what=f"every follower to appear linked on the leader {session.leader.name}", timeout=timeout,
+                until=lambda s: s.get("status") == "Completed" and want <= _peer_ids(s),
+                failed=lambda s: (s.get("errorMessage") or "link failed") if s.get("status") == "Failed" else None,
+            )
+    journal.finish(LINK_STEP, data={"leader": session.leader.name, "followers": [f.name for f in followers]})
+    session.checkpoint(f"{LINK_STEP}:done")
