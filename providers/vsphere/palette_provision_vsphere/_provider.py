@@ -1,0 +1,330 @@
+"""The vSphere provider: composes the session, inventory, staging, machine and power modules.
+
+pyVmomi and httpx are imported on first use (:meth:`VsphereProvider._backend`), not at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TLSVerificationError
+from palette_provision.log import get_logger
+from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.provider import (
+    Machine,
+    MediaFile,
+    PowerState,
+    ProgressCallback,
+    ProviderContext,
+    StagedMedia,
+)
+from palette_provision_vsphere._settings import VsphereSettings
+
+if TYPE_CHECKING:
+    from palette_provision_vsphere._inventory import Placement
+    from palette_provision_vsphere._session import VsphereSession
+    from palette_provision_vsphere._staging import Stager
+
+__all__ = ["VsphereProvider"]
+
+_MAX_NAME = 80  # vSphere's limit on a VM name
+_MAX_CPUS = 768
+_SEED_ALLOWANCE = 8 * 1024 * 1024  # bytes reserved per node seed in the capacity check (a cidata ISO is < 1 MiB)
+_GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class _Backend:
+    session: VsphereSession
+    placement: Placement
+    stager: Stager
+
+
+class VsphereProvider:
+    """Deploys onto vCenter or a standalone ESXi host. Registered as ``vsphere``; see the package docstring.
+
+    Building it does no I/O; the first call that needs vCenter logs in, once, and :meth:`close` logs out.
+    """
+
+    name: ClassVar[str] = "vsphere"
+    settings_model: ClassVar[type[BaseModel]] = VsphereSettings
+
+    def __init__(self, settings: VsphereSettings, context: ProviderContext) -> None:
+        self.settings = settings
+        self.context = context
+        self._log = context.log if context.log is not None else get_logger(__name__, provider=self.name)
+        self._lock = threading.Lock()
+        self._state: _Backend | None = None
+        self._created: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def _backend(self) -> _Backend:
+        with self._lock:
+            if self._state is None:
+                from palette_provision_vsphere._inventory import resolve_placement
+                from palette_provision_vsphere._session import VsphereSession
+                from palette_provision_vsphere._staging import Stager
+
+                session = VsphereSession(self.settings, self._log)
+                try:
+                    session.connect()
+                except TLSVerificationError as exc:
+                    if exc.field is not None:
+                        raise
+                    field = "platform.thumbprint" if self.settings.tls_mode == "pin" else "platform.tls"
+                    raise TLSVerificationError(str(exc), field=field, provider=self.name) from exc
+                placement = resolve_placement(session, self.settings)
+                self._state = _Backend(session, placement, Stager(session, placement, self._log))
+            return self._state
+
+    def close(self) -> None:
+        """Close the datastore HTTP client and log out. Safe to call twice."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is not None:
+            state.stager.close()
+            state.session.close()
+
+    def __enter__(self) -> VsphereProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def vm_name(self, node: NodeSpec | str) -> str:
+        """The VM name of a node: ``<vm_prefix><node name>``."""
+        return self.settings.vm_prefix + (node if isinstance(node, str) else node.name)
+
+    # ------------------------------------------------------------------------------------------ validate
+
+    def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
+        """Offline checks of the plan against what vSphere accepts (name length, memory granularity, CPUs)."""
+        issues: list[PlanIssue] = []
+        for node in plan.node_specs():
+            name = self.vm_name(node)
+            if len(name) > _MAX_NAME:
+                issues.append(
+                    PlanIssue("platform.vm_prefix", f"VM name {name!r} is longer than {_MAX_NAME} characters")
+                )
+            if node.memory_mb % 4:
+                issues.append(PlanIssue("nodes.memory_gb", "vSphere needs memory in multiples of 4 MB"))
+            if node.cpus > _MAX_CPUS:
+                issues.append(PlanIssue("nodes.cpus", f"vSphere VMs have at most {_MAX_CPUS} CPUs"))
+        return list(dict.fromkeys(issues))
+
+    def preflight(self, plan: DeploymentPlan) -> None:
+        """Log in, resolve every named object, check datastore room and VM name clashes. Read-only.
+
+        Raises:
+            AuthenticationError: ``platform.password`` refused.
+            TLSVerificationError: the certificate or pinned thumbprint did not verify.
+            ConfigurationError: an unknown datacenter, cluster, host, pool, folder, datastore or network (the
+                message lists what exists), too little datastore space, or a VM name taken by someone else.
+        """
+        backend = self._backend()
+        self._check_capacity(plan, backend.placement)
+        self._check_names(plan, backend)
+        self._log.info("preflight_passed", datastore=self.settings.datastore, network=self.settings.network)
+
+    def _check_capacity(self, plan: DeploymentPlan, placement: Placement) -> None:
+        specs = plan.node_specs()
+        iso = 0
+        if not plan.iso.is_url:
+            path = plan.resolve_path(plan.iso.source)
+            iso = path.stat().st_size if path.is_file() else 0
+        media = iso + _SEED_ALLOWANCE * len(specs)
+        disks = sum((n.install_disk_gb + n.storage_disk_gb) * _GIB for n in specs)
+        free = placement.free_space
+        if free < media:
+            raise ConfigurationError(
+                f"datastore {placement.datastore_name!r} has {free / _GIB:.1f} GiB free; the ISO and seeds need "
+                f"{media / _GIB:.1f} GiB",
+                field="platform.datastore",
+                provider=self.name,
+            )
+        if free < media + disks:
+            # Thin disks take space as the guests write: starting is fine, filling them is not. vcsim reports
+            # its host's file-system figures, which are no guide either way.
+            self._log.warning(
+                "datastore_thin_overcommit",
+                datastore=placement.datastore_name,
+                free_gib=round(free / _GIB, 1),
+                provisioned_gib=round((media + disks) / _GIB, 1),
+            )
+
+    def _is_ours(self, name: str, note: str | None) -> bool:
+        from palette_provision_vsphere._machines import owner_of
+
+        return (
+            name in self.context.owned_machine_names
+            or name in self._created
+            or owner_of(note) == self.context.deployment
+        )
+
+    def _check_names(self, plan: DeploymentPlan, backend: _Backend) -> None:
+        from palette_provision_vsphere._inventory import vms_named
+        from palette_provision_vsphere._machines import owner_of
+
+        planned = {self.vm_name(n) for n in plan.node_specs()}
+        clashes = []
+        for vm, props in vms_named(backend.session, backend.placement, planned):
+            name, note = str(props.get("name")), props.get("config.annotation")
+            if not self._is_ours(name, note):
+                who = owner_of(note)
+                clashes.append(f"{name} ({vm._moId}{', deployment ' + who if who else ''})")
+        if clashes:
+            raise ConfigurationError(
+                "VMs with planned names already exist and are not this deployment's: "
+                + ", ".join(sorted(clashes))
+                + "; rename or remove them, or change platform.vm_prefix",
+                field="platform.vm_prefix",
+                provider=self.name,
+            )
+
+    # ------------------------------------------------------------------------------------------- staging
+
+    def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
+        """Upload ``media`` to ``[datastore] <media_folder>/<name>`` unless an identical copy is there.
+
+        Raises:
+            ProviderError: the digest differs from ``media.sha256`` (the upload is removed), or every attempt failed.
+        """
+        return self._backend().stager.stage(media, progress)
+
+    def unstage_media(self, staged: StagedMedia) -> None:
+        """Delete the staged file and its sidecar; already gone is fine."""
+        self._backend().stager.unstage(staged)
+
+    # ------------------------------------------------------------------------------------------ machines
+
+    def _vm(self, machine: Machine) -> Any:
+        return self._backend().session.ref("VirtualMachine", machine.id)
+
+    def find_machine(self, node: NodeSpec) -> Machine | None:
+        """The VM ``<vm_prefix><node>`` if it exists and is ours (journal, this run, or its annotation)."""
+        from palette_provision_vsphere._inventory import vms_named
+        from palette_provision_vsphere._machines import machine_of
+
+        backend = self._backend()
+        name = self.vm_name(node)
+        found = vms_named(backend.session, backend.placement, {name})
+        if not found:
+            return None
+        if len(found) > 1:
+            raise ProviderError(
+                f"{len(found)} VMs are named {name!r} ({', '.join(vm._moId for vm, _ in found)}); remove the extras",
+                provider=self.name,
+                resource=name,
+            )
+        vm, props = found[0]
+        if not self._is_ours(name, props.get("config.annotation")):
+            raise ProviderError(
+                f"a VM named {name!r} exists and is not deployment {self.context.deployment!r}'s",
+                provider=self.name,
+                resource=name,
+            )
+        return machine_of(backend.session, vm, node.name)
+
+    def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
+        """Create the node's VM (or return it if this deployment already made it), booting from ``media``."""
+        from palette_provision_vsphere._machines import create_vm, machine_of
+
+        backend = self._backend()
+        self._check_media(backend, media)
+        existing = self.find_machine(node)
+        if existing is not None:
+            return existing
+        name = self.vm_name(node)
+        self._created.add(name)
+        vm = create_vm(
+            backend.session, backend.placement, node, name=name, media=media, deployment=self.context.deployment
+        )
+        machine = machine_of(backend.session, vm, node.name)
+        self._log.info("vm_created", node=node.name, vm=name, id=machine.id, mac=machine.attributes.get("mac"))
+        return machine
+
+    def _check_media(self, backend: _Backend, media: list[StagedMedia]) -> None:
+        if not 1 <= len(media) <= 2:
+            raise ProviderError(f"1 or 2 media (ISO, seed) can be attached, got {len(media)}", provider=self.name)
+        for item in media:
+            # vcsim 0.24.2 (quirk 3) creates and powers on VMs whose ISO does not exist: look before attaching.
+            if not backend.stager.exists(item.locator):
+                raise ProviderError(f"{item.locator} is not staged", provider=self.name, resource=item.locator)
+
+    def delete_machine(self, machine: Machine) -> None:
+        """Power the VM off if needed and destroy it with its disks. Already gone is fine."""
+        from palette_provision_vsphere._machines import delete_vm
+        from palette_provision_vsphere._session import VsphereTaskError
+
+        backend = self._backend()
+        try:
+            self.power_off(machine)
+        except VsphereTaskError as exc:
+            if exc.fault == "ManagedObjectNotFound":
+                return
+            raise
+        delete_vm(backend.session, self._vm(machine), machine.name)
+        self._log.info("vm_deleted", node=machine.node, vm=machine.name, id=machine.id)
+
+    # --------------------------------------------------------------------------------------------- power
+
+    def power_state(self, machine: Machine) -> PowerState:
+        """The VM's power state (suspended reads as UNKNOWN)."""
+        from palette_provision_vsphere._power import power_state
+
+        return power_state(self._backend().session, self._vm(machine), machine.name)
+
+    def power_on(self, machine: Machine) -> None:
+        """Power on; already on is success."""
+        from palette_provision_vsphere._power import set_power
+
+        set_power(self._backend().session, self._vm(machine), machine.name, PowerState.ON)
+
+    def power_off(self, machine: Machine) -> None:
+        """Power off (hard); already off is success."""
+        from palette_provision_vsphere._power import set_power
+
+        set_power(self._backend().session, self._vm(machine), machine.name, PowerState.OFF)
+
+    # ---------------------------------------------------------------------------------------- boot media
+
+    def attach_media(self, machine: Machine, media: list[StagedMedia]) -> None:
+        """Make CD 1 = ISO, CD 2 = seed and boot CD first; no change when already so."""
+        from palette_provision_vsphere._power import attach
+
+        backend = self._backend()
+        self._check_media(backend, media)
+        if attach(backend.session, self._vm(machine), machine.name, media):
+            self._log.info("media_attached", node=machine.node, vm=machine.name, media=[m.locator for m in media])
+
+    def detach_media(self, machine: Machine) -> None:
+        """Remove the CD drives (the VM must be off) and boot from disk; no change when none are left."""
+        from palette_provision_vsphere._power import detach
+
+        if detach(self._backend().session, self._vm(machine), machine.name):
+            self._log.info("media_detached", node=machine.node, vm=machine.name)
+
+    # ------------------------------------------------------------------------------------------- address
+
+    def discover_address(self, machine: Machine, node: NodeSpec) -> str | None:
+        """The address VMware Tools reports for the node's NIC (by MAC), else ``guest.ipAddress``, else None."""
+        from palette_provision_vsphere._power import best_address
+        from palette_provision_vsphere._session import vim
+
+        session = self._backend().session
+        paths = ["guest.net", "guest.ipAddress"]
+        mac = machine.attributes.get("mac")
+        if mac is None:
+            paths.append("config.hardware.device")
+        props = session.props(self._vm(machine), paths, what=f"reading the guest address of {machine.name}")
+        if mac is None:
+            nics = [
+                d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)
+            ]
+            mac = str(nics[0].macAddress) if nics else None
+        return best_address(list(props.get("guest.net") or []), props.get("guest.ipAddress"), mac, node)
