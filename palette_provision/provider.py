@@ -44,6 +44,7 @@ __all__ = [
     "MediaFile",
     "MediaStaging",
     "Power",
+    "PowerHistory",
     "PowerState",
     "ProgressCallback",
     "Provider",
@@ -206,11 +207,28 @@ class Power(Protocol):
         ...
 
     def power_on(self, machine: Machine) -> None:
-        """Power on. Already on is success."""
+        """Power on, returning once the platform reports the machine on. Already on is success.
+
+        Platforms that apply power changes asynchronously (Redfish BMCs) poll inside, with ``wait_for``; the core
+        does not poll for ``ON`` afterwards, because a fast installer may already have powered the machine off.
+        """
         ...
 
     def power_off(self, machine: Machine) -> None:
-        """Power off (hard). Already off is success."""
+        """Power off (hard). Already off, or a machine that no longer exists, is success."""
+        ...
+
+
+@runtime_checkable
+class PowerHistory(Protocol):
+    """Optional: when the machine last powered on, so a resumed run never powers a machine on twice.
+
+    A run killed right after ``power_on`` finds the machine off again once the installer finished; with this
+    capability the core can tell that from a power-on that never happened, and does not start a second install.
+    """
+
+    def last_power_on(self, machine: Machine) -> float | None:
+        """Epoch seconds of the machine's last power-on, or ``None`` if unknown or never."""
         ...
 
 
@@ -242,6 +260,7 @@ CAPABILITIES: dict[str, type] = {
     "power": Power,
     "boot_media": BootMedia,
     "address_discovery": AddressDiscovery,
+    "power_history": PowerHistory,
 }
 
 

@@ -1,0 +1,35 @@
+"""Deploy from a plan file and print the report: the library without the CLI.
+
+    PALETTE_NODE_PASSWORD=... python examples/deploy.py examples/fake-appliance.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from palette_provision.errors import PaletteProvisionError
+from palette_provision.pipeline import Deployment
+from palette_provision.plan import load_plan
+from palette_provision.report import Event
+
+
+def show(event: Event) -> None:
+    if event.status in ("done", "failed"):
+        print(f"{event.node:>12} {event.phase:<15} {event.status} {event.message}", file=sys.stderr)
+
+
+def main(path: str) -> int:
+    try:
+        plan = load_plan(path)
+        with Deployment(plan, on_event=show) as deployment:
+            report = deployment.apply()
+    except PaletteProvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2, default=str))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,329 @@
+"""The ``palette-provision`` command line.
+
+Commands: ``validate``, ``plan``, ``apply``, ``status``, ``destroy``, ``seed``. ``--json`` prints one JSON document on
+stdout (logs go to stderr); on a terminal, ``apply`` and ``destroy`` show live progress per node and phase.
+
+Exit codes:
+
+===  ====================================================================================
+0    success
+1    the deployment ran but failed: a node failed (phase and last state in the report) or the hand-off failed
+2    invalid plan or command line (every problem listed); nothing was touched
+3    the platform rejected the settings in preflight (login, unknown object, name clash); nothing was changed
+4    a deployment-wide step failed on the platform (e.g. staging the ISO); re-run ``apply`` to resume
+5    the journal is unusable (held by another run, or belongs to another deployment)
+130  interrupted (Ctrl-C); the journal is consistent: re-run ``apply`` to resume, or ``destroy``
+===  ====================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from palette_provision.errors import (
+    ConfigurationError,
+    JournalError,
+    PaletteProvisionError,
+    PlanError,
+)
+from palette_provision.log import redact_secrets
+from palette_provision.plan import DeploymentPlan, load_plan
+from palette_provision.report import Event
+
+__all__ = ["EXIT_CODES", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CONFIG, EXIT_PLATFORM, EXIT_JOURNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "deployment failed (a node or the hand-off)",
+    EXIT_INVALID: "invalid plan or command line",
+    EXIT_CONFIG: "platform settings rejected in preflight",
+    EXIT_PLATFORM: "deployment-wide platform step failed",
+    EXIT_JOURNAL: "journal unusable",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+def _configure_logging(level: str, json_logs: bool) -> None:
+    """The application (not the library) configures structlog: redaction first, then the renderer."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="palette-provision",
+        description="Deploy the Palette Management Appliance onto vSphere, MAAS and bare metal.",
+        epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+    )
+    parser.add_argument("--log-level", default=os.environ.get("PALETTE_PROVISION_LOG_LEVEL", "warning"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("plan", type=Path, help="the plan file (YAML or JSON)")
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        p.add_argument("--state-dir", type=Path, help="journal and seeds (default: beside the plan)")
+        return p
+
+    add("validate", "check a plan offline and list every problem")
+    add("plan", "list the actions apply would take (dry run, no side effects)")
+    add("apply", "deploy: stage, provision, boot, wait until ready, hand off; resumable")
+    add("status", "show what the journal recorded")
+    destroy = add("destroy", "undo what apply created, newest first; resumable")
+    destroy.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
+    seed = add("seed", "write each node's seed ISO (mode 0600) without deploying")
+    seed.add_argument("--out", type=Path, required=True, help="folder for <node>.iso and <node>.user-data")
+    return parser
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class _LiveView:
+    """Live per-node, per-phase progress on a terminal (rich); silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._live: Any = None
+
+    def __enter__(self) -> _LiveView:
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.__exit__(None, None, None)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="palette-provision", expand=False)
+        for col in ("node", "phase", "status", "detail", "elapsed"):
+            table.add_column(col)
+        colours = {"done": "green", "skipped": "cyan", "failed": "bold red", "started": "yellow", "progress": "yellow"}
+        for node, row in self.rows.items():
+            elapsed = f"{time.time() - row['since']:.0f}s" if row["status"] in ("started", "progress") else ""
+            status = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
+            table.add_row(node, row["phase"], status, row["detail"][:70], elapsed)
+        return table
+
+    def __call__(self, event: Event) -> None:
+        row = self.rows.setdefault(event.node, {"phase": "", "status": "", "detail": "", "since": event.at})
+        if event.phase != row["phase"]:
+            row["since"] = event.at
+        detail = event.message
+        if event.status == "progress" and "bytes" in event.data:
+            total = event.data.get("total") or 0
+            done = int(event.data["bytes"])
+            detail = f"{done / 2**20:.0f} MiB" + (f" of {total / 2**20:.0f} MiB" if total else "")
+        row.update(phase=event.phase, status=event.status, detail=detail)
+        if self._live is not None:
+            self._live.update(self._table())
+
+
+def _load(args: argparse.Namespace) -> DeploymentPlan:
+    return load_plan(args.plan)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    with Deployment(plan, state_dir=args.state_dir) as deployment:
+        issues = deployment.provider.validate(plan)
+    if issues:
+        raise PlanError(issues, source=str(args.plan))
+    if args.json:
+        _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider})
+    else:
+        print(f"{args.plan}: valid ({plan.nodes.count} node(s) on {plan.platform.provider})")
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    with Deployment(plan, state_dir=args.state_dir) as deployment:
+        actions = deployment.actions()
+    if args.json:
+        _print_json({"plan": plan.name, "actions": [a.to_dict() for a in actions]})
+    else:
+        for a in actions:
+            mark = {"done": "= ", "pending": "+ ", "started": "~ ", "failed": "! "}[a.state]
+            print(f"{mark}{a.phase:<15} {a.node:<20} {a.action}" + ("" if a.state == "pending" else f" [{a.state}]"))
+    return EXIT_OK
+
+
+def _print_report(report: Any) -> None:
+    for node in report.nodes:
+        line = f"{node.name:<20} {node.status:<8} address={node.address or '-'}"
+        if node.host_key_fingerprint:
+            line += f" host_key={node.host_key_fingerprint}"
+        if node.status == "failed":
+            line += f"\n    failed in {node.phase}: {node.error}"
+            if node.last_state:
+                line += f" (last state: {node.last_state})"
+        print(line)
+    if report.handoff is not None:
+        h = report.handoff
+        if h.cluster_state:
+            print(f"cluster: {h.cluster_state} {h.cluster_health or ''} endpoint={h.endpoint} kubeconfig={h.kubeconfig}")
+        for f in h.files:
+            print(f"wrote {f}")
+    if report.handoff_error:
+        print(f"hand-off failed: {report.handoff_error}")
+    print("OK" if report.ok else "FAILED")
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
+    deployment = Deployment(plan, state_dir=args.state_dir, on_event=live)
+    try:
+        with live:
+            report = deployment.apply()
+    except KeyboardInterrupt:
+        # Stop now, like a SIGKILL would: the journal is consistent at every instant, so a re-run resumes.
+        # Provider sessions (BMC sessions above all) are closed first.
+        try:
+            deployment.close()
+        finally:
+            sys.stderr.write("interrupted: re-run 'apply' to resume, or 'destroy' to clean up\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+    finally:
+        deployment.close()
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    with Deployment(plan, state_dir=args.state_dir) as deployment:
+        status = deployment.status()
+    if args.json:
+        _print_json(status)
+    else:
+        print(f"journal: {status['journal']}")
+        for s in status["steps"]:
+            print(f"  {s['phase']:<15} {s['node']:<20} {s['status']}" + (f"  {s['error']}" if s["error"] else ""))
+        live = [r for r in status["resources"] if not r["destroyed"]]
+        print(f"resources: {len(live)} live, {len(status['resources']) - len(live)} destroyed")
+        for r in live:
+            print(f"  {r['kind']:<8} {r['node']:<20} {r['id']}")
+    return EXIT_OK
+
+
+def _cmd_destroy(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
+    with Deployment(plan, state_dir=args.state_dir, on_event=live) as deployment, live:
+        done = deployment.destroy(purge_media=args.purge_media)
+    if args.json:
+        _print_json({"deployment": plan.name, "resources": done})
+    else:
+        for entry in done:
+            print(f"{entry['result']:<8} {entry['kind']:<8} {entry['node']:<20} {entry['id']}")
+        print(f"destroyed {sum(1 for e in done if e['result'] == 'deleted')} resource(s)")
+    return EXIT_OK
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from palette_provision.seed import write_seeds
+
+    plan = _load(args)
+    paths = write_seeds(plan, args.out)
+    if args.json:
+        _print_json({"seeds": [str(p) for p in paths]})
+    else:
+        for p in paths:
+            print(f"wrote {p}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "validate": _cmd_validate,
+    "plan": _cmd_plan,
+    "apply": _cmd_apply,
+    "status": _cmd_status,
+    "destroy": _cmd_destroy,
+    "seed": _cmd_seed,
+}
+
+
+def _error(args: argparse.Namespace, code: int, exc: BaseException) -> int:
+    if getattr(args, "json", False):
+        payload: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc), "exit_code": code}
+        if isinstance(exc, PlanError):
+            payload["issues"] = [{"path": i.path, "message": i.message} for i in exc.issues]
+        if isinstance(exc, ConfigurationError) and exc.field:
+            payload["field"] = exc.field
+        _print_json(payload)
+    else:
+        sys.stderr.write(f"error: {exc}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log_level, json_logs=not sys.stderr.isatty())
+    try:
+        return _COMMANDS[args.command](args)
+    except PlanError as exc:
+        return _error(args, EXIT_INVALID, exc)
+    except ConfigurationError as exc:
+        return _error(args, EXIT_CONFIG, exc)
+    except JournalError as exc:
+        return _error(args, EXIT_JOURNAL, exc)
+    except PaletteProvisionError as exc:
+        return _error(args, EXIT_PLATFORM, exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Local media: digests, and fetching an ISO given by URL into the state folder (once, verified)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from palette_provision.errors import ConfigurationError, TransientError
+from palette_provision.waiting import Backoff, wait_for
+
+if TYPE_CHECKING:
+    from palette_provision.journal import Journal
+    from palette_provision.plan import IsoSource
+
+__all__ = ["CHUNK", "fetch_iso", "sha256_bytes", "sha256_file"]
+
+#: Read and upload chunk size: big enough for disk and TLS throughput, small enough for a flat RSS.
+CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = None, timeout: float = 3600) -> Path:
+    """Download ``source.source`` into ``cache_dir/<sha256>.iso`` unless it is already there; verify the digest.
+
+    The file is written under a temporary name and renamed only once its digest matches, so an interrupted
+    download never looks complete.
+
+    Raises:
+        ConfigurationError: the server refused the URL or the digest differs from the plan's.
+    """
+    assert source.sha256 is not None
+    target = cache_dir / f"{source.sha256}.iso"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+
+    def attempt() -> Path:
+        digest = hashlib.sha256()
+        try:
+            with httpx.stream("GET", source.source, follow_redirects=True, timeout=60) as response:
+                if response.status_code >= 500:
+                    raise TransientError(f"HTTP {response.status_code} from the ISO server")
+                if response.status_code != 200:
+                    raise ConfigurationError(f"HTTP {response.status_code} fetching the ISO", field="iso.source")
+                with partial.open("wb") as fh:
+                    for chunk in response.iter_bytes(CHUNK):
+                        digest.update(chunk)
+                        fh.write(chunk)
+        except httpx.TransportError as exc:
+            raise TransientError(f"fetching the ISO failed: {type(exc).__name__}") from exc
+        if digest.hexdigest() != source.sha256:
+            partial.unlink(missing_ok=True)
+            raise ConfigurationError(
+                f"the downloaded ISO's SHA-256 is {digest.hexdigest()}, the plan says {source.sha256}",
+                field="iso.sha256",
+            )
+        os.replace(partial, target)
+        return target
+
+    path: Path = wait_for(attempt, what=f"download of {source.source}", timeout=timeout, until=lambda _: True,
+                          backoff=Backoff(initial=2, maximum=30))
+    if journal is not None:
+        journal.cache_digest(path, source.sha256)
+    return path

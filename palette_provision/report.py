@@ -1,0 +1,98 @@
+"""What a run tells its caller: events while it runs, a :class:`Report` when it ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from palette_provision.handoff.base import HandoffResult
+
+__all__ = ["Event", "EventSink", "NodeResult", "PlannedAction", "Report"]
+
+EventStatus = Literal["started", "done", "skipped", "failed", "progress"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress event: ``node`` (``*`` for deployment-wide phases), ``phase``, ``status`` and details."""
+
+    node: str
+    phase: str
+    status: EventStatus
+    message: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+
+#: A callable receiving every :class:`Event` (the CLI's live view, a runbook's logger).
+EventSink = Callable[[Event], None]
+
+
+@dataclass
+class NodeResult:
+    """One node's outcome: where it got to, what it is, and, when it failed, why and the last state seen."""
+
+    name: str
+    status: Literal["pending", "ready", "failed"] = "pending"
+    phase: str | None = None
+    error: str | None = None
+    last_state: str | None = None
+    machine_id: str | None = None
+    address: str | None = None
+    host_key_fingerprint: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """The result of ``apply``: every node's result and the hand-off's outcome."""
+
+    deployment: str
+    provider: str
+    nodes: list[NodeResult]
+    handoff: HandoffResult | None = None
+    handoff_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every node is ready and the hand-off (if any) succeeded."""
+        return all(n.status == "ready" for n in self.nodes) and self.handoff_error is None
+
+    def failures(self) -> list[str]:
+        """One line per failed node (and the hand-off), naming phase and error."""
+        lines = [f"{n.name} failed in {n.phase}: {n.error}" for n in self.nodes if n.status == "failed"]
+        if self.handoff_error:
+            lines.append(f"hand-off failed: {self.handoff_error}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what ``--json`` prints)."""
+        return {
+            "deployment": self.deployment,
+            "provider": self.provider,
+            "ok": self.ok,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "nodes": [asdict(n) for n in self.nodes],
+            "handoff": self.handoff.to_dict() if self.handoff else None,
+            "handoff_error": self.handoff_error,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One action ``apply`` would take (dry run): phase, node, what, and whether the journal says it is done."""
+
+    phase: str
+    node: str
+    action: str
+    state: Literal["pending", "done", "started", "failed"] = "pending"
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-able form."""
+        return {"phase": self.phase, "node": self.node, "action": self.action, "state": self.state}
