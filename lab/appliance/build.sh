@@ -93,6 +93,10 @@ fi
 ROOT=$(mktemp -d)
 STAGE=$(mktemp -d)
 trap 'rm -rf "$ROOT" "$STAGE"' EXIT
+# mktemp -d makes 0700 and cpio keeps it as the guest's "/": the node account
+# then cannot reach its own ~/.ssh and dropbear rejects its key without a word
+# in the log (it reads authorized_keys with the user's euid).
+chmod 755 "$ROOT"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc/pplab,etc/ssh,etc/dropbear,dev,proc,sys,tmp,run,root,home,lib/modules,var/lib}
 mknod -m 600 "$ROOT/dev/console" c 5 1
 mknod -m 666 "$ROOT/dev/null" c 1 3
