@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palette_provision.errors import ConfigurationError
+
 from palette_provision_vsphere._session import PROVIDER, VsphereSession, vim
 from palette_provision_vsphere._settings import VsphereSettings
 

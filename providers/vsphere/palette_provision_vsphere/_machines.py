@@ -11,10 +11,11 @@ from typing import Any
 
 from palette_provision.plan import NodeSpec
 from palette_provision.provider import Machine, StagedMedia
+
 from palette_provision_vsphere._inventory import Placement
 from palette_provision_vsphere._session import VsphereSession, VsphereTaskError, vim
 
-__all__ = ["MARKER", "boot_order", "cdrom_specs", "create_vm", "delete_vm", "machine_of", "owner_of"]
+__all__ = ["MARKER", "boot_order", "cdrom_specs", "create_vm", "delete_vm", "machine_of", "owner_of", "with_boot_order"]
 
 #: First line of the annotation of every VM we create; ``owner_of`` parses it back.
 MARKER = "palette-provision"
@@ -69,6 +70,20 @@ def boot_order(disk_key: int | None) -> Any:
     if disk_key is not None:
         order.append(vim.vm.BootOptions.BootableDiskDevice(deviceKey=disk_key))
     return order
+
+
+def with_boot_order(current: Any, disk_key: int | None, *, cd_first: bool = True) -> Any:
+    """The VM's boot options with the boot order replaced: CD then disk, or the disk alone.
+
+    The whole object goes back, not just ``bootOrder``: vcsim 0.24.2 replaces BootOptions wholesale on reconfigure
+    and would drop ``efiSecureBootEnabled`` otherwise (vCenter merges; sending the current values is right for both).
+    """
+    options = current if current is not None else vim.vm.BootOptions()
+    if cd_first:
+        options.bootOrder = boot_order(disk_key)
+    else:
+        options.bootOrder = [vim.vm.BootOptions.BootableDiskDevice(deviceKey=disk_key)] if disk_key is not None else []
+    return options
 
 
 def _nic(placement: Placement) -> Any:
@@ -147,9 +162,11 @@ def create_vm(
     vm = session.run_task(lambda: folder.CreateVM_Task(config=spec, pool=pool, host=host), f"creating VM {name}", name)
     # The disk's key is only known now: vCenter renumbers devices, and vcsim 0.24.2 would keep a temporary
     # (negative) key in bootOrder verbatim. So the boot order is a second, small reconfigure.
-    devices = session.props(vm, ["config.hardware.device"])["config.hardware.device"]
-    disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
-    order = vim.vm.ConfigSpec(bootOptions=vim.vm.BootOptions(bootOrder=boot_order(disks[0].key if disks else None)))
+    p = session.props(vm, ["config.hardware.device", "config.bootOptions"])
+    disks = sorted(
+        (d for d in p["config.hardware.device"] if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber
+    )
+    order = vim.vm.ConfigSpec(bootOptions=with_boot_order(p.get("config.bootOptions"), disks[0].key if disks else None))
     session.run_task(lambda: vm.ReconfigVM_Task(spec=order), f"setting the boot order of {name}", name)
     return vm
 

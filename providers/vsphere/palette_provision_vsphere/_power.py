@@ -8,7 +8,8 @@ from typing import Any
 from palette_provision.errors import ProviderError
 from palette_provision.plan import NodeSpec
 from palette_provision.provider import PowerState, StagedMedia
-from palette_provision_vsphere._machines import boot_order, cdrom_specs
+
+from palette_provision_vsphere._machines import cdrom_specs, with_boot_order
 from palette_provision_vsphere._session import PROVIDER, VsphereSession, VsphereTaskError, vim
 
 __all__ = ["POWER_STATES", "attach", "best_address", "detach", "set_power"]
@@ -42,8 +43,9 @@ def set_power(session: VsphereSession, vm: Any, name: str, target: PowerState) -
             raise
 
 
-def _devices(session: VsphereSession, vm: Any) -> list[Any]:
-    return list(session.props(vm, ["config.hardware.device"]).get("config.hardware.device") or [])
+def _config(session: VsphereSession, vm: Any) -> tuple[list[Any], Any]:
+    p = session.props(vm, ["config.hardware.device", "config.bootOptions"])
+    return list(p.get("config.hardware.device") or []), p.get("config.bootOptions")
 
 
 def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]) -> bool:
@@ -51,7 +53,7 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
 
     Returns True when the VM was reconfigured.
     """
-    devices = _devices(session, vm)
+    devices, options = _config(session, vm)
     ahci = next((d for d in devices if isinstance(d, vim.vm.device.VirtualAHCIController)), None)
     cds = sorted(
         (
@@ -65,7 +67,7 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
     have = [getattr(d.backing, "fileName", None) for d in cds[: len(media)]]
     starts = all(d.connectable is not None and d.connectable.startConnected for d in cds[: len(media)])
     disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
-    order = session.props(vm, ["config.bootOptions.bootOrder"]).get("config.bootOptions.bootOrder") or []
+    order = list(getattr(options, "bootOrder", None) or [])
     cd_first = bool(order) and isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice)
     if have == wanted and starts and cd_first:
         return False
@@ -79,7 +81,7 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
         )
     changes.extend(cdrom_specs(media, controller_key, cds))
     spec = vim.vm.ConfigSpec(
-        deviceChange=changes, bootOptions=vim.vm.BootOptions(bootOrder=boot_order(disks[0].key if disks else None))
+        deviceChange=changes, bootOptions=with_boot_order(options, disks[0].key if disks else None)
     )
     session.run_task(lambda: vm.ReconfigVM_Task(spec=spec), f"attaching boot media to {name}", name)
     return True
@@ -94,17 +96,16 @@ def detach(session: VsphereSession, vm: Any, name: str) -> bool:
         ProviderError: the VM is powered on (detaching from a running VM fails on some vSphere versions, so we
             never try; the installer's own power-off is the moment to detach).
     """
-    devices = _devices(session, vm)
+    devices, options = _config(session, vm)
     cds = [d for d in devices if isinstance(d, vim.vm.device.VirtualCdrom)]
     if not cds:
         return False
     if power_state(session, vm, name) is not PowerState.OFF:
         raise ProviderError(f"VM {name} must be powered off to detach its media", provider=PROVIDER, resource=name)
     disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
-    order = [vim.vm.BootOptions.BootableDiskDevice(deviceKey=disks[0].key)] if disks else []
     spec = vim.vm.ConfigSpec(
         deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in cds],
-        bootOptions=vim.vm.BootOptions(bootOrder=order),
+        bootOptions=with_boot_order(options, disks[0].key if disks else None, cd_first=False),
     )
     session.run_task(lambda: vm.ReconfigVM_Task(spec=spec), f"detaching boot media from {name}", name)
     return True

@@ -9,8 +9,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
-
 from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TLSVerificationError
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
@@ -22,6 +20,8 @@ from palette_provision.provider import (
     ProviderContext,
     StagedMedia,
 )
+from pydantic import BaseModel
+
 from palette_provision_vsphere._settings import VsphereSettings
 
 if TYPE_CHECKING:
@@ -127,29 +127,38 @@ class VsphereProvider:
                 message lists what exists), too little datastore space, or a VM name taken by someone else.
         """
         backend = self._backend()
-        self._check_capacity(plan, backend.placement)
-        self._check_names(plan, backend)
+        existing = self._check_names(plan, backend)
+        self._check_capacity(plan, backend, existing)
         self._log.info("preflight_passed", datastore=self.settings.datastore, network=self.settings.network)
 
-    def _check_capacity(self, plan: DeploymentPlan, placement: Placement) -> None:
-        specs = plan.node_specs()
+    def _check_capacity(self, plan: DeploymentPlan, backend: _Backend, existing: set[str]) -> None:
+        """Room for what this run still has to put on the datastore (a re-run needs none).
+
+        Media must fit now. Thin disks only take space as guests write, so a shortfall there is a warning.
+        vcsim 0.24.2 subtracts every VM's full disk capacity from ``freeSpace`` (thin or not) and lets it go
+        negative: counting only what is still missing keeps a re-run against it meaningful.
+        """
+        placement = backend.placement
+        new = [n for n in plan.node_specs() if self.vm_name(n) not in existing]
         iso = 0
         if not plan.iso.is_url:
             path = plan.resolve_path(plan.iso.source)
             iso = path.stat().st_size if path.is_file() else 0
-        media = iso + _SEED_ALLOWANCE * len(specs)
-        disks = sum((n.install_disk_gb + n.storage_disk_gb) * _GIB for n in specs)
+        staged = backend.stager.listing()
+        # The ISO counts as staged when a file of its size with a digest sidecar is in the media folder.
+        if iso and any(size == iso and f"{name}.sha256" in staged for name, size in staged.items()):
+            iso = 0
+        media = iso + _SEED_ALLOWANCE * len(new)
+        disks = sum((n.install_disk_gb + n.storage_disk_gb) * _GIB for n in new)
         free = placement.free_space
-        if free < media:
+        if media and free < media:
             raise ConfigurationError(
                 f"datastore {placement.datastore_name!r} has {free / _GIB:.1f} GiB free; the ISO and seeds need "
                 f"{media / _GIB:.1f} GiB",
                 field="platform.datastore",
                 provider=self.name,
             )
-        if free < media + disks:
-            # Thin disks take space as the guests write: starting is fine, filling them is not. vcsim reports
-            # its host's file-system figures, which are no guide either way.
+        if (media or disks) and free < media + disks:
             self._log.warning(
                 "datastore_thin_overcommit",
                 datastore=placement.datastore_name,
@@ -166,13 +175,16 @@ class VsphereProvider:
             or owner_of(note) == self.context.deployment
         )
 
-    def _check_names(self, plan: DeploymentPlan, backend: _Backend) -> None:
+    def _check_names(self, plan: DeploymentPlan, backend: _Backend) -> set[str]:
+        """Refuse planned names taken by VMs that are not ours; return the planned names that exist (ours)."""
         from palette_provision_vsphere._inventory import vms_named
         from palette_provision_vsphere._machines import owner_of
 
         planned = {self.vm_name(n) for n in plan.node_specs()}
         clashes = []
+        existing: set[str] = set()
         for vm, props in vms_named(backend.session, backend.placement, planned):
+            existing.add(str(props.get("name")))
             name, note = str(props.get("name")), props.get("config.annotation")
             if not self._is_ours(name, note):
                 who = owner_of(note)
@@ -185,6 +197,7 @@ class VsphereProvider:
                 field="platform.vm_prefix",
                 provider=self.name,
             )
+        return existing
 
     # ------------------------------------------------------------------------------------------- staging
 

@@ -13,10 +13,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pyVim import connect as _connect
-from pyVmomi import vim as _vim
-from pyVmomi import vmodl as _vmodl
-
 from palette_provision.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -27,6 +23,10 @@ from palette_provision.errors import (
 )
 from palette_provision.tls import insecure_context, pinned_context, verified_context
 from palette_provision.waiting import Backoff, wait_for
+from pyVim import connect as _connect
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
+
 from palette_provision_vsphere._settings import VsphereSettings
 
 # pyVmomi's types are built at run time; typed aliases keep mypy --strict meaningful everywhere else.

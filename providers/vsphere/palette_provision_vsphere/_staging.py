@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from palette_provision.errors import ProviderError, TransientError
 from palette_provision.provider import MediaFile, ProgressCallback, StagedMedia
 from palette_provision.waiting import Backoff, wait_for
+
 from palette_provision_vsphere._inventory import Placement
 from palette_provision_vsphere._session import PROVIDER, VsphereSession, VsphereTaskError, translate, vim
 
@@ -105,13 +105,15 @@ class Stager:
 
     def _file_manager_task(self, method: str, what: str, **kwargs: Any) -> Any:
         fm = self._session.content.fileManager
-        dc = self._placement.datacenter
-        return self._session.run_task(lambda: getattr(fm, method)(datacenter=dc, **kwargs), what)
+        return self._session.run_task(lambda: getattr(fm, method)(**kwargs), what)
 
     def _delete(self, name: str) -> None:
         try:
             self._file_manager_task(
-                "DeleteDatastoreFile_Task", f"deleting {self.locator(name)}", name=self.locator(name)
+                "DeleteDatastoreFile_Task",
+                f"deleting {self.locator(name)}",
+                name=self.locator(name),
+                datacenter=self._placement.datacenter,
             )
         except VsphereTaskError as exc:
             # vcsim 0.24.2 and vCenter both say FileNotFound for a missing file: already gone is success.
@@ -134,11 +136,11 @@ class Stager:
                 raise
         self._folder_ready = True
 
-    def _remote(self, name: str) -> _Remote:
-        """The datastore's size of ``name`` and the digest in its sidecar (``None`` when absent or unreadable)."""
+    def _search(self, patterns: list[str]) -> dict[str, int] | None:
+        """Sizes of the files in our folder matching ``patterns``; ``None`` when the folder does not exist."""
         browser = self._session.props(self._placement.datastore, ["browser"])["browser"]
         spec = vim.host.DatastoreBrowser.SearchSpec(
-            matchPattern=[name, name + _SIDECAR], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True)
+            matchPattern=patterns, details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True)
         )
         folder = f"[{self._placement.datastore_name}] {self._folder}"
         try:
@@ -147,13 +149,20 @@ class Stager:
             )
         except VsphereTaskError as exc:
             if exc.fault == "FileNotFound":
-                return _Remote(None, None)
+                return None
             raise
         self._folder_ready = True
-        sizes = {f.path: f.fileSize for f in (result.file or [])}
+        return {str(f.path): int(f.fileSize or 0) for f in (result.file or [])}
+
+    def listing(self) -> dict[str, int]:
+        """Every file in our datastore folder with its size (empty when the folder does not exist)."""
+        return self._search(["*"]) or {}
+
+    def _remote(self, name: str) -> _Remote:
+        """The datastore's size of ``name`` and the digest in its sidecar (``None`` when absent or unreadable)."""
+        sizes = self._search([name, name + _SIDECAR]) or {}
         digest = self._read_sidecar(name) if name + _SIDECAR in sizes else None
-        size = sizes.get(name)
-        return _Remote(int(size) if size is not None else None, digest)
+        return _Remote(sizes.get(name), digest)
 
     def _read_sidecar(self, name: str) -> str | None:
         try:
@@ -227,18 +236,7 @@ class Stager:
         return StagedMedia(media.role, locator, digest, media.size, media.size, media.node)
 
     def _remote_size(self, name: str) -> int | None:
-        browser = self._session.props(self._placement.datastore, ["browser"])["browser"]
-        spec = vim.host.DatastoreBrowser.SearchSpec(
-            matchPattern=[name], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True)
-        )
-        folder = f"[{self._placement.datastore_name}] {self._folder}"
-        result = self._session.run_task(
-            lambda: browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec), f"checking {name}"
-        )
-        for f in result.file or []:
-            if f.path == name:
-                return int(f.fileSize)
-        return None
+        return (self._search([name]) or {}).get(name)
 
     def _upload_with_retries(self, media: MediaFile, progress: ProgressCallback | None, log: Any) -> str:
         attempts = 0

@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 import structlog
 from conftest import WRONG_ENV, ProviderFactory, make_plan
+from palette_provision.errors import AuthenticationError, ConfigurationError, TLSVerificationError
 from vcsim.lab import VcsimHandle, wait_task
 
-from palette_provision.errors import AuthenticationError, ConfigurationError, TLSVerificationError
 from palette_provision_vsphere._machines import annotation
 
 
-def test_preflight_passes_on_a_correct_plan(vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory) -> None:
+def test_preflight_passes_on_a_correct_plan(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
     plan = make_plan(vcsim, unique, iso)
     provider = make_provider()
     assert provider.validate(plan) == []
@@ -43,13 +45,19 @@ def test_a_wrong_password_is_an_authentication_error(
     ],
 )
 def test_an_unknown_object_names_the_setting_and_lists_what_exists(
-    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory, setting: str, value: str, listed: list[str]
+    vcsim: VcsimHandle,
+    unique: str,
+    iso: Path,
+    make_provider: ProviderFactory,
+    setting: str,
+    value: str,
+    listed: list[str],
 ) -> None:
     with pytest.raises(ConfigurationError) as info:
         make_provider(**{setting: value}).preflight(make_plan(vcsim, unique, iso))
     assert info.value.field == f"platform.{setting}"
     message = str(info.value)
-    assert repr(value.split("/")[0]) in message
+    assert repr(value.split("/", maxsplit=1)[0]) in message
     for name in listed:
         assert name in message
 
@@ -70,7 +78,9 @@ def test_the_system_store_does_not_trust_the_simulator(
         make_provider(thumbprint=None).preflight(make_plan(vcsim, unique, iso))
 
 
-def test_a_ca_bundle_verifies_the_simulator(vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory) -> None:
+def test_a_ca_bundle_verifies_the_simulator(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
     make_provider(thumbprint=None, ca_bundle=str(vcsim.cert_path)).preflight(make_plan(vcsim, unique, iso))
 
 
@@ -84,7 +94,9 @@ def test_turning_verification_off_is_logged_as_a_warning(
     assert warnings[0]["setting"] == "platform.tls"
 
 
-def test_a_distributed_portgroup_resolves(vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory) -> None:
+def test_a_distributed_portgroup_resolves(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
     provider = make_provider(network="DC0_DVPG0")
     provider.preflight(make_plan(vcsim, unique, iso))
     placement = provider._backend().placement
@@ -111,7 +123,9 @@ def _foreign_vm(si: Any, name: str, note: str = "") -> Any:
     content = si.RetrieveContent()
     dc = content.searchIndex.FindByInventoryPath("DC0")
     pool = next(c for c in dc.hostFolder.childEntity if c.name == "DC0_C0").resourcePool
-    spec = vim.vm.ConfigSpec(name=name, annotation=note, numCPUs=1, memoryMB=256, files=vim.vm.FileInfo(vmPathName="[datastore1]"))
+    spec = vim.vm.ConfigSpec(
+        name=name, annotation=note, numCPUs=1, memoryMB=256, files=vim.vm.FileInfo(vmPathName="[datastore1]")
+    )
     return wait_task(si, dc.vmFolder.CreateVM_Task(config=spec, pool=pool))
 
 
@@ -140,6 +154,8 @@ def test_a_vm_annotated_for_another_deployment_is_a_clash(
         make_provider().preflight(make_plan(vcsim, unique, iso))
 
 
-def test_validate_flags_names_vsphere_refuses(vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory) -> None:
+def test_validate_flags_names_vsphere_refuses(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
     issues = make_provider(vm_prefix="x" * 80).validate(make_plan(vcsim, unique, iso))
     assert [i.path for i in issues] == ["platform.vm_prefix", "platform.vm_prefix"]

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-
 from palette_provision.errors import PlanError
 from palette_provision.plan import parse_plan
+from pydantic import ValidationError
+
 from palette_provision_vsphere import VsphereSettings
 
 BASE: dict[str, Any] = {
