@@ -272,15 +272,9 @@ class VsphereProvider:
     def delete_machine(self, machine: Machine) -> None:
         """Power the VM off if needed and destroy it with its disks. Already gone is fine."""
         from palette_provision_vsphere._machines import delete_vm
-        from palette_provision_vsphere._session import VsphereTaskError
 
         backend = self._backend()
-        try:
-            self.power_off(machine)
-        except VsphereTaskError as exc:
-            if exc.fault == "ManagedObjectNotFound":
-                return
-            raise
+        self.power_off(machine)
         delete_vm(backend.session, self._vm(machine), machine.name)
         self._log.info("vm_deleted", node=machine.node, vm=machine.name, id=machine.id)
 
@@ -299,10 +293,16 @@ class VsphereProvider:
         set_power(self._backend().session, self._vm(machine), machine.name, PowerState.ON)
 
     def power_off(self, machine: Machine) -> None:
-        """Power off (hard); already off is success."""
+        """Power off (hard); already off, or deleted, is success."""
         from palette_provision_vsphere._power import set_power
+        from palette_provision_vsphere._session import VsphereTaskError
 
-        set_power(self._backend().session, self._vm(machine), machine.name, PowerState.OFF)
+        try:
+            set_power(self._backend().session, self._vm(machine), machine.name, PowerState.OFF)
+        except VsphereTaskError as exc:
+            # A deleted VM is as off as it gets (destroy after a crash between delete and the journal write).
+            if exc.fault != "ManagedObjectNotFound":
+                raise
 
     # ---------------------------------------------------------------------------------------- boot media
 
