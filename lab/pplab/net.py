@@ -267,7 +267,8 @@ class SshdNode:
 
     def _apply_faults(self) -> None:
         rules = [f"flush chain inet ppfault {c}" for c in ("input", "output")]
-        if self._blackout:
+        if self._blackout or self._loss >= 100:
+            # nft rejects "numgen random mod 100 < 100" (value out of range 0-99).
             match = ""
         elif self._loss > 0:
             match = f"numgen random mod 100 < {self._loss} "

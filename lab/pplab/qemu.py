@@ -39,7 +39,8 @@ class GuestSpec:
     disk: Path
     """Raw disk image (IDE, the guest's /dev/sda); see :func:`create_disk`."""
     mac: str
-    """MAC of the e1000 NIC (the guest's eth0), e.g. ``52:54:00:00:00:11``; also names the tap."""
+    """MAC of the e1000 NIC (the guest's eth0), e.g. ``52:54:00:00:00:11``; also names the tap, so it must be
+    unique among running guests."""
     cdroms: list[Path] = field(default_factory=list)
     """0..2 ISO images: CD 1 (the appliance ISO), CD 2 (the seed). With any, the guest boots from CD 1."""
     memory_mb: int = 384
@@ -51,6 +52,13 @@ class GuestSpec:
     """Kernel for a disk boot (default: the one cached beside the disk by the CD boot)."""
     initrd: Path | None = None
     """Initrd for a disk boot (default: the one cached beside the disk by the CD boot)."""
+
+    def __post_init__(self) -> None:
+        """Normalise: paths as :class:`Path`, the MAC in lower case."""
+        self.disk = Path(self.disk)
+        self.cdroms = [Path(c) for c in self.cdroms]
+        self.mac = self.mac.lower()
+        self.console_log = Path(self.console_log) if self.console_log else None
 
     @property
     def console_path(self) -> Path:
@@ -201,8 +209,6 @@ def start_guest(spec: GuestSpec) -> Guest:
     Creates the lab LAN if needed and the guest's tap on ``br0``. With CDs, the
     kernel and initrd of CD 1 are cached beside the disk for later disk boots.
     """
-    spec.disk = Path(spec.disk)
-    spec.cdroms = [Path(c) for c in spec.cdroms]
     argv = qemu_argv(spec)
     if spec.cdroms:
         _extract_boot_files(spec.cdroms[0], spec.disk)

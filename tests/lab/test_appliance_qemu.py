@@ -14,7 +14,6 @@ from pathlib import Path
 
 import paramiko
 import pytest
-
 from pplab import net
 from pplab._cmd import link_exists
 from pplab.disk import create_disk, read_install_state
