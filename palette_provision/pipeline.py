@@ -50,6 +50,7 @@ from palette_provision.provider import (
     Machine,
     Machines,
     MediaFile,
+    MediaLocating,
     MediaStaging,
     Power,
     PowerHistory,
@@ -289,7 +290,7 @@ class Deployment:
         if not self._has(MediaStaging):
             staged = StagedMedia("appliance-iso", str(path), known or "", file.size)
             return _Outcome({"staged": staged.to_record()})
-        staged = self.provider.stage_media(file, self._progress(GLOBAL, "stage_media"))
+        staged = self._stage(file, self._progress(GLOBAL, "stage_media"))
         if self.plan.iso.sha256 and staged.sha256 != self.plan.iso.sha256:
             raise ProviderError(
                 f"the appliance ISO's SHA-256 is {staged.sha256}, the plan says {self.plan.iso.sha256}",
@@ -302,6 +303,17 @@ class Deployment:
             {"staged": staged.to_record(), "uploaded_bytes": staged.uploaded_bytes},
             [("media", self.plan.platform.provider, staged.locator, staged.to_record())],
         )
+
+    def _stage(self, file: MediaFile, progress: Callable[[int, int | None], None] | None) -> StagedMedia:
+        """Stage through the provider, journaling the locator first when the provider can tell it beforehand."""
+        if self._has(MediaLocating):
+            locator = self.provider.locate_media(file)
+            intent = StagedMedia(file.role, locator, file.sha256 or "", file.size, 0, file.node)
+            self.journal.add_resource(
+                "media", self.plan.platform.provider, file.node or GLOBAL, locator, {**intent.to_record(), "pending": True}
+            )
+        staged: StagedMedia = self.provider.stage_media(file, progress)
+        return staged
 
     def _progress(self, node: str, phase: str) -> Callable[[int, int | None], None]:
         last = [0.0]
@@ -361,19 +373,26 @@ class Deployment:
 
         path = self._seed_path(node)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        host_key = seed_mod.HostKey.generate()
-        data = seed_mod.build_seed_iso(self.plan, node, host_key)
-        seed_mod.write_seed(path, data)
-        self.journal.set_fact(node.name, "host_key_public", host_key.public_line)
-        self.journal.set_fact(node.name, "host_key_fingerprint", host_key.fingerprint)
+        fingerprint = self.journal.fact(node.name, "host_key_fingerprint")
+        if path.is_file() and fingerprint is not None:
+            # An interrupted run already rendered this seed (written atomically, then its key recorded): reuse
+            # it, so the host key the journal pins and the seed on the platform stay the same.
+            data = path.read_bytes()
+        else:
+            host_key = seed_mod.HostKey.generate()
+            data = seed_mod.build_seed_iso(self.plan, node, host_key)
+            seed_mod.write_seed(path, data)
+            fingerprint = host_key.fingerprint
+            self.journal.set_fact(node.name, "host_key_public", host_key.public_line)
+            self.journal.set_fact(node.name, "host_key_fingerprint", fingerprint)
         sha = media_mod.sha256_bytes(data)
         file = MediaFile(role="seed", local_path=path, size=len(data), name=f"{node.name}-seed.iso", sha256=sha, node=node.name)
         if not self._has(MediaStaging):
             staged = StagedMedia("seed", str(path), sha, len(data), node=node.name)
             return _Outcome({"staged": staged.to_record()})
-        staged = self.provider.stage_media(file, None)
+        staged = self._stage(file, None)
         return _Outcome(
-            {"staged": staged.to_record(), "host_key_fingerprint": host_key.fingerprint},
+            {"staged": staged.to_record(), "host_key_fingerprint": fingerprint},
             [("media", self.plan.platform.provider, staged.locator, staged.to_record())],
         )
 

@@ -42,6 +42,7 @@ __all__ = [
     "Machine",
     "Machines",
     "MediaFile",
+    "MediaLocating",
     "MediaStaging",
     "Power",
     "PowerHistory",
@@ -104,8 +105,9 @@ class StagedMedia:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> StagedMedia:
-        """Rebuild from :meth:`to_record` output."""
-        return cls(**dict(record))
+        """Rebuild from :meth:`to_record` output (extra journal keys are ignored)."""
+        fields = ("role", "locator", "sha256", "size", "uploaded_bytes", "node")
+        return cls(**{k: record[k] for k in fields if k in record})
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,19 @@ class MediaStaging(Protocol):
 
     def unstage_media(self, staged: StagedMedia) -> None:
         """Remove staged media. Removing what is already gone is not an error."""
+        ...
+
+
+@runtime_checkable
+class MediaLocating(Protocol):
+    """Optional, and strongly advised for media staging: say where ``stage_media`` will put a file, without I/O.
+
+    The core journals that locator *before* uploading, so a run killed mid-upload still lets ``destroy`` remove
+    the file (a seed holds a private host key and a password hash: it must never be left behind).
+    """
+
+    def locate_media(self, media: MediaFile) -> str:
+        """The locator ``stage_media(media)`` returns. Pure: no I/O."""
         ...
 
 
@@ -256,6 +271,7 @@ class AddressDiscovery(Protocol):
 
 CAPABILITIES: dict[str, type] = {
     "media_staging": MediaStaging,
+    "media_locating": MediaLocating,
     "machines": Machines,
     "power": Power,
     "boot_media": BootMedia,

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 NODE_PASSWORD = "correct-horse-battery-staple"
+# Module-scoped fixtures run before function-scoped ones: the variable must exist from import time.
+os.environ["PP_TEST_NODE_PASSWORD"] = NODE_PASSWORD
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@example"
 
 

@@ -185,7 +185,7 @@ class FakeProvider:
                     if progress:
                         progress(uploaded, media.size)
             sha = digest.hexdigest()
-        locator = f"fake://media/{media.name}"
+        locator = self.locate_media(media)
         with self._state() as state:
             existing = state["media"].get(locator)
             if existing and existing["sha256"] == sha and existing["size"] == media.size:
@@ -195,6 +195,10 @@ class FakeProvider:
             uploaded = media.size
         self._maybe_kill("stage_media", media.node)
         return StagedMedia(media.role, locator, sha, media.size, uploaded, media.node)
+
+    def locate_media(self, media: MediaFile) -> str:
+        """Where :meth:`stage_media` puts ``media`` (MediaLocating; no I/O)."""
+        return f"fake://media/{media.name}"
 
     def unstage_media(self, staged: StagedMedia) -> None:
         """Forget the media (gone already is fine)."""

@@ -1,0 +1,147 @@
+"""The journal under SIGKILL: a killed apply resumes without repeating side effects, and destroy removes exactly
+what was created. Each run is a real subprocess killed with SIGKILL, at phase boundaries and inside phases."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from palette_provision.testing.fake import read_state
+
+from .conftest import base_plan
+
+# Kills at a phase boundary: right after the journal recorded the phase done (the event is emitted after commit).
+KILL_AFTER_EVENT = r"""
+import os, signal, sys
+from palette_provision.plan import load_plan
+from palette_provision.pipeline import Deployment
+phase, node = sys.argv[2], sys.argv[3]
+def on_event(event):
+    if event.status == "done" and event.phase == phase and event.node == node:
+        os.kill(os.getpid(), signal.SIGKILL)
+with Deployment(load_plan(sys.argv[1]), on_event=on_event) as d:
+    d.apply()
+"""
+
+BOUNDARIES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "palette-2"), ("provision", "palette-2"),
+              ("power_on", "palette-2"), ("await_install", "palette-2"), ("boot_from_disk", "palette-2"),
+              ("await_ready", "palette-2")]
+INSIDE = ["stage_media:None", "stage_media:palette-2", "create_machine:palette-2", "power_on:palette-2",
+          "detach_media:palette-2", "unstage_media:palette-2"]
+
+
+def _plan(tmp: Path, **platform: Any) -> Path:
+    data = base_plan(tmp)
+    data["platform"].update(platform)
+    path = tmp / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _apply(plan: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _ops(state: dict[str, Any]) -> collections.Counter[str]:
+    return collections.Counter(f"{a['op']}:{a['node']}" for a in state["actions"])
+
+
+def _final(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "machines": sorted(state["machines"]),
+        "installs": {n: m["installs"] for n, m in state["machines"].items()},
+        "power": {n: m["power"] for n, m in state["machines"].items()},
+        "media_roles": sorted(m["role"] for m in state["media"].values()),
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("clean")
+    proc = _apply(_plan(tmp))
+    assert proc.returncode == 0, proc.stderr
+    state = read_state(tmp / "platform.json")
+    return {"ops": _ops(state), "final": _final(state), "report": json.loads(proc.stdout)}
+
+
+def test_uninterrupted_run_is_the_reference(uninterrupted: dict[str, Any]) -> None:
+    final = uninterrupted["final"]
+    assert final["machines"] == ["palette-1", "palette-2", "palette-3"]
+    assert final["installs"] == {"palette-1": 1, "palette-2": 1, "palette-3": 1}
+    assert final["media_roles"] == ["appliance-iso"]  # seeds removed once installed
+    assert uninterrupted["ops"]["create_machine:palette-2"] == 1
+    assert uninterrupted["ops"]["power_on:palette-2"] == 2  # installer boot, then disk boot
+
+
+def _assert_resumed_like_reference(tmp: Path, plan: Path, reference: dict[str, Any]) -> None:
+    proc = _apply(plan)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = read_state(tmp / "platform.json")
+    assert _final(state) == reference["final"]
+    assert _ops(state) == reference["ops"], "a side effect was repeated (or skipped) by the resumed run"
+    report = json.loads(proc.stdout)
+    assert [n["status"] for n in report["nodes"]] == ["ready"] * 3
+
+
+@pytest.mark.parametrize(("phase", "node"), BOUNDARIES)
+def test_sigkill_at_phase_boundary_resumes(tmp_path: Path, uninterrupted: dict[str, Any], phase: str, node: str) -> None:
+    plan = _plan(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EVENT, str(plan), phase, node],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
+
+
+@pytest.mark.parametrize("point", INSIDE)
+def test_sigkill_inside_a_phase_resumes(tmp_path: Path, uninterrupted: dict[str, Any], point: str) -> None:
+    flag = tmp_path / "killed.flag"
+    plan = _plan(tmp_path, kill_at=point, kill_once_file=str(flag))
+    killed = _apply(plan)
+    assert killed.returncode == -signal.SIGKILL and flag.exists(), killed.stderr
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
+
+
+@pytest.mark.parametrize("point", ["create_machine:palette-2", "power_on:palette-2", "stage_media:palette-3"])
+def test_destroy_after_partial_run_removes_exactly_what_was_created(tmp_path: Path, point: str) -> None:
+    flag = tmp_path / "killed.flag"
+    plan = _plan(tmp_path, kill_at=point, kill_once_file=str(flag))
+    assert _apply(plan).returncode == -signal.SIGKILL
+    before = read_state(tmp_path / "platform.json")
+    created_machines = {a["node"] for a in before["actions"] if a["op"] == "create_machine"}
+    assert "palette-2" in created_machines or point.startswith("stage_media")
+    proc = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan), "--purge-media", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    after = read_state(tmp_path / "platform.json")
+    assert after["machines"] == {} and after["media"] == {}
+    deleted = {a["node"] for a in after["actions"] if a["op"] == "delete_machine"}
+    assert deleted == created_machines
+
+
+def test_destroy_is_resumable(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    assert _apply(plan).returncode == 0
+    flag = tmp_path / "killed-destroy.flag"
+    data = yaml.safe_load(plan.read_text())
+    data["platform"].update(kill_at="delete_machine:palette-2", kill_once_file=str(flag))
+    plan.write_text(yaml.safe_dump(data))
+    first = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan)], capture_output=True,
+                           text=True, timeout=120)
+    assert first.returncode == -signal.SIGKILL
+    second = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    state = read_state(tmp_path / "platform.json")
+    assert state["machines"] == {}
+    assert collections.Counter(a["node"] for a in state["actions"] if a["op"] == "delete_machine") == {
+        "palette-1": 1, "palette-2": 1, "palette-3": 1}
+    assert [m["role"] for m in state["media"].values()] == ["appliance-iso"]  # kept without --purge-media
