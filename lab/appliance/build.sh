@@ -21,6 +21,9 @@ FORCE=0
 log() { echo "appliance-build: $*" >&2; }
 
 mkdir -p "$CACHE"
+# One build at a time (CI's install.sh and a developer's run may overlap).
+exec 9>"$BUILD/appliance.lock"
+flock 9
 
 # --- inputs -------------------------------------------------------------------
 KPKG=${PPLAB_KERNEL_PKG:-}
