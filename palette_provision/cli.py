@@ -277,7 +277,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from palette_provision.seed import write_seeds
 
     plan = _load(args)
-    paths = write_seeds(plan, args.out)
+    # With --json, stdout carries only the JSON document: the fingerprints go to stderr.
+    paths = write_seeds(plan, args.out, out=sys.stderr if args.json else sys.stdout)
     if args.json:
         _print_json({"seeds": [str(p) for p in paths]})
     else:

@@ -467,13 +467,13 @@ class Deployment:
 
     def _address_probe(self, node: NodeSpec, machine: Machine) -> Callable[[], str | None]:
         def probe() -> str | None:
+            address = None
+            if self._has(AddressDiscovery):
+                address = self.provider.discover_address(machine, node)
             if self.provider.power_state(machine) == PowerState.OFF:
                 # Powered off again after booting from disk: the installer ran a second time (media still
                 # attached, or a BMC that ignored the one-time boot). That is a failure, not progress.
                 raise ReadinessError(node.name, "address", "the node powered off again: a second install ran")
-            address = None
-            if self._has(AddressDiscovery):
-                address = self.provider.discover_address(machine, node)
             address = address or node.static_ip
             if address:
                 self.journal.set_fact(node.name, "address", address)

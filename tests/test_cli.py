@@ -1,0 +1,123 @@
+"""The CLI: each command, its exit codes, and --json output parsed back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from palette_provision.testing.fake import read_state
+
+from .conftest import NODE_PASSWORD, merged
+
+
+def test_validate_ok_and_json(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any) -> None:
+    plan = write_plan(plan_dict)
+    result = cli("validate", str(plan), "--json")
+    assert result.code == 0
+    assert result.json() == {"valid": True, "plan": "test-deploy", "provider": "fake",
+                             "nodes": ["palette-1", "palette-2", "palette-3"]}
+    assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake)")
+
+
+def test_validate_lists_every_problem_exit_2(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
+                                             cli: Any) -> None:
+    plan = write_plan(merged(plan_dict, nodes__count=2, cluster__vip="nope"))
+    result = cli("validate", str(plan), "--json")
+    assert result.code == 2
+    payload = result.json()
+    assert payload["error"] == "PlanError" and payload["exit_code"] == 2
+    paths = {i["path"] for i in payload["issues"]}
+    assert {"cluster.vip"} <= paths
+    text = cli("validate", str(plan))
+    assert text.code == 2 and "cluster.vip" in text.stderr
+
+
+def test_provider_validate_runs_in_validate(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
+                                            cli: Any) -> None:
+    plan = write_plan(merged(plan_dict, platform__max_nodes=2))
+    result = cli("validate", str(plan), "--json")
+    assert result.code == 2 and result.json()["issues"][0]["path"] == "nodes.count"
+
+
+def test_plan_is_a_dry_run(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
+                           tmp_path: Path) -> None:
+    plan = write_plan(plan_dict)
+    result = cli("plan", str(plan), "--json")
+    assert result.code == 0
+    actions = result.json()["actions"]
+    assert actions[0] == {"phase": "preflight", "node": "*", "state": "pending",
+                          "action": "check the plan against the platform (log in, resolve objects, capacity, name clashes)"}
+    assert not (tmp_path / "platform.json").exists()
+    assert "+ provision       palette-2" in cli("plan", str(plan)).stdout
+
+
+def test_apply_status_destroy(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
+                              tmp_path: Path) -> None:
+    plan = write_plan(plan_dict)
+    applied = cli("apply", str(plan), "--json")
+    assert applied.code == 0, applied.stderr
+    report = applied.json()
+    assert report["ok"] is True
+    assert [(n["name"], n["status"], n["address"]) for n in report["nodes"]] == [
+        ("palette-1", "ready", "10.251.0.11"), ("palette-2", "ready", "10.251.0.12"), ("palette-3", "ready", "10.251.0.13")]
+    assert all(n["host_key_fingerprint"].startswith("SHA256:") for n in report["nodes"])
+    assert report["handoff"]["kind"] == "inventory" and len(report["handoff"]["files"]) >= 2
+    status = cli("status", str(plan), "--json").json()
+    assert {s["status"] for s in status["steps"]} == {"done"}
+    assert sum(1 for r in status["resources"] if r["kind"] == "machine") == 3
+    assert NODE_PASSWORD not in applied.stdout + applied.stderr + json.dumps(status)
+    plan_after = cli("plan", str(plan), "--json").json()["actions"]
+    assert {a["state"] for a in plan_after} == {"done"}
+    destroyed = cli("destroy", str(plan), "--json")
+    assert destroyed.code == 0
+    results = destroyed.json()["resources"]
+    assert sorted(r["result"] for r in results if r["kind"] == "machine") == ["deleted"] * 3
+    assert [r["result"] for r in results if r["kind"] == "media"] == ["kept"]  # the ISO, without --purge-media
+    assert read_state(tmp_path / "platform.json")["machines"] == {}
+
+
+def test_apply_with_a_failed_node_exits_1(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
+                                          cli: Any) -> None:
+    plan = write_plan(merged(plan_dict, platform__fail={"palette-3": "create_machine"}))
+    result = cli("apply", str(plan), "--json")
+    assert result.code == 1
+    nodes = {n["name"]: n for n in result.json()["nodes"]}
+    assert nodes["palette-3"]["phase"] == "provision" and nodes["palette-3"]["status"] == "failed"
+    text = cli("apply", str(plan))
+    assert text.code == 1 and "failed in provision" in text.stdout and "FAILED" in text.stdout
+
+
+def test_preflight_rejection_exits_3_and_changes_nothing(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
+                                                        cli: Any, tmp_path: Path) -> None:
+    plan = write_plan(merged(plan_dict, platform__expected_password="env:PP_TEST_NODE_PASSWORD",
+                             platform__password="env:PP_WRONG"), )
+    result = cli("apply", str(plan), "--json", env={"PP_WRONG": "not-the-password"})
+    assert result.code == 3
+    assert result.json()["field"] == "platform.password"
+    assert "not-the-password" not in result.stdout + result.stderr
+    assert read_state(tmp_path / "platform.json")["actions"] == []
+
+
+def test_journal_in_use_exits_5(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
+                                tmp_path: Path) -> None:
+    from palette_provision.journal import Journal
+
+    plan = write_plan(plan_dict)
+    with Journal.open(tmp_path / ".palette-provision" / "test-deploy" / "journal.sqlite", deployment="test-deploy"):
+        result = cli("apply", str(plan), "--json")
+    assert result.code == 5 and "in use" in result.json()["message"]
+
+
+def test_seed_command_writes_private_seeds(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
+                                           tmp_path: Path) -> None:
+    plan = write_plan(plan_dict)
+    result = cli("seed", str(plan), "--out", str(tmp_path / "seeds"), "--json")
+    assert result.code == 0, result.stderr
+    isos = [Path(p) for p in result.json()["seeds"] if p.endswith(".iso")]
+    assert len(isos) == 3 and all(p.stat().st_mode & 0o777 == 0o600 for p in isos)
+
+
+def test_unknown_command_exits_2(cli: Any) -> None:
+    assert cli("frobnicate").code == 2

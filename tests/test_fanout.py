@@ -1,0 +1,83 @@
+"""Fan-out: nodes proceed in parallel; one node's failure is reported exactly while the others finish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from palette_provision.pipeline import Deployment
+from palette_provision.plan import parse_plan
+from palette_provision.report import Event
+from palette_provision.testing.fake import read_state
+
+from .conftest import base_plan
+
+
+def _deploy(tmp: Path, count: int = 3, profile: str = "appliance", **platform: Any) -> tuple[Any, list[Event]]:
+    data = base_plan(tmp, count)
+    data["profile"] = profile
+    data["platform"].update(platform)
+    events: list[Event] = []
+    with Deployment(parse_plan(data, base_dir=tmp), state_dir=tmp / "state", on_event=events.append) as d:
+        return d.apply(), events
+
+
+def test_one_node_failing_leaves_the_others_finished(tmp_path: Path) -> None:
+    report, events = _deploy(tmp_path, fail={"palette-2": "power_on"})
+    by_name = {n.name: n for n in report.nodes}
+    assert by_name["palette-1"].status == "ready" and by_name["palette-3"].status == "ready"
+    failed = by_name["palette-2"]
+    assert (failed.status, failed.phase) == ("failed", "power_on")
+    assert failed.error == "fake platform refused power_on for palette-2 (fault knob)"
+    assert not report.ok and report.handoff is None  # no hand-off with a node missing
+    assert report.failures() == ["palette-2 failed in power_on: fake platform refused power_on for palette-2 (fault knob)"]
+    assert any(e.node == "palette-2" and e.status == "failed" and e.phase == "power_on" for e in events)
+    state = read_state(tmp_path / "platform.json")
+    assert state["machines"]["palette-1"]["installs"] == 1 and state["machines"]["palette-2"]["installs"] == 0
+
+
+def test_timeout_reports_last_state(tmp_path: Path) -> None:
+    data = base_plan(tmp_path)
+    data["platform"]["never_installs"] = ["palette-3"]
+    data["timeouts"]["install"] = 2
+    with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:
+        report = d.apply()
+    node = report.nodes[2]
+    assert (node.status, node.phase, node.last_state) == ("failed", "await_install", "on")
+    assert "timed out after" in (node.error or "") and "power it off" in (node.error or "")
+    assert [n.status for n in report.nodes[:2]] == ["ready", "ready"]
+
+
+def test_reinstall_loop_is_a_failure_not_progress(tmp_path: Path) -> None:
+    # palette-1's "BMC" ignores the eject, so booting "from disk" runs the installer again; its calls are slow
+    # enough that the second install powers it off while the readiness ladder is still climbing.
+    report, _ = _deploy(tmp_path, ignores_eject=["palette-1"], slow={"palette-1": 0.4})
+    node = report.nodes[0]
+    assert (node.status, node.phase) == ("failed", "await_ready")
+    assert "powered off again" in (node.error or "")
+
+
+def test_nodes_run_in_parallel(tmp_path: Path) -> None:
+    # Each node's every call takes 0.3 s: serial work would interleave nothing; parallel work overlaps phases.
+    report, events = _deploy(tmp_path, count=4, profile="edge", slow={f"palette-{i}": 0.3 for i in range(1, 5)})
+    assert report.ok
+    starts = [e for e in events if e.phase == "provision" and e.status == "started"]
+    dones = [e for e in events if e.phase == "provision" and e.status == "done"]
+    assert max(s.at for s in starts) < min(d.at for d in dones), "provisioning did not overlap across nodes"
+
+
+def test_flaky_power_is_retried_or_reported_per_node(tmp_path: Path) -> None:
+    report, _ = _deploy(tmp_path, flaky_power=1.0)
+    assert all(n.status == "failed" and n.phase == "power_on" for n in report.nodes)
+    assert all("flaky_power" in (n.error or "") for n in report.nodes)
+
+
+def test_dry_run_lists_actions_without_side_effects(tmp_path: Path) -> None:
+    data = base_plan(tmp_path)
+    with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:
+        actions = d.actions()
+    assert not (tmp_path / "platform.json").exists()
+    assert [a.phase for a in actions[:3]] == ["preflight", "stage_media", "stage_seed"]
+    assert {a.state for a in actions} == {"pending"}
+    assert actions[-1].phase == "handoff" and "inventory" in actions[-1].action
+    assert len(actions) == 2 + 3 * 7 + 1
