@@ -56,36 +56,42 @@ class GuestRunner(Protocol):
 
 
 class PplabRunner:
-    """:class:`GuestRunner` on ``pplab`` (``lab/pplab``): guests on the lab LAN bridge, static addresses from seeds."""
+    """:class:`GuestRunner` on ``pplab`` (``lab/pplab``): guests on the lab LAN bridge, static addresses from seeds.
 
-    def __init__(self, memory_mb: int = 512, install_delay_s: int | None = None) -> None:
+    ``memory_mb`` / ``install_delay_s`` left ``None`` take pplab's defaults (384 MiB, 3 s): the VM's own memory
+    (16 GiB for a real appliance) is deliberately ignored, the test appliance needs little.
+    """
+
+    def __init__(self, memory_mb: int | None = None, install_delay_s: int | None = None) -> None:
         self.memory_mb = memory_mb
         self.install_delay_s = install_delay_s
 
     def prepare(self) -> None:
-        import pplab.net  # imported late: the watcher's logic is testable without pplab
+        import pplab.net  # imported late: the watcher's logic is testable without pplab (and without root)
 
         pplab.net.ensure_lan()
 
     def create_disk(self, path: Path, size_bytes: int) -> None:
-        import pplab.qemu
+        import pplab.disk
 
-        pplab.qemu.create_disk(path, size_bytes)
+        pplab.disk.create_disk(path, size_bytes)  # sparse raw image
 
     def start(self, request: BootRequest) -> GuestHandle:
         import pplab.qemu
 
-        extra: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        if self.memory_mb is not None:
+            options["memory_mb"] = self.memory_mb
         if self.install_delay_s is not None:
-            extra["install_delay_s"] = self.install_delay_s
+            options["install_delay_s"] = self.install_delay_s
         spec = pplab.qemu.GuestSpec(
             name=request.name,
             disk=request.disk,
-            mac=request.mac,
+            mac=request.mac.lower(),  # pplab wants lower case; vSphere reports either
             cdroms=list(request.cdroms),
-            memory_mb=self.memory_mb,
             console_log=request.console_log,
-            **extra,
+            **options,
         )
-        guest: GuestHandle = pplab.qemu.start_guest(spec)
-        return guest
+        # Boots from CD 1 when there are CDs (and caches its kernel/initrd beside the disk); otherwise a direct
+        # kernel boot of that cache, as the test appliance installs no bootloader.
+        return pplab.qemu.start_guest(spec)

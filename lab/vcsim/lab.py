@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -398,6 +399,8 @@ def _cmd_up(ns: argparse.Namespace) -> int:
         "watcher_pid": None,
     }  # fmt: skip
     if ns.watcher:
+        # A fresh vcsim reuses managed-object ids (vm-61...): a previous run's disks must not boot for new VMs.
+        shutil.rmtree(workdir / "watcher", ignore_errors=True)
         state["watcher_pid"] = _spawn_watcher(workdir, password)
     _write_state(workdir, state)
     print(json.dumps(state, indent=2))

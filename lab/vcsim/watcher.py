@@ -91,12 +91,13 @@ class _Node:
     """vcsim's ``bootTime`` of that power-on: a new value reveals an off/on cycle that fell between two polls."""
     pending_poweroff: bool = False
     reported: bool = False
+    boots: int = 0
     ssh_up: threading.Event = field(default_factory=threading.Event)
     stop_probe: threading.Event = field(default_factory=threading.Event)
 
     @property
     def disk(self) -> Path:
-        return self.dir / "disk.qcow2"
+        return self.dir / "disk.img"
 
     def save(self) -> None:
         """Persist what a restarted watcher must remember: the address learnt from the seed."""
@@ -259,7 +260,7 @@ class Watcher:
             node.booted, node.boot_time = True, boot_time
             self._boot(node, props)
         elif node.guest is not None and not node.guest.is_running():
-            log.info("guest_powered_itself_off vm=%s console=%s", node.name, node.dir / "console.log")
+            log.info("guest_powered_itself_off vm=%s boot=%s", node.name, node.boots)
             self._stop_guest(node, why="guest_exited")
             node.pending_poweroff = True
         if node.ssh_up.is_set() and not node.reported:
@@ -306,9 +307,10 @@ class Watcher:
             mac=str(nics[0].macAddress),
             disk=node.disk,
             cdroms=tuple(cdroms),
-            console_log=node.dir / "console.log",
+            console_log=node.dir / f"console-{node.boots + 1}-{'cd' if cdroms else 'disk'}.log",
         )
         node.guest = self.runner.start(request)
+        node.boots += 1
         node.ssh_up.clear()
         node.reported = False
         node.stop_probe = threading.Event()
@@ -382,12 +384,11 @@ class Watcher:
 
     def _on_destroyed(self, node: _Node) -> None:
         self._stop_guest(node, why="vm_destroyed")
-        console = node.dir / "console.log"
-        if console.exists():
-            keep = self.config.state_dir / "destroyed"
+        keep = self.config.state_dir / "destroyed"
+        for console in node.dir.glob("console-*.log"):  # evidence outlives the VM; the disk does not
             keep.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):
-                console.replace(keep / f"{node.name}-{node.key}.console.log")
+                console.replace(keep / f"{node.name}-{node.key}-{console.name}")
         shutil.rmtree(node.dir, ignore_errors=True)
         log.info("vm_destroyed vm=%s disk_deleted=%s", node.name, node.disk)
 
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cafile", type=Path, help="vcsim's certificate (default: from --lab-state)")
     p.add_argument("--password-file", type=Path, help="default: env VCSIM_PASSWORD")
     p.add_argument("--state-dir", type=Path, required=True)
-    p.add_argument("--memory-mb", type=int, default=512)
+    p.add_argument("--memory-mb", type=int, help="guest memory (pplab default)")
     p.add_argument("--install-delay", type=int, help="seconds the test appliance 'installs' (pplab default)")
     p.add_argument("--poll-interval", type=float, default=0.5)
     p.add_argument("--ssh-port", type=int, default=22)

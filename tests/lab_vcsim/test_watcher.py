@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from vcsim.guests import BootRequest
 from vcsim.lab import VcsimHandle, wait_task
 from vcsim.watcher import Watcher, WatcherConfig
