@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 
@@ -30,11 +30,13 @@ from palette_provision.errors import (
     ProviderError,
     TLSVerificationError,
     TransientError,
+    WaitTimeout,
 )
 from palette_provision.journal import Journal
 from palette_provision.log import get_logger
 from palette_provision.secrets import Secret, known_secret_values
 from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context
+from palette_provision.waiting import Backoff, wait_for
 
 __all__ = ["CERT_FACT", "LocalApiClient", "LocalApiError", "LocalApiUnavailable"]
 
@@ -45,6 +47,11 @@ CERT_FACT = "local_api_cert_sha256"
 #: Session length the Local API gives without ``extendedSession`` (reference §1.7), used when the token's own
 #: ``exp`` claim cannot be read.
 DEFAULT_TOKEN_LIFETIME_S = 7200.0
+
+T = TypeVar("T")
+
+#: Cadence of retried reads (a node busy or restarting answers 5xx or resets for a few seconds).
+_RETRY_BACKOFF = Backoff(initial=0.25, maximum=5.0, jitter=0.25)
 
 _LOGIN = "/v1/users/default/login"
 _RENEWAL = "/v1/users/default/token/renewal"
@@ -142,6 +149,7 @@ class LocalApiClient:
         port: int = 5080,
         tls: str = "pin-on-first-use",
         timeout: float = 30.0,
+        retry_window: float = 60.0,
         log: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -153,6 +161,7 @@ class LocalApiClient:
         self._journal = journal
         self._tls = tls
         self._timeout = timeout
+        self._retry_window = retry_window
         self._log = (log or get_logger(__name__)).bind(node=node)
         self._clock = clock
         self._http: httpx.Client | None = None
@@ -276,6 +285,8 @@ class LocalApiClient:
         assert self._token is not None
         response = self._send("POST", _RENEWAL, headers={"Authorization": self._token})
         if response.status_code == 401:
+            # Too late to renew (the process slept past the expiry, or the node restarted): log in afresh.
+            self._log.info("local_api_token_expired", expired_s_ago=round(self._clock() - self._expires_at, 1))
             self.login()
             return
         self._raise_for("POST", _RENEWAL, response)
@@ -324,17 +335,32 @@ class LocalApiClient:
         except ValueError as exc:
             raise LocalApiUnavailable(self.node, f"{method} {path} answered non-JSON") from exc
 
+    def _idempotent(self, what: str, action: Callable[[], T]) -> T:
+        """Run a read, retrying transient failures (5xx, resets) for up to ``retry_window`` seconds."""
+        try:
+            return wait_for(action, what=what, timeout=self._retry_window, until=lambda _: True,
+                            retry_on=(TransientError,), backoff=_RETRY_BACKOFF)
+        except WaitTimeout as exc:
+            # Still transient for the caller: an outer wait (a poll) may keep trying.
+            if isinstance(exc.last_error, TransientError):
+                raise exc.last_error from exc
+            raise
+
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """``GET`` a JSON resource. See :meth:`call`."""
-        return self.call("GET", path, params=params)
+        """``GET`` a JSON resource, retrying transient failures. See :meth:`call`."""
+        return self._idempotent(f"GET {path} on {self.node}", lambda: self.call("GET", path, params=params))
 
     def get_optional(self, path: str) -> Any:
         """``GET`` a JSON resource; ``None`` when the node answers 404 (e.g. no cluster yet)."""
-        response = self.request("GET", path)
-        if response.status_code == 404:
-            return None
-        self._raise_for("GET", path, response)
-        return response.json() if response.content else None
+
+        def once() -> Any:
+            response = self.request("GET", path)
+            if response.status_code == 404:
+                return None
+            self._raise_for("GET", path, response)
+            return response.json() if response.content else None
+
+        return self._idempotent(f"GET {path} on {self.node}", once)
 
     def upload(self, path: str, field: str, file: IO[bytes], filename: str, *, timeout: float = 600.0) -> Any:
         """Stream ``file`` as the multipart form field ``field`` and return the decoded JSON answer.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from palette_provision.errors import HandoffError
-from palette_provision.handoff._client import LocalApiError
+from palette_provision.handoff._client import LocalApiError, LocalApiUnavailable
 from palette_provision.handoff._session import HOST_ID_FACT, HOST_INFO, LINK_STATUS, HostFacts, Session, step_errors
 from palette_provision.handoff.base import ReadyNode
 from palette_provision.secrets import Secret
@@ -100,26 +100,26 @@ def _fresh_token(session: Session) -> str:
 def _submit(session: Session, follower: ReadyNode) -> None:
     """Submit a fresh leader token on ``follower``; retry with a new token when the follower rejects it."""
     api = session.api(follower)
-    last: LocalApiError | None = None
+    leader_id = session.facts[session.leader.name].host_id
+    last: LocalApiError | LocalApiUnavailable | None = None
     for _attempt in range(LINK_SUBMIT_ATTEMPTS):
         token = _fresh_token(session)
         try:
             api.call("POST", LINK, json_body={"token": token})
             return
-        except LocalApiError as exc:
-            if exc.status != 400:
+        except (LocalApiError, LocalApiUnavailable) as exc:
+            if isinstance(exc, LocalApiError) and exc.status != 400:
                 raise
             last = exc
-            # A 400 also answers a token that expired in flight or was replaced; if the link started anyway
-            # (a retried request), that is success.
-            status = api.get_optional(LINK_STATUS)
-            if status and status.get("status") in _LINKING and session.facts[session.leader.name].host_id in _peer_ids(
-                status
-            ):
-                return
-            session.log.info("link_token_rejected", node=follower.name, reason=exc.message, phase=LINK_STEP)
-    assert last is not None
-    raise HandoffError(LINK_STEP, f"{follower.name} refused the link token: {last.message}")
+        # A 400 also answers a token that expired in flight or that the leader replaced; a 5xx or a reset may
+        # hide a link that started anyway. Observe before trying a fresh token.
+        status = api.get_optional(LINK_STATUS)
+        if status and status.get("status") in _LINKING and leader_id in _peer_ids(status):
+            return
+        reason = last.message if isinstance(last, LocalApiError) else str(last)
+        session.log.info("link_token_rejected", follower=follower.name, reason=reason, phase=LINK_STEP)
+    reason = last.message if isinstance(last, LocalApiError) else str(last)
+    raise HandoffError(LINK_STEP, f"{follower.name} refused the link token {LINK_SUBMIT_ATTEMPTS} times: {reason}")
 
 
 def _start_link(session: Session, follower: ReadyNode) -> None:

@@ -1,0 +1,50 @@
+"""Run one hand-off in this process, as ``apply`` would, so a test can SIGKILL it or measure its memory.
+
+``python tests/handoff/runner.py <spec.json>``; the spec holds ``plan`` (plan data), ``journal``, ``sims`` and
+optionally ``kill_at`` (a checkpoint name: the process SIGKILLs itself there) and ``rss_file`` (where to write the
+peak RSS before and after the hand-off, KiB). Prints the result as JSON, or exits 3 with the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from palette_provision.errors import HandoffError  # noqa: E402
+from palette_provision.journal import Journal  # noqa: E402
+from tests.handoff import rig  # noqa: E402
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    plan = rig.build_plan(spec["plan"])
+    kill_at = spec.get("kill_at")
+
+    def checkpoint(name: str) -> None:
+        if name == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    events: list[tuple[str, str, dict[str, object]]] = []
+    with Journal.open(Path(spec["journal"]), deployment=plan.name) as journal:
+        context = rig.context_for(plan, journal, spec["sims"], events)
+        try:
+            result = rig.former(spec["sims"], checkpoint=checkpoint).form(context)
+        except HandoffError as exc:
+            print(json.dumps({"error": str(exc), "step": exc.step}))
+            return 3
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if spec.get("rss_file"):
+        Path(spec["rss_file"]).write_text(json.dumps({"before_kib": before, "after_kib": after}))
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
