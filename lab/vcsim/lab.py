@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
@@ -164,7 +164,7 @@ class VcsimHandle:
         except OSError:
             return ""
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> VcsimHandle:
         return self
 
     def __exit__(

@@ -10,15 +10,18 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyVmomi import vim, vmodl
-from vcsim.lab import LAB_DIR, VcsimHandle, VcsimTaskError, connect, disconnect, wait_task
+from vcsim.lab import LAB_DIR, VcsimHandle, VcsimTaskError, connect, disconnect, start_vcsim, wait_task
 
 from .conftest import PASSWORD
 from .inventory import V, create_vm, find
+
+pytestmark = pytest.mark.lab
 
 
 def test_unset_properties_read_without_dropping_the_connection(vcsim: VcsimHandle, si: Any) -> None:
@@ -165,3 +168,17 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         not Path(f"/proc/{state['vcsim_pid']}").exists()
         or b"vcsim" not in Path(f"/proc/{state['vcsim_pid']}/cmdline").read_bytes()
     )
+
+
+def test_delay_slows_every_call(tmp_path: Path) -> None:
+    """``-delay`` is how timeout tests get a slow vCenter; startup stays fast (the delay is set after it)."""
+    start = time.monotonic()
+    with start_vcsim(tmp_path / "slow", 0, "admin", PASSWORD, delay_ms=400) as slow:
+        assert time.monotonic() - start < 10
+        si = connect(slow)
+        try:
+            before = time.monotonic()
+            si.content.rootFolder.childEntity  # noqa: B018 - one property read is one SOAP call
+            assert time.monotonic() - before >= 0.4
+        finally:
+            disconnect(si)

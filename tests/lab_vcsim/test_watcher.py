@@ -21,6 +21,8 @@ from vcsim.watcher import Watcher, WatcherConfig
 from .inventory import V, create_vm, dev
 from .seeds import Keypair, user_data, write_seed_iso
 
+pytestmark = pytest.mark.lab
+
 
 @dataclass
 class FakeGuest:

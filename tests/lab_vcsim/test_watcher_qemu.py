@@ -27,6 +27,8 @@ from .seeds import Keypair, user_data, write_seed_iso
 # High on the lab LAN, away from the .11, .12 ... the provider tests give their nodes.
 GUEST_IP = "10.251.0.231"
 
+pytestmark = [pytest.mark.lab, pytest.mark.qemu]
+
 
 @pytest.fixture
 def appliance_iso() -> Path:
