@@ -283,6 +283,7 @@ def climb(
         HostKeyMismatch: the node's host key is not the pinned one (at once, no retries).
         SessionAuthenticationFailed: the account's key was refused (at once, no retries).
         LocalApiCertificateMismatch: the Local API certificate is not the pinned one (at once, no retries).
+        PaletteProvisionError: whatever non-transient error ``target.address()`` raised (e.g. a ProviderError).
     """
     start = clock()
     state = _Climb(
@@ -420,7 +421,11 @@ def _climb_host_key(state: _Climb, address: str) -> paramiko.PKey:
 
     def probe() -> paramiko.PKey:
         sock = state.connect_or_transient(address, target.ssh_port)
-        transport = paramiko.Transport(sock)
+        try:
+            transport = paramiko.Transport(sock)
+        except BaseException:
+            sock.close()
+            raise
         try:
             transport.banner_timeout = state.remaining(_SSH_TIMEOUT_S)
             if pinned is not None:
