@@ -1,6 +1,6 @@
 """Deploy from a plan file and print the report: the library without the CLI.
 
-    PALETTE_NODE_PASSWORD=... python examples/deploy.py examples/fake-appliance.yaml
+PALETTE_NODE_PASSWORD=... python examples/deploy.py examples/fake-appliance.yaml
 """
 
 from __future__ import annotations

@@ -57,9 +57,7 @@ EXIT_CODES = {
 def _configure_logging(level: str, json_logs: bool) -> None:
     """The application (not the library) configures structlog: redaction first, then the renderer."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
@@ -203,7 +201,9 @@ def _print_report(report: Any) -> None:
     if report.handoff is not None:
         h = report.handoff
         if h.cluster_state:
-            print(f"cluster: {h.cluster_state} {h.cluster_health or ''} endpoint={h.endpoint} kubeconfig={h.kubeconfig}")
+            print(
+                f"cluster: {h.cluster_state} {h.cluster_health or ''} endpoint={h.endpoint} kubeconfig={h.kubeconfig}"
+            )
         for f in h.files:
             print(f"wrote {f}")
     if report.handoff_error:

@@ -113,9 +113,7 @@ class Journal:
 
     # ------------------------------------------------------------------------------------------- lifecycle
     @classmethod
-    def open(
-        cls, path: Path, *, deployment: str, fingerprint: str | None = None, create: bool = True
-    ) -> Journal:
+    def open(cls, path: Path, *, deployment: str, fingerprint: str | None = None, create: bool = True) -> Journal:
         """Open (or create) the journal at ``path`` for ``deployment``.
 
         Raises:

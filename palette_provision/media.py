@@ -75,8 +75,13 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
         os.replace(partial, target)
         return target
 
-    path: Path = wait_for(attempt, what=f"download of {source.source}", timeout=timeout, until=lambda _: True,
-                          backoff=Backoff(initial=2, maximum=30))
+    path: Path = wait_for(
+        attempt,
+        what=f"download of {source.source}",
+        timeout=timeout,
+        until=lambda _: True,
+        backoff=Backoff(initial=2, maximum=30),
+    )
     if journal is not None:
         journal.cache_digest(path, source.sha256)
     return path

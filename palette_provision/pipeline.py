@@ -250,7 +250,8 @@ class Deployment:
         iso = StagedMedia.from_record(self._step("stage_media", GLOBAL, self._stage_iso, always=True)["staged"])
         workers = max(1, min(self.plan.concurrency, len(specs), getattr(self.provider, "max_parallel", 1 << 16)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
-            futures = [pool.submit(self._run_node, spec, iso, result) for spec, result in zip(specs, report.nodes)]
+            pairs = zip(specs, report.nodes, strict=True)
+            futures = [pool.submit(self._run_node, spec, iso, result) for spec, result in pairs]
             for future in futures:
                 future.result()
         if all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
@@ -269,7 +270,9 @@ class Deployment:
         if iso_path is not None and not iso_path.is_file():
             raise ConfigurationError(f"the appliance ISO {iso_path} does not exist", field="iso.source")
         if self.plan.content is not None and not self.plan.resolve_path(self.plan.content.path).is_file():
-            raise ConfigurationError(f"the content bundle {self.plan.content.path} does not exist", field="content.path")
+            raise ConfigurationError(
+                f"the content bundle {self.plan.content.path} does not exist", field="content.path"
+            )
         self.provider.preflight(self.plan)
         return _Outcome({"provider": self.plan.platform.provider})
 
@@ -284,9 +287,7 @@ class Deployment:
         path = self._local_iso_path()
         assert path is not None
         known = self.plan.iso.sha256 or self.journal.cached_digest(path)
-        file = MediaFile(
-            role="appliance-iso", local_path=path, size=path.stat().st_size, name=path.name, sha256=known
-        )
+        file = MediaFile(role="appliance-iso", local_path=path, size=path.stat().st_size, name=path.name, sha256=known)
         if not self._has(MediaStaging):
             staged = StagedMedia("appliance-iso", str(path), known or "", file.size)
             return _Outcome({"staged": staged.to_record()})
@@ -310,7 +311,11 @@ class Deployment:
             locator = self.provider.locate_media(file)
             intent = StagedMedia(file.role, locator, file.sha256 or "", file.size, 0, file.node)
             self.journal.add_resource(
-                "media", self.plan.platform.provider, file.node or GLOBAL, locator, {**intent.to_record(), "pending": True}
+                "media",
+                self.plan.platform.provider,
+                file.node or GLOBAL,
+                locator,
+                {**intent.to_record(), "pending": True},
             )
         staged: StagedMedia = self.provider.stage_media(file, progress)
         return staged
@@ -331,7 +336,9 @@ class Deployment:
         journal = self.journal
         current = "stage_seed"
         try:
-            seed = StagedMedia.from_record(self._step("stage_seed", node.name, lambda: self._stage_seed(node))["staged"])
+            seed = StagedMedia.from_record(
+                self._step("stage_seed", node.name, lambda: self._stage_seed(node))["staged"]
+            )
             current = "provision"
             machine = Machine.from_record(
                 self._step("provision", node.name, lambda: self._provision(node, iso, seed), always=True)["machine"]
@@ -386,7 +393,9 @@ class Deployment:
             self.journal.set_fact(node.name, "host_key_public", host_key.public_line)
             self.journal.set_fact(node.name, "host_key_fingerprint", fingerprint)
         sha = media_mod.sha256_bytes(data)
-        file = MediaFile(role="seed", local_path=path, size=len(data), name=f"{node.name}-seed.iso", sha256=sha, node=node.name)
+        file = MediaFile(
+            role="seed", local_path=path, size=len(data), name=f"{node.name}-seed.iso", sha256=sha, node=node.name
+        )
         if not self._has(MediaStaging):
             staged = StagedMedia("seed", str(path), sha, len(data), node=node.name)
             return _Outcome({"staged": staged.to_record()})
@@ -400,7 +409,9 @@ class Deployment:
         existing = self.provider.find_machine(node)
         if existing is not None:
             recorded = self.journal.step("provision", node.name)
-            return _Outcome({"machine": existing.to_record(), "adopted": recorded is not None and recorded.status != "done"})
+            return _Outcome(
+                {"machine": existing.to_record(), "adopted": recorded is not None and recorded.status != "done"}
+            )
         previous = self.journal.step("provision", node.name)
         if previous is not None and previous.status == "done":
             # The machine we created is gone (deleted outside palette-provision): rebuild it from scratch.
@@ -447,7 +458,9 @@ class Deployment:
     def _await_install(self, machine: Machine) -> _Outcome:
         # The seed asks the installer to power the machine off when done: that power-off is the signal.
         self._wait_power(
-            machine, PowerState.OFF, f"the installer on {machine.name} to finish and power it off",
+            machine,
+            PowerState.OFF,
+            f"the installer on {machine.name} to finish and power it off",
             self.plan.timeouts.install,
         )
         return _Outcome({"installed_at": time.time()})
@@ -492,7 +505,10 @@ class Deployment:
             # provider, whose machines run nothing).
             probe = self._address_probe(node, machine)
             address = wait_for(
-                probe, what=f"an address for {node.name}", timeout=plan.timeouts.ready, until=bool,
+                probe,
+                what=f"an address for {node.name}",
+                timeout=plan.timeouts.ready,
+                until=bool,
                 backoff=Backoff(initial=0.5, maximum=5.0),
             )
             self.journal.add_evidence(node.name, "address", {"address": address})
@@ -612,7 +628,9 @@ class Deployment:
                 continue
             machine = self.provider.find_machine(spec)
             if machine is not None:
-                self.journal.add_resource("machine", self.plan.platform.provider, spec.name, machine.id, machine.to_record())
+                self.journal.add_resource(
+                    "machine", self.plan.platform.provider, spec.name, machine.id, machine.to_record()
+                )
 
     # ----------------------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
@@ -654,5 +672,3 @@ def _handoff_from_data(data: Mapping[str, Any]) -> HandoffResult:
         files=tuple(Path(p) for p in result.get("files", [])),
         details=result.get("details", {}),
     )
-
-

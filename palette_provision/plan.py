@@ -199,9 +199,7 @@ class ClusterSettings(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _HOSTNAME.match(v):
-            raise PydanticCustomError(
-                "hostname", "must be lower-case letters, digits and '-', at most 63 characters"
-            )
+            raise PydanticCustomError("hostname", "must be lower-case letters, digits and '-', at most 63 characters")
         return v
 
     @field_validator("ssh_public_keys")
@@ -209,9 +207,7 @@ class ClusterSettings(_Model):
     def _keys(cls, v: list[str]) -> list[str]:
         for i, key in enumerate(v):
             if not _SSH_KEY.match(key.strip()):
-                raise PydanticCustomError(
-                    "ssh_key", "entry {index} is not an OpenSSH public key line", {"index": i}
-                )
+                raise PydanticCustomError("ssh_key", "entry {index} is not an OpenSSH public key line", {"index": i})
         return [k.strip() for k in v]
 
 
@@ -485,7 +481,9 @@ def _network_issues(plan: DeploymentPlan, count: int) -> list[PlanIssue]:
         return issues
     if len(net.addresses) != count:
         issues.append(
-            PlanIssue("nodes.network.addresses", f"static mode needs one address per node: {count}, got {len(net.addresses)}")
+            PlanIssue(
+                "nodes.network.addresses", f"static mode needs one address per node: {count}, got {len(net.addresses)}"
+            )
         )
     if net.gateway is None:
         issues.append(PlanIssue("nodes.network.gateway", "static mode needs a gateway"))
@@ -540,7 +538,9 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
         PlanError: with every problem found (field path and rule), never echoing a secret.
     """
     if not isinstance(data, Mapping):
-        raise PlanError([PlanIssue("", "a plan is a mapping of sections (name, iso, cluster, nodes, platform...)")], source)
+        raise PlanError(
+            [PlanIssue("", "a plan is a mapping of sections (name, iso, cluster, nodes, platform...)")], source
+        )
     if any(not isinstance(k, str) for k in data):
         raise PlanError([PlanIssue("", "section names must be strings")], source)
     context = {"base_dir": base_dir}
@@ -568,7 +568,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases (*name) are not allowed in a plan", event.start_mark
             )

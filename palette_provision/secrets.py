@@ -82,9 +82,7 @@ def resolve_secret(reference: str, *, base_dir: Path | None = None) -> Secret:
     """
     scheme, sep, rest = reference.partition(":")
     if not sep or not rest or scheme not in ("env", "file"):
-        raise SecretReferenceError(
-            "a secret must be a reference 'env:NAME' or 'file:PATH', not an inline value"
-        )
+        raise SecretReferenceError("a secret must be a reference 'env:NAME' or 'file:PATH', not an inline value")
     if scheme == "env":
         value = os.environ.get(rest)
         if value is None:

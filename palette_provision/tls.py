@@ -46,9 +46,7 @@ def _fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def pinned_context(
-    expected: str | Callable[[str], None], *, server: str = "server"
-) -> ssl.SSLContext:
+def pinned_context(expected: str | Callable[[str], None], *, server: str = "server") -> ssl.SSLContext:
     """Return a client context that accepts exactly the certificate whose SHA-256 is ``expected``.
 
     ``expected`` may instead be a callable receiving the fingerprint seen; it raises to refuse (used for
@@ -112,7 +110,6 @@ def fetch_fingerprint(host: str, port: int, timeout: float = 10.0) -> str:
         seen["fp"] = fp
 
     context = pinned_context(record, server=f"{host}:{port}")
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=host):
-            pass
+    with socket.create_connection((host, port), timeout=timeout) as raw, context.wrap_socket(raw, server_hostname=host):
+        pass
     return str(seen["fp"])

@@ -113,25 +113,25 @@ def wait_for(
         n = retry_state.attempt_number - 1
         base = min(backoff.maximum, backoff.initial * (2**n))
         pause = base + backoff.jitter * rng()
-        return max(0.0, min(pause, deadline - clock()))
+        return float(max(0.0, min(pause, deadline - clock())))
 
     def out_of_time(_: tenacity.RetryCallState) -> bool:
         return clock() >= deadline
 
+    retryable: tuple[type[BaseException], ...] = (_NotYet, *retry_on)
     retrying = tenacity.Retrying(
         stop=out_of_time,
         wait=next_sleep,
         sleep=sleep,
-        retry=tenacity.retry_if_exception_type((_NotYet, *retry_on)),
+        retry=tenacity.retry_if_exception_type(retryable),
         reraise=True,
     )
     try:
         return retrying(attempt)
-    except (_NotYet, *retry_on) as exc:
-        last_error = poll.last_error if not isinstance(exc, _NotYet) or poll.last_error else None
+    except retryable as exc:
         raise WaitTimeout(
             what,
             clock() - start,
             last_state=poll.last_state if poll.seen_state else None,
-            last_error=last_error,
-        ) from (exc if not isinstance(exc, _NotYet) else None)
+            last_error=poll.last_error,
+        ) from (None if isinstance(exc, _NotYet) else exc)

@@ -16,13 +16,18 @@ def test_validate_ok_and_json(plan_dict: dict[str, Any], write_plan: Callable[..
     plan = write_plan(plan_dict)
     result = cli("validate", str(plan), "--json")
     assert result.code == 0
-    assert result.json() == {"valid": True, "plan": "test-deploy", "provider": "fake",
-                             "nodes": ["palette-1", "palette-2", "palette-3"]}
+    assert result.json() == {
+        "valid": True,
+        "plan": "test-deploy",
+        "provider": "fake",
+        "nodes": ["palette-1", "palette-2", "palette-3"],
+    }
     assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake)")
 
 
-def test_validate_lists_every_problem_exit_2(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
-                                             cli: Any) -> None:
+def test_validate_lists_every_problem_exit_2(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
+) -> None:
     plan = write_plan(merged(plan_dict, nodes__count=2, cluster__vip="nope"))
     result = cli("validate", str(plan), "--json")
     assert result.code == 2
@@ -34,34 +39,44 @@ def test_validate_lists_every_problem_exit_2(plan_dict: dict[str, Any], write_pl
     assert text.code == 2 and "cluster.vip" in text.stderr
 
 
-def test_provider_validate_runs_in_validate(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
-                                            cli: Any) -> None:
+def test_provider_validate_runs_in_validate(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
+) -> None:
     plan = write_plan(merged(plan_dict, platform__max_nodes=2))
     result = cli("validate", str(plan), "--json")
     assert result.code == 2 and result.json()["issues"][0]["path"] == "nodes.count"
 
 
-def test_plan_is_a_dry_run(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
-                           tmp_path: Path) -> None:
+def test_plan_is_a_dry_run(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
     plan = write_plan(plan_dict)
     result = cli("plan", str(plan), "--json")
     assert result.code == 0
     actions = result.json()["actions"]
-    assert actions[0] == {"phase": "preflight", "node": "*", "state": "pending",
-                          "action": "check the plan against the platform (log in, resolve objects, capacity, name clashes)"}
+    assert actions[0] == {
+        "phase": "preflight",
+        "node": "*",
+        "state": "pending",
+        "action": "check the plan against the platform (log in, resolve objects, capacity, name clashes)",
+    }
     assert not (tmp_path / "platform.json").exists()
     assert "+ provision       palette-2" in cli("plan", str(plan)).stdout
 
 
-def test_apply_status_destroy(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
-                              tmp_path: Path) -> None:
+def test_apply_status_destroy(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
     plan = write_plan(plan_dict)
     applied = cli("apply", str(plan), "--json")
     assert applied.code == 0, applied.stderr
     report = applied.json()
     assert report["ok"] is True
     assert [(n["name"], n["status"], n["address"]) for n in report["nodes"]] == [
-        ("palette-1", "ready", "10.251.0.11"), ("palette-2", "ready", "10.251.0.12"), ("palette-3", "ready", "10.251.0.13")]
+        ("palette-1", "ready", "10.251.0.11"),
+        ("palette-2", "ready", "10.251.0.12"),
+        ("palette-3", "ready", "10.251.0.13"),
+    ]
     assert all(n["host_key_fingerprint"].startswith("SHA256:") for n in report["nodes"])
     assert report["handoff"]["kind"] == "inventory" and len(report["handoff"]["files"]) >= 2
     status = cli("status", str(plan), "--json").json()
@@ -78,8 +93,7 @@ def test_apply_status_destroy(plan_dict: dict[str, Any], write_plan: Callable[..
     assert read_state(tmp_path / "platform.json")["machines"] == {}
 
 
-def test_apply_with_a_failed_node_exits_1(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
-                                          cli: Any) -> None:
+def test_apply_with_a_failed_node_exits_1(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any) -> None:
     plan = write_plan(merged(plan_dict, platform__fail={"palette-3": "create_machine"}))
     result = cli("apply", str(plan), "--json")
     assert result.code == 1
@@ -89,10 +103,12 @@ def test_apply_with_a_failed_node_exits_1(plan_dict: dict[str, Any], write_plan:
     assert text.code == 1 and "failed in provision" in text.stdout and "FAILED" in text.stdout
 
 
-def test_preflight_rejection_exits_3_and_changes_nothing(plan_dict: dict[str, Any], write_plan: Callable[..., Path],
-                                                        cli: Any, tmp_path: Path) -> None:
-    plan = write_plan(merged(plan_dict, platform__expected_password="env:PP_TEST_NODE_PASSWORD",
-                             platform__password="env:PP_WRONG"), )
+def test_preflight_rejection_exits_3_and_changes_nothing(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
+    plan = write_plan(
+        merged(plan_dict, platform__expected_password="env:PP_TEST_NODE_PASSWORD", platform__password="env:PP_WRONG"),
+    )
     result = cli("apply", str(plan), "--json", env={"PP_WRONG": "not-the-password"})
     assert result.code == 3
     assert result.json()["field"] == "platform.password"
@@ -100,8 +116,9 @@ def test_preflight_rejection_exits_3_and_changes_nothing(plan_dict: dict[str, An
     assert read_state(tmp_path / "platform.json")["actions"] == []
 
 
-def test_journal_in_use_exits_5(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
-                                tmp_path: Path) -> None:
+def test_journal_in_use_exits_5(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
     from palette_provision.journal import Journal
 
     plan = write_plan(plan_dict)
@@ -110,8 +127,9 @@ def test_journal_in_use_exits_5(plan_dict: dict[str, Any], write_plan: Callable[
     assert result.code == 5 and "in use" in result.json()["message"]
 
 
-def test_seed_command_writes_private_seeds(plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any,
-                                           tmp_path: Path) -> None:
+def test_seed_command_writes_private_seeds(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
     plan = write_plan(plan_dict)
     result = cli("seed", str(plan), "--out", str(tmp_path / "seeds"), "--json")
     assert result.code == 0, result.stderr

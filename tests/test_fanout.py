@@ -30,7 +30,9 @@ def test_one_node_failing_leaves_the_others_finished(tmp_path: Path) -> None:
     assert (failed.status, failed.phase) == ("failed", "power_on")
     assert failed.error == "fake platform refused power_on for palette-2 (fault knob)"
     assert not report.ok and report.handoff is None  # no hand-off with a node missing
-    assert report.failures() == ["palette-2 failed in power_on: fake platform refused power_on for palette-2 (fault knob)"]
+    assert report.failures() == [
+        "palette-2 failed in power_on: fake platform refused power_on for palette-2 (fault knob)"
+    ]
     assert any(e.node == "palette-2" and e.status == "failed" and e.phase == "power_on" for e in events)
     state = read_state(tmp_path / "platform.json")
     assert state["machines"]["palette-1"]["installs"] == 1 and state["machines"]["palette-2"]["installs"] == 0

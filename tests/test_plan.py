@@ -45,20 +45,32 @@ def test_explicit_sizes_instead_of_tier(plan_dict: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("count", [2, 4, 5])
 def test_appliance_runs_on_one_or_three_nodes(tmp_path: Path, count: int) -> None:
-    assert issues_of(base_plan(tmp_path, count))["nodes.count"] == (
-        f"the appliance runs on 1 or 3 nodes, got {count}"
-    )
+    assert issues_of(base_plan(tmp_path, count))["nodes.count"] == (f"the appliance runs on 1 or 3 nodes, got {count}")
 
 
 def test_edge_profile_takes_any_count_and_smaller_nodes(tmp_path: Path) -> None:
-    data = merged(base_plan(tmp_path, 5), profile="edge", nodes__size=None, nodes__cpus=2, nodes__memory_gb=4,
-                  nodes__install_disk_gb=64, nodes__storage_disk_gb=0)
+    data = merged(
+        base_plan(tmp_path, 5),
+        profile="edge",
+        nodes__size=None,
+        nodes__cpus=2,
+        nodes__memory_gb=4,
+        nodes__install_disk_gb=64,
+        nodes__storage_disk_gb=0,
+    )
     assert parse_plan(data).nodes.count == 5
 
 
 def test_appliance_minimums_each_named(plan_dict: dict[str, Any]) -> None:
-    data = merged(plan_dict, nodes__size=None, nodes__cpus=4, nodes__memory_gb=8, nodes__install_disk_gb=200,
-                  nodes__storage_disk_gb=100, nodes__firmware="bios")
+    data = merged(
+        plan_dict,
+        nodes__size=None,
+        nodes__cpus=4,
+        nodes__memory_gb=8,
+        nodes__install_disk_gb=200,
+        nodes__storage_disk_gb=100,
+        nodes__firmware="bios",
+    )
     issues = issues_of(data)
     assert issues["nodes.cpus"] == "the appliance profile needs at least 8 CPUs per node, got 4"
     assert issues["nodes.memory_gb"] == "the appliance profile needs at least 16 GB, got 8"
@@ -68,8 +80,13 @@ def test_appliance_minimums_each_named(plan_dict: dict[str, Any]) -> None:
 
 
 def test_every_error_reported_at_once(plan_dict: dict[str, Any]) -> None:
-    data = merged(plan_dict, nodes__count=2, cluster__vip="not-an-ip", platform__install_seconds=-1,
-                  handoff__kind="carrier-pigeon")
+    data = merged(
+        plan_dict,
+        nodes__count=2,
+        cluster__vip="not-an-ip",
+        platform__install_seconds=-1,
+        handoff__kind="carrier-pigeon",
+    )
     issues = issues_of(data)
     assert {"cluster.vip", "handoff.kind", "platform.install_seconds"} <= set(issues)
 
@@ -79,16 +96,20 @@ def test_size_missing(plan_dict: dict[str, Any]) -> None:
 
 
 def test_static_network_rules(plan_dict: dict[str, Any]) -> None:
-    issues = issues_of(merged(plan_dict, nodes__network__addresses=["10.251.0.11/24", "10.251.0.11/24"],
-                              nodes__network__gateway=None))
+    issues = issues_of(
+        merged(plan_dict, nodes__network__addresses=["10.251.0.11/24", "10.251.0.11/24"], nodes__network__gateway=None)
+    )
     assert issues["nodes.network.addresses"] == "static mode needs one address per node: 3, got 2"
     assert issues["nodes.network.gateway"] == "static mode needs a gateway"
     assert issues["nodes.network.addresses.1"] == "10.251.0.11 is used twice"
 
 
 def test_gateway_outside_subnet_and_vip_clash(plan_dict: dict[str, Any]) -> None:
-    data = merged(plan_dict, nodes__network__gateway="192.168.9.1",
-                  nodes__network__addresses=["10.251.0.100/24", "10.251.0.12/24", "10.251.0.13/24"])
+    data = merged(
+        plan_dict,
+        nodes__network__gateway="192.168.9.1",
+        nodes__network__addresses=["10.251.0.100/24", "10.251.0.12/24", "10.251.0.13/24"],
+    )
     with pytest.raises(PlanError) as info:
         parse_plan(data)
     found = {(i.path, i.message) for i in info.value.issues}
@@ -175,7 +196,9 @@ def test_json_plan_loads(tmp_path: Path, plan_dict: dict[str, Any]) -> None:
 yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
 yaml_values = st.recursive(
     yaml_scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -189,9 +212,27 @@ def test_arbitrary_text_only_ever_raises_plan_error(text: str) -> None:
         assert NODE_PASSWORD not in str(exc)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(section=st.sampled_from(["iso", "cluster", "nodes", "platform", "handoff", "readiness", "timeouts", "name",
-                                "profile", "user_data_extra", "concurrency"]), value=yaml_values)
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    section=st.sampled_from(
+        [
+            "iso",
+            "cluster",
+            "nodes",
+            "platform",
+            "handoff",
+            "readiness",
+            "timeouts",
+            "name",
+            "profile",
+            "user_data_extra",
+            "concurrency",
+        ]
+    ),
+    value=yaml_values,
+)
 def test_arbitrary_field_values_only_raise_plan_error(tmp_path: Path, section: str, value: Any) -> None:
     data = base_plan(tmp_path)
     data[section] = value
@@ -204,9 +245,15 @@ def test_arbitrary_field_values_only_raise_plan_error(tmp_path: Path, section: s
         assert NODE_PASSWORD not in repr(plan)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(key=st.sampled_from(["count", "size", "cpus", "memory_gb", "install_disk_gb", "storage_disk_gb", "names",
-                            "network", "firmware"]), value=yaml_values)
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(
+        ["count", "size", "cpus", "memory_gb", "install_disk_gb", "storage_disk_gb", "names", "network", "firmware"]
+    ),
+    value=yaml_values,
+)
 def test_arbitrary_node_values_only_raise_plan_error(tmp_path: Path, key: str, value: Any) -> None:
     data = base_plan(tmp_path)
     data["nodes"][key] = value

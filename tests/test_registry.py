@@ -46,10 +46,12 @@ def test_capabilities_are_protocols_not_stubs(tmp_path: Path) -> None:
     plan = parse_plan(data)
     provider = create_provider("oot-example", plan.platform_settings, ProviderContext("d", tmp_path, get_logger()))
     assert capabilities_of(provider) == ["machines", "power"]
-    fake = create_provider("fake", parse_plan(base_plan(tmp_path)).platform_settings,
-                           ProviderContext("d", tmp_path, get_logger()))
+    fake = create_provider(
+        "fake", parse_plan(base_plan(tmp_path)).platform_settings, ProviderContext("d", tmp_path, get_logger())
+    )
     assert {"media_staging", "machines", "power", "boot_media", "address_discovery", "power_history"} <= set(
-        capabilities_of(fake))
+        capabilities_of(fake)
+    )
 
 
 class TestThirdPartyProviderContract(ProviderContract):
@@ -63,8 +65,9 @@ class TestThirdPartyProviderContract(ProviderContract):
 
     @pytest.fixture
     def make_provider(self, plan: DeploymentPlan, tmp_path: Path) -> Callable[[], Any]:
-        return lambda: create_provider("oot-example", plan.platform_settings,
-                                       ProviderContext(plan.name, tmp_path, get_logger()))
+        return lambda: create_provider(
+            "oot-example", plan.platform_settings, ProviderContext(plan.name, tmp_path, get_logger())
+        )
 
     @pytest.fixture
     def media_file(self, tmp_path: Path) -> MediaFile:

@@ -31,11 +31,24 @@ with Deployment(load_plan(sys.argv[1]), on_event=on_event) as d:
     d.apply()
 """
 
-BOUNDARIES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "palette-2"), ("provision", "palette-2"),
-              ("power_on", "palette-2"), ("await_install", "palette-2"), ("boot_from_disk", "palette-2"),
-              ("await_ready", "palette-2")]
-INSIDE = ["stage_media:None", "stage_media:palette-2", "create_machine:palette-2", "power_on:palette-2",
-          "detach_media:palette-2", "unstage_media:palette-2"]
+BOUNDARIES = [
+    ("preflight", "*"),
+    ("stage_media", "*"),
+    ("stage_seed", "palette-2"),
+    ("provision", "palette-2"),
+    ("power_on", "palette-2"),
+    ("await_install", "palette-2"),
+    ("boot_from_disk", "palette-2"),
+    ("await_ready", "palette-2"),
+]
+INSIDE = [
+    "stage_media:None",
+    "stage_media:palette-2",
+    "create_machine:palette-2",
+    "power_on:palette-2",
+    "detach_media:palette-2",
+    "unstage_media:palette-2",
+]
 
 
 def _plan(tmp: Path, **platform: Any) -> Path:
@@ -47,8 +60,13 @@ def _plan(tmp: Path, **platform: Any) -> Path:
 
 
 def _apply(plan: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _ops(state: dict[str, Any]) -> collections.Counter[str]:
@@ -93,10 +111,13 @@ def _assert_resumed_like_reference(tmp: Path, plan: Path, reference: dict[str, A
 
 
 @pytest.mark.parametrize(("phase", "node"), BOUNDARIES)
-def test_sigkill_at_phase_boundary_resumes(tmp_path: Path, uninterrupted: dict[str, Any], phase: str, node: str) -> None:
+def test_sigkill_at_phase_boundary_resumes(
+    tmp_path: Path, uninterrupted: dict[str, Any], phase: str, node: str
+) -> None:
     plan = _plan(tmp_path)
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EVENT, str(plan), phase, node],
-                            capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_EVENT, str(plan), phase, node], capture_output=True, text=True, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
 
@@ -118,8 +139,12 @@ def test_destroy_after_partial_run_removes_exactly_what_was_created(tmp_path: Pa
     before = read_state(tmp_path / "platform.json")
     created_machines = {a["node"] for a in before["actions"] if a["op"] == "create_machine"}
     assert "palette-2" in created_machines or point.startswith("stage_media")
-    proc = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan), "--purge-media", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "palette_provision", "destroy", str(plan), "--purge-media", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     after = read_state(tmp_path / "platform.json")
     assert after["machines"] == {} and after["media"] == {}
@@ -134,14 +159,22 @@ def test_destroy_is_resumable(tmp_path: Path) -> None:
     data = yaml.safe_load(plan.read_text())
     data["platform"].update(kill_at="delete_machine:palette-2", kill_once_file=str(flag))
     plan.write_text(yaml.safe_dump(data))
-    first = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan)], capture_output=True,
-                           text=True, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-m", "palette_provision", "destroy", str(plan)], capture_output=True, text=True, timeout=120
+    )
     assert first.returncode == -signal.SIGKILL
-    second = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan), "--json"],
-                            capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "palette_provision", "destroy", str(plan), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 0, second.stderr
     state = read_state(tmp_path / "platform.json")
     assert state["machines"] == {}
     assert collections.Counter(a["node"] for a in state["actions"] if a["op"] == "delete_machine") == {
-        "palette-1": 1, "palette-2": 1, "palette-3": 1}
+        "palette-1": 1,
+        "palette-2": 1,
+        "palette-3": 1,
+    }
     assert [m["role"] for m in state["media"].values()] == ["appliance-iso"]  # kept without --purge-media

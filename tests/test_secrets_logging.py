@@ -33,8 +33,13 @@ def test_resolve_reference_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_redaction_processor_masks_keys_secret_objects_and_known_values() -> None:
     secret = Secret("very-secret-token-123")
-    event = {"event": "login", "password": "x", "creds": secret, "detail": "sent very-secret-token-123 to host",
-             "nested": {"token": "abc", "ok": [secret]}}
+    event = {
+        "event": "login",
+        "password": "x",
+        "creds": secret,
+        "detail": "sent very-secret-token-123 to host",
+        "nested": {"token": "abc", "ok": [secret]},
+    }
     out = redact_secrets(None, "info", event)
     assert out["password"] == "***" and out["creds"] == "***"
     assert out["detail"] == "sent *** to host"
@@ -64,8 +69,10 @@ def test_pipeline_logs_carry_context(tmp_path: Path) -> None:
 
     from .conftest import NODE_PASSWORD, base_plan
 
-    with capture_logs() as logs, Deployment(parse_plan(base_plan(tmp_path), base_dir=tmp_path),
-                                            state_dir=tmp_path / "s") as d:
+    with (
+        capture_logs() as logs,
+        Deployment(parse_plan(base_plan(tmp_path), base_dir=tmp_path), state_dir=tmp_path / "s") as d,
+    ):
         d.apply()
     node_events = [e for e in logs if e.get("node") == "palette-1"]
     assert node_events and all(e["provider"] == "fake" for e in node_events)

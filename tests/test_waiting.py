@@ -24,24 +24,41 @@ class FakeClock:
 def test_returns_the_awaited_state() -> None:
     states = iter(["off", "off", "on"])
     clock = FakeClock()
-    assert wait_for(lambda: next(states), what="power", until=lambda s: s == "on", timeout=60, clock=clock,
-                    sleep=clock.sleep) == "on"
+    assert (
+        wait_for(
+            lambda: next(states), what="power", until=lambda s: s == "on", timeout=60, clock=clock, sleep=clock.sleep
+        )
+        == "on"
+    )
     assert len(clock.sleeps) == 2
 
 
 def test_backoff_is_capped_exponential_with_jitter() -> None:
     clock = FakeClock()
     with pytest.raises(WaitTimeout):
-        wait_for(lambda: 0, what="x", timeout=100, clock=clock, sleep=clock.sleep,
-                 backoff=Backoff(initial=1, maximum=8, jitter=0.5), rng=lambda: 1.0)
+        wait_for(
+            lambda: 0,
+            what="x",
+            timeout=100,
+            clock=clock,
+            sleep=clock.sleep,
+            backoff=Backoff(initial=1, maximum=8, jitter=0.5),
+            rng=lambda: 1.0,
+        )
     assert clock.sleeps[:5] == [1.5, 2.5, 4.5, 8.5, 8.5]
 
 
 def test_timeout_names_what_how_long_and_last_state() -> None:
     clock = FakeClock()
     with pytest.raises(WaitTimeout) as info:
-        wait_for(lambda: "installing", what="the installer to finish", until=lambda s: s == "off", timeout=30,
-                 clock=clock, sleep=clock.sleep)
+        wait_for(
+            lambda: "installing",
+            what="the installer to finish",
+            until=lambda s: s == "off",
+            timeout=30,
+            clock=clock,
+            sleep=clock.sleep,
+        )
     err = info.value
     assert err.what == "the installer to finish" and err.last_state == "installing"
     assert 30 <= err.waited_s < 31
@@ -51,17 +68,29 @@ def test_timeout_names_what_how_long_and_last_state() -> None:
 def test_sleep_never_overshoots_the_deadline() -> None:
     clock = FakeClock()
     with pytest.raises(WaitTimeout):
-        wait_for(lambda: False, what="x", timeout=10, clock=clock, sleep=clock.sleep,
-                 backoff=Backoff(initial=7, maximum=7, jitter=0))
+        wait_for(
+            lambda: False,
+            what="x",
+            timeout=10,
+            clock=clock,
+            sleep=clock.sleep,
+            backoff=Backoff(initial=7, maximum=7, jitter=0),
+        )
     assert clock.now == 10
 
 
 def test_failure_state_stops_early() -> None:
     clock = FakeClock()
     with pytest.raises(WaitFailed) as info:
-        wait_for(lambda: "Error", what="cluster", until=lambda s: s == "Running",
-                 failed=lambda s: "cluster failed" if s == "Error" else None, timeout=3600, clock=clock,
-                 sleep=clock.sleep)
+        wait_for(
+            lambda: "Error",
+            what="cluster",
+            until=lambda s: s == "Running",
+            failed=lambda s: "cluster failed" if s == "Error" else None,
+            timeout=3600,
+            clock=clock,
+            sleep=clock.sleep,
+        )
     assert clock.sleeps == [] and info.value.state == "Error"
 
 

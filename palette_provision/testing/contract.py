@@ -65,7 +65,7 @@ def no_network() -> Iterator[list[Any]]:
         attempts.append(address)
         raise OSError("network access during a side-effect-free call")
 
-    socket.socket.connect = refuse_connect  # type: ignore[method-assign]
+    socket.socket.connect = refuse_connect  # type: ignore[method-assign,assignment]
     socket.create_connection = refuse_create
     try:
         yield attempts
@@ -115,8 +115,9 @@ class ProviderContract:
         built.close()
 
     # --------------------------------------------------------------------------------- media
-    def test_staging_is_content_addressed_and_idempotent(self, provider: Any, plan: DeploymentPlan,
-                                                         media_file: MediaFile) -> None:
+    def test_staging_is_content_addressed_and_idempotent(
+        self, provider: Any, plan: DeploymentPlan, media_file: MediaFile
+    ) -> None:
         self._need(provider, MediaStaging)
         provider.preflight(plan)
         first = provider.stage_media(media_file)
@@ -144,12 +145,22 @@ class ProviderContract:
                 assert provider.power_state(machine) in (PowerState.OFF, PowerState.ON)
                 provider.power_on(machine)
                 provider.power_on(machine)  # already on is success
-                wait_for(lambda: provider.power_state(machine), what="power on", until=lambda s: s == PowerState.ON,
-                         timeout=120, backoff=Backoff(0.2, 2.0, 0.1))
+                wait_for(
+                    lambda: provider.power_state(machine),
+                    what="power on",
+                    until=lambda s: s == PowerState.ON,
+                    timeout=120,
+                    backoff=Backoff(0.2, 2.0, 0.1),
+                )
                 provider.power_off(machine)
                 provider.power_off(machine)  # already off is success
-                wait_for(lambda: provider.power_state(machine), what="power off",
-                         until=lambda s: s == PowerState.OFF, timeout=120, backoff=Backoff(0.2, 2.0, 0.1))
+                wait_for(
+                    lambda: provider.power_state(machine),
+                    what="power off",
+                    until=lambda s: s == PowerState.OFF,
+                    timeout=120,
+                    backoff=Backoff(0.2, 2.0, 0.1),
+                )
             if isinstance(provider, BootMedia):
                 provider.attach_media(machine, media)
                 provider.attach_media(machine, media)

@@ -219,7 +219,7 @@ class FakeProvider:
         """Create a powered-off machine with ``media`` attached."""
         self._op("create_machine", node.name)
         mid = f"fake-{uuid.uuid4().hex[:12]}"
-        mac = "52:54:00:%02x:%02x:%02x" % (node.index, self._rng.randrange(256), self._rng.randrange(256))
+        mac = f"52:54:00:{node.index:02x}:{self._rng.randrange(256):02x}:{self._rng.randrange(256):02x}"
         with self._state() as state:
             state["machines"][node.name] = {
                 "id": mid,
@@ -256,10 +256,10 @@ class FakeProvider:
             if m["power"] == "on":
                 m["powered_on_at"] = m["effective_at"]
                 m["booted_from"] = "cd" if m["media"] else "disk"
-        if m["power"] == "on" and m["booted_from"] == "cd" and node not in self.settings.never_installs:
-            if now - m["powered_on_at"] >= self.settings.install_seconds:
-                m["power"] = m["target"] = "off"
-                m["installs"] += 1
+        installing = m["power"] == "on" and m["booted_from"] == "cd" and node not in self.settings.never_installs
+        if installing and now - m["powered_on_at"] >= self.settings.install_seconds:
+            m["power"] = m["target"] = "off"
+            m["installs"] += 1
 
     def power_state(self, machine: Machine) -> PowerState:
         """The machine's power state (applies pending changes and the install cycle)."""
