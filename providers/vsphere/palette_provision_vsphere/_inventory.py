@@ -49,7 +49,9 @@ def _missing(field: str, kind: str, name: str, existing: Sequence[str], where: s
     listed = ", ".join(repr(n) for n in names[:_SHOWN]) + (" ..." if len(names) > _SHOWN else "")
     scope = f" in {where}" if where else ""
     return ConfigurationError(
-        f"{kind} {name!r} not found{scope}; existing: {listed or 'none'}", field=field, provider=PROVIDER
+        f"{kind} {name!r} not found{scope}; existing: {listed or 'none'}",
+        field=field,
+        provider=PROVIDER,
     )
 
 
@@ -58,7 +60,14 @@ def _by_name(found: list[tuple[Any, dict[str, Any]]], name: str) -> list[tuple[A
 
 
 def _walk(
-    session: VsphereSession, root: Any, path: str | None, *, child_prop: str, kind: str, field: str, label: str
+    session: VsphereSession,
+    root: Any,
+    path: str | None,
+    *,
+    child_prop: str,
+    kind: str,
+    field: str,
+    label: str,
 ) -> Any:
     """Follow ``a/b/c`` down from ``root`` through ``child_prop`` (folders' childEntity, pools' resourcePool)."""
     node = root
@@ -98,26 +107,46 @@ def _compute(session: VsphereSession, s: VsphereSettings, host_folder: Any) -> t
         clusters = session.list_view(host_folder, "ClusterComputeResource", ["name", "resourcePool", "host"])
         match = _by_name(clusters, s.cluster)
         if not match:
-            raise _missing("platform.cluster", "cluster", s.cluster, [p["name"] for _, p in clusters], s.datacenter)
+            raise _missing(
+                "platform.cluster",
+                "cluster",
+                s.cluster,
+                [p["name"] for _, p in clusters],
+                s.datacenter,
+            )
         cprops = match[0][1]
         pool = cprops.get("resourcePool")
         if s.esxi_host is not None:
             members = session.props_many(list(cprops.get("host") or []), ["name"])
             hmatch = _by_name(members, s.esxi_host)
             if not hmatch:
-                raise _missing("platform.esxi_host", "host", s.esxi_host, [p["name"] for _, p in members], s.cluster)
+                raise _missing(
+                    "platform.esxi_host",
+                    "host",
+                    s.esxi_host,
+                    [p["name"] for _, p in members],
+                    s.cluster,
+                )
             host = hmatch[0][0]
     else:
         assert s.esxi_host is not None  # the settings model requires cluster or esxi_host
         hosts = session.list_view(host_folder, "HostSystem", ["name", "parent"])
         hmatch = _by_name(hosts, s.esxi_host)
         if not hmatch:
-            raise _missing("platform.esxi_host", "host", s.esxi_host, [p["name"] for _, p in hosts], s.datacenter)
+            raise _missing(
+                "platform.esxi_host",
+                "host",
+                s.esxi_host,
+                [p["name"] for _, p in hosts],
+                s.datacenter,
+            )
         host = hmatch[0][0]
         pool = session.props(hmatch[0][1]["parent"], ["resourcePool"]).get("resourcePool")
     if pool is None:
         raise ConfigurationError(
-            "the cluster or host has no resource pool", field="platform.cluster", provider=PROVIDER
+            "the cluster or host has no resource pool",
+            field="platform.cluster",
+            provider=PROVIDER,
         )
     return pool, host
 
@@ -127,7 +156,13 @@ def _network(session: VsphereSession, s: VsphereSettings, networks: list[Any]) -
     # vcsim 0.24.2 lists a distributed portgroup twice in Datacenter.network: compare by object, not by count.
     distinct = {o._moId: o for o, p in found if p.get("name") == s.network}
     if not distinct:
-        raise _missing("platform.network", "network", s.network, [p.get("name", "?") for _, p in found], s.datacenter)
+        raise _missing(
+            "platform.network",
+            "network",
+            s.network,
+            [p.get("name", "?") for _, p in found],
+            s.datacenter,
+        )
     if len(distinct) > 1:
         raise ConfigurationError(
             f"{len(distinct)} networks are named {s.network!r} ({', '.join(sorted(distinct))}); rename one",
@@ -151,7 +186,12 @@ def resolve_placement(session: VsphereSession, s: VsphereSettings) -> Placement:
     dcs = session.list_view(session.content.rootFolder, "Datacenter", ["name"])
     match = _by_name(dcs, s.datacenter)
     if not match:
-        raise _missing("platform.datacenter", "datacenter", s.datacenter, [p["name"] for _, p in dcs])
+        raise _missing(
+            "platform.datacenter",
+            "datacenter",
+            s.datacenter,
+            [p["name"] for _, p in dcs],
+        )
     dc = match[0][0]
     dcp = session.props(dc, ["vmFolder", "hostFolder", "datastore", "network"])
     root_pool, host = _compute(session, s, dcp["hostFolder"])
@@ -164,15 +204,24 @@ def resolve_placement(session: VsphereSession, s: VsphereSettings) -> Placement:
         child_prop="childEntity", kind="Folder", field="platform.folder", label="VM folder",
     )  # fmt: skip
     stores = session.props_many(
-        list(dcp.get("datastore") or []), ["name", "summary.freeSpace", "summary.capacity", "summary.accessible"]
+        list(dcp.get("datastore") or []),
+        ["name", "summary.freeSpace", "summary.capacity", "summary.accessible"],
     )
     ds_match = _by_name(stores, s.datastore)
     if not ds_match:
-        raise _missing("platform.datastore", "datastore", s.datastore, [p["name"] for _, p in stores], s.datacenter)
+        raise _missing(
+            "platform.datastore",
+            "datastore",
+            s.datastore,
+            [p["name"] for _, p in stores],
+            s.datacenter,
+        )
     ds, dsp = ds_match[0]
     if dsp.get("summary.accessible") is False:
         raise ConfigurationError(
-            f"datastore {s.datastore!r} is not accessible", field="platform.datastore", provider=PROVIDER
+            f"datastore {s.datastore!r} is not accessible",
+            field="platform.datastore",
+            provider=PROVIDER,
         )
     network, dvs_uuid, pg_key = _network(session, s, list(dcp.get("network") or []))
     return Placement(
@@ -197,5 +246,10 @@ def vms_named(session: VsphereSession, placement: Placement, names: set[str]) ->
 
     vcsim 0.24.2 (unlike vCenter) accepts a second VM of an existing name, so callers check names themselves.
     """
-    vms = session.list_view(placement.datacenter, "VirtualMachine", ["name", "config.annotation"], "listing VMs")
+    vms = session.list_view(
+        placement.datacenter,
+        "VirtualMachine",
+        ["name", "config.annotation"],
+        "listing VMs",
+    )
     return [(o, p) for o, p in vms if p.get("name") in names]

@@ -15,7 +15,16 @@ from palette_provision.provider import Machine, StagedMedia
 from palette_provision_vsphere._inventory import Placement
 from palette_provision_vsphere._session import VsphereSession, VsphereTaskError, vim
 
-__all__ = ["MARKER", "boot_order", "cdrom_specs", "create_vm", "delete_vm", "machine_of", "owner_of", "with_boot_order"]
+__all__ = [
+    "MARKER",
+    "boot_order",
+    "cdrom_specs",
+    "create_vm",
+    "delete_vm",
+    "machine_of",
+    "owner_of",
+    "with_boot_order",
+]
 
 #: First line of the annotation of every VM we create; ``owner_of`` parses it back.
 MARKER = "palette-provision"
@@ -58,7 +67,11 @@ def cdrom_specs(media: list[StagedMedia], controller_key: int, existing: list[An
             specs.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=device))
         else:
             device = vim.vm.device.VirtualCdrom(
-                key=_CD_KEYS[unit], controllerKey=controller_key, unitNumber=unit, backing=backing, connectable=connect
+                key=_CD_KEYS[unit],
+                controllerKey=controller_key,
+                unitNumber=unit,
+                backing=backing,
+                connectable=connect,
             )
             specs.append(vim.vm.device.VirtualDeviceSpec(operation="add", device=device))
     return specs
@@ -104,7 +117,13 @@ def _nic(placement: Placement) -> Any:
 
 
 def _config_spec(
-    node: NodeSpec, *, name: str, media: list[StagedMedia], placement: Placement, guest_id: str, note: str
+    node: NodeSpec,
+    *,
+    name: str,
+    media: list[StagedMedia],
+    placement: Placement,
+    guest_id: str,
+    note: str,
 ) -> Any:
     add = vim.vm.device.VirtualDeviceSpec
     devices = [
@@ -125,7 +144,12 @@ def _config_spec(
             ),
         )
         devices.append(add(operation="add", fileOperation="create", device=disk))
-    devices.append(add(operation="add", device=vim.vm.device.VirtualAHCIController(key=_AHCI_KEY, busNumber=0)))
+    devices.append(
+        add(
+            operation="add",
+            device=vim.vm.device.VirtualAHCIController(key=_AHCI_KEY, busNumber=0),
+        )
+    )
     devices.extend(cdrom_specs(media, _AHCI_KEY))
     devices.append(add(operation="add", device=_nic(placement)))
     uefi = node.firmware == "uefi"
@@ -159,15 +183,24 @@ def create_vm(
         note=annotation(deployment, node.name),
     )  # fmt: skip
     folder, pool, host = placement.vm_folder, placement.pool, placement.host
-    vm = session.run_task(lambda: folder.CreateVM_Task(config=spec, pool=pool, host=host), f"creating VM {name}", name)
+    vm = session.run_task(
+        lambda: folder.CreateVM_Task(config=spec, pool=pool, host=host),
+        f"creating VM {name}",
+        name,
+    )
     # The disk's key is only known now: vCenter renumbers devices, and vcsim 0.24.2 would keep a temporary
     # (negative) key in bootOrder verbatim. So the boot order is a second, small reconfigure.
     p = session.props(vm, ["config.hardware.device", "config.bootOptions"])
     disks = sorted(
-        (d for d in p["config.hardware.device"] if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber
+        (d for d in p["config.hardware.device"] if isinstance(d, vim.vm.device.VirtualDisk)),
+        key=lambda d: d.unitNumber,
     )
     order = vim.vm.ConfigSpec(bootOptions=with_boot_order(p.get("config.bootOptions"), disks[0].key if disks else None))
-    session.run_task(lambda: vm.ReconfigVM_Task(spec=order), f"setting the boot order of {name}", name)
+    session.run_task(
+        lambda: vm.ReconfigVM_Task(spec=order),
+        f"setting the boot order of {name}",
+        name,
+    )
     return vm
 
 
@@ -182,7 +215,10 @@ def machine_of(session: VsphereSession, vm: Any, node: str) -> Machine:
         ),
         None,
     )
-    attributes = {"uuid": str(p.get("config.uuid") or ""), "instance_uuid": str(p.get("config.instanceUuid") or "")}
+    attributes = {
+        "uuid": str(p.get("config.uuid") or ""),
+        "instance_uuid": str(p.get("config.instanceUuid") or ""),
+    }
     if mac:
         attributes["mac"] = str(mac).lower()
     return Machine(node=node, id=str(vm._moId), name=str(p["name"]), attributes=attributes)

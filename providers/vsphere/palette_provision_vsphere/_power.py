@@ -10,7 +10,12 @@ from palette_provision.plan import NodeSpec
 from palette_provision.provider import PowerState, StagedMedia
 
 from palette_provision_vsphere._machines import cdrom_specs, with_boot_order
-from palette_provision_vsphere._session import PROVIDER, VsphereSession, VsphereTaskError, vim
+from palette_provision_vsphere._session import (
+    PROVIDER,
+    VsphereSession,
+    VsphereTaskError,
+    vim,
+)
 
 __all__ = ["POWER_STATES", "attach", "best_address", "detach", "set_power"]
 
@@ -66,7 +71,10 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
     wanted = [m.locator for m in media]
     have = [getattr(d.backing, "fileName", None) for d in cds[: len(media)]]
     starts = all(d.connectable is not None and d.connectable.startConnected for d in cds[: len(media)])
-    disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
+    disks = sorted(
+        (d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
+        key=lambda d: d.unitNumber,
+    )
     order = list(getattr(options, "bootOrder", None) or [])
     cd_first = bool(order) and isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice)
     if have == wanted and starts and cd_first:
@@ -76,12 +84,14 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
     if ahci is None:
         changes.append(
             vim.vm.device.VirtualDeviceSpec(
-                operation="add", device=vim.vm.device.VirtualAHCIController(key=controller_key, busNumber=0)
+                operation="add",
+                device=vim.vm.device.VirtualAHCIController(key=controller_key, busNumber=0),
             )
         )
     changes.extend(cdrom_specs(media, controller_key, cds))
     spec = vim.vm.ConfigSpec(
-        deviceChange=changes, bootOptions=with_boot_order(options, disks[0].key if disks else None)
+        deviceChange=changes,
+        bootOptions=with_boot_order(options, disks[0].key if disks else None),
     )
     session.run_task(lambda: vm.ReconfigVM_Task(spec=spec), f"attaching boot media to {name}", name)
     return True
@@ -101,8 +111,15 @@ def detach(session: VsphereSession, vm: Any, name: str) -> bool:
     if not cds:
         return False
     if power_state(session, vm, name) is not PowerState.OFF:
-        raise ProviderError(f"VM {name} must be powered off to detach its media", provider=PROVIDER, resource=name)
-    disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
+        raise ProviderError(
+            f"VM {name} must be powered off to detach its media",
+            provider=PROVIDER,
+            resource=name,
+        )
+    disks = sorted(
+        (d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
+        key=lambda d: d.unitNumber,
+    )
     spec = vim.vm.ConfigSpec(
         deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="remove", device=d) for d in cds],
         bootOptions=with_boot_order(options, disks[0].key if disks else None, cd_first=False),

@@ -9,7 +9,12 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TLSVerificationError
+from palette_provision.errors import (
+    ConfigurationError,
+    PlanIssue,
+    ProviderError,
+    TLSVerificationError,
+)
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
@@ -60,6 +65,9 @@ class VsphereProvider:
         self._lock = threading.Lock()
         self._state: _Backend | None = None
         self._created: set[str] = set()
+        # VM name -> moref id of the VMs we know are ours (seen by preflight or created here): a re-run finds each
+        # node's VM with one property read instead of listing the datacenter's VMs once per node.
+        self._known: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -109,7 +117,10 @@ class VsphereProvider:
             name = self.vm_name(node)
             if len(name) > _MAX_NAME:
                 issues.append(
-                    PlanIssue("platform.vm_prefix", f"VM name {name!r} is longer than {_MAX_NAME} characters")
+                    PlanIssue(
+                        "platform.vm_prefix",
+                        f"VM name {name!r} is longer than {_MAX_NAME} characters",
+                    )
                 )
             if node.memory_mb % 4:
                 issues.append(PlanIssue("nodes.memory_gb", "vSphere needs memory in multiples of 4 MB"))
@@ -129,7 +140,11 @@ class VsphereProvider:
         backend = self._backend()
         existing = self._check_names(plan, backend)
         self._check_capacity(plan, backend, existing)
-        self._log.info("preflight_passed", datastore=self.settings.datastore, network=self.settings.network)
+        self._log.info(
+            "preflight_passed",
+            datastore=self.settings.datastore,
+            network=self.settings.network,
+        )
 
     def _check_capacity(self, plan: DeploymentPlan, backend: _Backend, existing: set[str]) -> None:
         """Room for what this run still has to put on the datastore (a re-run needs none).
@@ -185,6 +200,8 @@ class VsphereProvider:
         existing: set[str] = set()
         for vm, props in vms_named(backend.session, backend.placement, planned):
             existing.add(str(props.get("name")))
+            if self._is_ours(str(props.get("name")), props.get("config.annotation")):
+                self._known.setdefault(str(props.get("name")), str(vm._moId))
             name, note = str(props.get("name")), props.get("config.annotation")
             if not self._is_ours(name, note):
                 who = owner_of(note)
@@ -219,12 +236,30 @@ class VsphereProvider:
         return self._backend().session.ref("VirtualMachine", machine.id)
 
     def find_machine(self, node: NodeSpec) -> Machine | None:
-        """The VM ``<vm_prefix><node>`` if it exists and is ours (journal, this run, or its annotation)."""
+        """The VM ``<vm_prefix><node>`` if it exists and is ours (journal, this run, or its annotation).
+
+        Raises:
+            ProviderError: several VMs carry the name (vcsim allows it), or the one that does is not ours.
+        """
         from palette_provision_vsphere._inventory import vms_named
         from palette_provision_vsphere._machines import machine_of
+        from palette_provision_vsphere._session import VsphereTaskError
 
         backend = self._backend()
         name = self.vm_name(node)
+        known = self._known.get(name)
+        if known is not None:
+            vm = backend.session.ref("VirtualMachine", known)
+            try:
+                machine = machine_of(backend.session, vm, node.name)
+            except VsphereTaskError as exc:
+                if exc.fault != "ManagedObjectNotFound":
+                    raise
+                self._known.pop(name, None)
+            else:
+                if machine.name == name:
+                    return machine
+                self._known.pop(name, None)  # renamed behind our back: look it up by name
         found = vms_named(backend.session, backend.placement, {name})
         if not found:
             return None
@@ -241,6 +276,7 @@ class VsphereProvider:
                 provider=self.name,
                 resource=name,
             )
+        self._known[name] = str(vm._moId)
         return machine_of(backend.session, vm, node.name)
 
     def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
@@ -255,19 +291,38 @@ class VsphereProvider:
         name = self.vm_name(node)
         self._created.add(name)
         vm = create_vm(
-            backend.session, backend.placement, node, name=name, media=media, deployment=self.context.deployment
+            backend.session,
+            backend.placement,
+            node,
+            name=name,
+            media=media,
+            deployment=self.context.deployment,
         )
         machine = machine_of(backend.session, vm, node.name)
-        self._log.info("vm_created", node=node.name, vm=name, id=machine.id, mac=machine.attributes.get("mac"))
+        self._known[name] = machine.id
+        self._log.info(
+            "vm_created",
+            node=node.name,
+            vm=name,
+            id=machine.id,
+            mac=machine.attributes.get("mac"),
+        )
         return machine
 
     def _check_media(self, backend: _Backend, media: list[StagedMedia]) -> None:
         if not 1 <= len(media) <= 2:
-            raise ProviderError(f"1 or 2 media (ISO, seed) can be attached, got {len(media)}", provider=self.name)
+            raise ProviderError(
+                f"1 or 2 media (ISO, seed) can be attached, got {len(media)}",
+                provider=self.name,
+            )
         for item in media:
             # vcsim 0.24.2 (quirk 3) creates and powers on VMs whose ISO does not exist: look before attaching.
             if not backend.stager.exists(item.locator):
-                raise ProviderError(f"{item.locator} is not staged", provider=self.name, resource=item.locator)
+                raise ProviderError(
+                    f"{item.locator} is not staged",
+                    provider=self.name,
+                    resource=item.locator,
+                )
 
     def delete_machine(self, machine: Machine) -> None:
         """Power the VM off if needed and destroy it with its disks. Already gone is fine."""
@@ -276,6 +331,7 @@ class VsphereProvider:
         backend = self._backend()
         self.power_off(machine)
         delete_vm(backend.session, self._vm(machine), machine.name)
+        self._known.pop(machine.name, None)
         self._log.info("vm_deleted", node=machine.node, vm=machine.name, id=machine.id)
 
     # --------------------------------------------------------------------------------------------- power
@@ -313,7 +369,12 @@ class VsphereProvider:
         backend = self._backend()
         self._check_media(backend, media)
         if attach(backend.session, self._vm(machine), machine.name, media):
-            self._log.info("media_attached", node=machine.node, vm=machine.name, media=[m.locator for m in media])
+            self._log.info(
+                "media_attached",
+                node=machine.node,
+                vm=machine.name,
+                media=[m.locator for m in media],
+            )
 
     def detach_media(self, machine: Machine) -> None:
         """Remove the CD drives (the VM must be off) and boot from disk; no change when none are left."""
@@ -334,7 +395,11 @@ class VsphereProvider:
         mac = machine.attributes.get("mac")
         if mac is None:
             paths.append("config.hardware.device")
-        props = session.props(self._vm(machine), paths, what=f"reading the guest address of {machine.name}")
+        props = session.props(
+            self._vm(machine),
+            paths,
+            what=f"reading the guest address of {machine.name}",
+        )
         if mac is None:
             nics = [
                 d for d in props.get("config.hardware.device") or [] if isinstance(d, vim.vm.device.VirtualEthernetCard)

@@ -37,8 +37,9 @@ _smart_stub_adapter: Any = _connect.SmartStubAdapter
 
 PROVIDER = "vsphere"
 
-# Tasks on vcsim finish in milliseconds, on vCenter in seconds to minutes: poll fast first, then back off.
-_TASK_BACKOFF = Backoff(initial=0.05, maximum=2.0, jitter=0.05)
+# Tasks on vcsim finish in milliseconds, on vCenter in seconds to minutes: poll fast first (10 ms, doubling), then
+# back off to 2 s. Most datastore searches and reconfigures are done by the second poll.
+_TASK_BACKOFF = Backoff(initial=0.01, maximum=2.0, jitter=0.01)
 # Enough HTTP connections for the per-node thread pool of the pipeline (plan.concurrency defaults to 8).
 _POOL_SIZE = 16
 
@@ -71,25 +72,33 @@ def translate(what: str, resource: str | None = None) -> Iterator[None]:
         raise
     except vim.fault.InvalidLogin as exc:
         raise AuthenticationError(
-            "vCenter refused the user name or password", field="platform.password", provider=PROVIDER
+            "vCenter refused the user name or password",
+            field="platform.password",
+            provider=PROVIDER,
         ) from exc
     except vim.fault.NotAuthenticated as exc:
         raise TransientError(f"{what}: the vSphere session expired", provider=PROVIDER, resource=resource) from exc
     except vmodl.fault.ManagedObjectNotFound as exc:
         raise VsphereTaskError(
-            f"{what}: the object no longer exists", fault="ManagedObjectNotFound", resource=resource
+            f"{what}: the object no longer exists",
+            fault="ManagedObjectNotFound",
+            resource=resource,
         ) from exc
     except vmodl.MethodFault as exc:
         raise VsphereTaskError(f"{what}: {_fault_text(exc)}", fault=_fault_name(exc), resource=resource) from exc
     except ssl.SSLCertVerificationError as exc:
         raise TLSVerificationError(
-            f"certificate did not verify: {exc.verify_message}", field="platform.tls", provider=PROVIDER
+            f"certificate did not verify: {exc.verify_message}",
+            field="platform.tls",
+            provider=PROVIDER,
         ) from exc
     except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
         # Connection refused or reset, a vcsim handler that panicked and dropped the connection (vcsim 0.24.2
         # does that for CreateVM on an unknown datastore): worth a retry by whoever drives us.
         raise TransientError(
-            f"{what}: connection to vCenter failed ({type(exc).__name__}: {exc})", provider=PROVIDER, resource=resource
+            f"{what}: connection to vCenter failed ({type(exc).__name__}: {exc})",
+            provider=PROVIDER,
+            resource=resource,
         ) from exc
 
 
@@ -115,14 +124,21 @@ class VsphereSession:
                 assert s.thumbprint is not None  # enforced by the settings model
                 self._ssl = pinned_context(s.thumbprint, server=f"{s.server}:{s.port}")
             elif mode == "insecure":
-                self._log.warning("tls_verification_disabled", server=s.server, port=s.port, setting="platform.tls")
+                self._log.warning(
+                    "tls_verification_disabled",
+                    server=s.server,
+                    port=s.port,
+                    setting="platform.tls",
+                )
                 self._ssl = insecure_context()
             else:
                 try:
                     self._ssl = verified_context(s.ca_bundle)
                 except (OSError, ssl.SSLError) as exc:
                     raise ConfigurationError(
-                        f"cannot load CA bundle {s.ca_bundle}: {exc}", field="platform.ca_bundle", provider=PROVIDER
+                        f"cannot load CA bundle {s.ca_bundle}: {exc}",
+                        field="platform.ca_bundle",
+                        provider=PROVIDER,
                     ) from exc
         return self._ssl
 
@@ -168,7 +184,12 @@ class VsphereSession:
                 content = si.RetrieveContent()
                 content.sessionManager.Login(s.username, s.password.reveal())
             self._si, self._content = si, content
-            self._log.info("vsphere_session_opened", server=s.server, api=content.about.apiVersion, tls=s.tls_mode)
+            self._log.info(
+                "vsphere_session_opened",
+                server=s.server,
+                api=content.about.apiVersion,
+                tls=s.tls_mode,
+            )
 
     def relogin(self) -> None:
         """Log in again on the same stub (after the session expired); objects built on it stay valid."""
@@ -205,7 +226,10 @@ class VsphereSession:
         return found[0][1] if found else {}
 
     def props_many(
-        self, objs: Sequence[Any], paths: Sequence[str], what: str = "reading properties"
+        self,
+        objs: Sequence[Any],
+        paths: Sequence[str],
+        what: str = "reading properties",
     ) -> list[tuple[Any, dict[str, Any]]]:
         """Read ``paths`` of several objects of one type (the first object's) in one round trip."""
         if not objs:
@@ -217,7 +241,11 @@ class VsphereSession:
         return self._retrieve(spec, what)
 
     def list_view(
-        self, container: Any, kind: str, paths: Sequence[str], what: str = "listing inventory"
+        self,
+        container: Any,
+        kind: str,
+        paths: Sequence[str],
+        what: str = "listing inventory",
     ) -> list[tuple[Any, dict[str, Any]]]:
         """Every ``kind`` object below ``container`` (recursive) with ``paths`` read, via one container view."""
         with translate(what):
@@ -250,7 +278,13 @@ class VsphereSession:
 
     # --------------------------------------------------------------------------------------------- tasks
 
-    def wait_task(self, task: Any, what: str, resource: str | None = None, timeout: float | None = None) -> Any:
+    def wait_task(
+        self,
+        task: Any,
+        what: str,
+        resource: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Wait for ``task`` through the PropertyCollector with a deadline; return its result.
 
         Not pyVim.task.WaitForTask: on vcsim 0.24.2 it raises TypeError for FileManager tasks, whose
@@ -274,10 +308,20 @@ class VsphereSession:
         )
         if done["info.state"] == "error":
             fault = done.get("info.error")
-            raise VsphereTaskError(f"{what}: {_fault_text(fault)}", fault=_fault_name(fault), resource=resource)
+            raise VsphereTaskError(
+                f"{what}: {_fault_text(fault)}",
+                fault=_fault_name(fault),
+                resource=resource,
+            )
         return done.get("info.result")
 
-    def run_task(self, start: Any, what: str, resource: str | None = None, timeout: float | None = None) -> Any:
+    def run_task(
+        self,
+        start: Any,
+        what: str,
+        resource: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """Start a task with ``start()`` (a zero-argument callable) and wait for it."""
         with translate(what, resource):
             task = start()

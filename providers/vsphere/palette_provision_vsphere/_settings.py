@@ -25,7 +25,12 @@ class VsphereSettings(BaseModel):
     """
 
     # hide_input_in_errors: a password typed inline by mistake must not be echoed back in the error.
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        hide_input_in_errors=True,
+    )
 
     server: str = Field(description="vCenter (or ESXi) host name or address.")
     port: int = Field(default=443, ge=1, le=65535, description="HTTPS port of the SDK endpoint.")
@@ -37,27 +42,41 @@ class VsphereSettings(BaseModel):
         "the default when thumbprint is given) or 'insecure' (no verification; logged as a warning).",
     )
     ca_bundle: str | None = Field(
-        default=None, description="CA bundle (PEM) to verify against instead of the system store."
+        default=None,
+        description="CA bundle (PEM) to verify against instead of the system store.",
     )
     thumbprint: str | None = Field(
-        default=None, description="SHA-256 thumbprint of the server certificate, 'AB:CD:...' or plain hex."
+        default=None,
+        description="SHA-256 thumbprint of the server certificate, 'AB:CD:...' or plain hex.",
     )
     datacenter: str = Field(description="Datacenter name.")
     cluster: str | None = Field(default=None, description="Cluster name (the VMs go in its resource pool).")
-    esxi_host: str | None = Field(default=None, description="ESXi host name: a standalone host, or a host of cluster.")
+    esxi_host: str | None = Field(
+        default=None,
+        description="ESXi host name: a standalone host, or a host of cluster.",
+    )
     resource_pool: str | None = Field(default=None, description="Resource pool path below the root pool.")
     folder: str | None = Field(default=None, description="VM folder path below the datacenter's VM folder.")
     datastore: str = Field(description="Datastore for the VMs' disks and the staged ISO and seeds.")
     network: str = Field(description="Standard portgroup or distributed portgroup name.")
     vm_prefix: str = Field(default="", description="Prefix of every VM name: '<vm_prefix><node name>'.")
-    media_folder: str = Field(default="palette-provision", description="Datastore folder for the ISO and seeds.")
+    media_folder: str = Field(
+        default="palette-provision",
+        description="Datastore folder for the ISO and seeds.",
+    )
     guest_id: str = Field(default="ubuntu64Guest", description="vSphere guest OS identifier.")
     task_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for one vSphere task.")
     upload_attempts: int = Field(default=5, ge=1, le=50, description="Tries per upload on transient errors.")
     upload_timeout: float = Field(
-        default=6 * 3600.0, gt=0, description="Seconds for one file's upload, all attempts and pauses included."
+        default=6 * 3600.0,
+        gt=0,
+        description="Seconds for one file's upload, all attempts and pauses included.",
     )
-    http_timeout: float = Field(default=300.0, gt=0, description="Seconds without progress before an HTTP call fails.")
+    http_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds without progress before an HTTP call fails.",
+    )
 
     @field_validator("thumbprint")
     @classmethod

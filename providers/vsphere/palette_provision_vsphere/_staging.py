@@ -27,7 +27,13 @@ from palette_provision.provider import MediaFile, ProgressCallback, StagedMedia
 from palette_provision.waiting import Backoff, wait_for
 
 from palette_provision_vsphere._inventory import Placement
-from palette_provision_vsphere._session import PROVIDER, VsphereSession, VsphereTaskError, translate, vim
+from palette_provision_vsphere._session import (
+    PROVIDER,
+    VsphereSession,
+    VsphereTaskError,
+    translate,
+    vim,
+)
 
 __all__ = ["Stager"]
 
@@ -68,6 +74,8 @@ class Stager:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._folder_ready = False
+        self._browser: Any = None
+        self._listing: dict[str, int] | None = None
         #: Locators verified present in this process: creating a VM need not look again.
         self.verified: set[str] = set()
 
@@ -83,14 +91,18 @@ class Stager:
         return f"https://{s.server}:{s.port}/folder/{path}"
 
     def _params(self) -> dict[str, str]:
-        return {"dcPath": self._placement.datacenter_path, "dsName": self._placement.datastore_name}
+        return {
+            "dcPath": self._placement.datacenter_path,
+            "dsName": self._placement.datastore_name,
+        }
 
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 t = self._session.settings.http_timeout
                 self._client = httpx.Client(
-                    verify=self._session.ssl_context(), timeout=httpx.Timeout(t, connect=min(t, 30.0))
+                    verify=self._session.ssl_context(),
+                    timeout=httpx.Timeout(t, connect=min(t, 30.0)),
                 )
             return self._client
 
@@ -108,6 +120,7 @@ class Stager:
         return self._session.run_task(lambda: getattr(fm, method)(**kwargs), what)
 
     def _delete(self, name: str) -> None:
+        self._forget(name)
         try:
             self._file_manager_task(
                 "DeleteDatastoreFile_Task",
@@ -138,14 +151,18 @@ class Stager:
 
     def _search(self, patterns: list[str]) -> dict[str, int] | None:
         """Sizes of the files in our folder matching ``patterns``; ``None`` when the folder does not exist."""
-        browser = self._session.props(self._placement.datastore, ["browser"])["browser"]
+        if self._browser is None:
+            self._browser = self._session.props(self._placement.datastore, ["browser"])["browser"]
+        browser = self._browser
         spec = vim.host.DatastoreBrowser.SearchSpec(
-            matchPattern=patterns, details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True)
+            matchPattern=patterns,
+            details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True),
         )
         folder = f"[{self._placement.datastore_name}] {self._folder}"
         try:
             result = self._session.run_task(
-                lambda: browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec), f"searching {folder}"
+                lambda: browser.SearchDatastore_Task(datastorePath=folder, searchSpec=spec),
+                f"searching {folder}",
             )
         except VsphereTaskError as exc:
             if exc.fault == "FileNotFound":
@@ -155,18 +172,41 @@ class Stager:
         return {str(f.path): int(f.fileSize or 0) for f in (result.file or [])}
 
     def listing(self) -> dict[str, int]:
-        """Every file in our datastore folder with its size (empty when the folder does not exist)."""
-        return self._search(["*"]) or {}
+        """Every file in our datastore folder with its size (empty when the folder does not exist).
+
+        Kept as a hint for :meth:`_remote`: one search at preflight instead of one per file on a re-run.
+        """
+        found = self._search(["*"]) or {}
+        with self._lock:
+            self._listing = dict(found)
+        return found
 
     def _remote(self, name: str) -> _Remote:
         """The datastore's size of ``name`` and the digest in its sidecar (``None`` when absent or unreadable)."""
+        with self._lock:
+            hint = dict(self._listing) if self._listing is not None else None
+        if hint is not None and name in hint and name + _SIDECAR in hint:
+            # The listing's size plus a live read of the sidecar: both files were there a moment ago and the
+            # sidecar (written last, deleted first) still is.
+            digest = self._read_sidecar(name)
+            if digest is not None:
+                return _Remote(hint[name], digest)
         sizes = self._search([name, name + _SIDECAR]) or {}
         digest = self._read_sidecar(name) if name + _SIDECAR in sizes else None
         return _Remote(sizes.get(name), digest)
 
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            if self._listing is not None:
+                self._listing.pop(name, None)
+
     def _read_sidecar(self, name: str) -> str | None:
         try:
-            r = self._http().get(self._url(name + _SIDECAR), params=self._params(), headers=self._headers())
+            r = self._http().get(
+                self._url(name + _SIDECAR),
+                params=self._params(),
+                headers=self._headers(),
+            )
         except httpx.TransportError as exc:
             raise TransientError(f"reading {self.locator(name + _SIDECAR)}: {exc}", provider=PROVIDER) from exc
         if r.status_code != 200:
@@ -197,13 +237,23 @@ class Stager:
             # (seeds keep their size when their content changes); a read, still no upload.
             local = expected or sha256_file(media.local_path)
             if local == remote.sidecar_digest:
-                log.info("media_upload_skipped", locator=locator, bytes=media.size, reason="sidecar and size match")
+                log.info(
+                    "media_upload_skipped",
+                    locator=locator,
+                    bytes=media.size,
+                    reason="sidecar and size match",
+                )
                 if progress is not None:
                     progress(media.size, media.size)
                 self.verified.add(locator)
                 return StagedMedia(media.role, locator, local, media.size, 0, media.node)
         if remote.sidecar_digest is not None or remote.size is not None:
-            log.info("media_replace", locator=locator, remote_size=remote.size, local_size=media.size)
+            log.info(
+                "media_replace",
+                locator=locator,
+                remote_size=remote.size,
+                local_size=media.size,
+            )
         # The sidecar goes first: from here until the new sidecar is written, nothing looks complete.
         self._delete(media.name + _SIDECAR)
         if remote.size is None:
@@ -220,8 +270,10 @@ class Stager:
         if size != media.size:
             self._delete(media.name + _PARTIAL)
             raise TransientError(
-                f"the datastore holds {size} bytes of {media.name}, {media.size} were sent", provider=PROVIDER
+                f"the datastore holds {size} bytes of {media.name}, {media.size} were sent",
+                provider=PROVIDER,
             )
+        self._forget(media.name)
         self._file_manager_task(
             "MoveDatastoreFile_Task",
             f"moving the upload to {locator}",
@@ -264,7 +316,13 @@ class Stager:
             backoff=_UPLOAD_BACKOFF,
         )
 
-    def _upload_once(self, media: MediaFile, progress: ProgressCallback | None, log: Any, attempt: int) -> str:
+    def _upload_once(
+        self,
+        media: MediaFile,
+        progress: ProgressCallback | None,
+        log: Any,
+        attempt: int,
+    ) -> str:
         hasher = hashlib.sha256()
         sent = 0
         started = time.monotonic()
@@ -282,12 +340,24 @@ class Stager:
                     if now - last_log >= _PROGRESS_EVERY:
                         last_log = now
                         log.info(
-                            "media_upload_progress", bytes=sent, total=media.size, rate_mib_s=_rate(sent, now - started)
+                            "media_upload_progress",
+                            bytes=sent,
+                            total=media.size,
+                            rate_mib_s=_rate(sent, now - started),
                         )
                     yield chunk
 
-        log.info("media_upload_started", locator=self.locator(media.name), bytes=media.size, attempt=attempt)
-        headers = {**self._headers(), "Content-Length": str(media.size), "Content-Type": "application/octet-stream"}
+        log.info(
+            "media_upload_started",
+            locator=self.locator(media.name),
+            bytes=media.size,
+            attempt=attempt,
+        )
+        headers = {
+            **self._headers(),
+            "Content-Length": str(media.size),
+            "Content-Type": "application/octet-stream",
+        }
         self._send("PUT", media.name + _PARTIAL, body(), headers)
         if sent != media.size:
             raise ProviderError(
@@ -295,7 +365,12 @@ class Stager:
                 provider=PROVIDER,
             )
         elapsed = time.monotonic() - started
-        log.info("media_upload_finished", bytes=sent, seconds=round(elapsed, 2), rate_mib_s=_rate(sent, elapsed))
+        log.info(
+            "media_upload_finished",
+            bytes=sent,
+            seconds=round(elapsed, 2),
+            rate_mib_s=_rate(sent, elapsed),
+        )
         return hasher.hexdigest()
 
     def _put_bytes(self, name: str, data: bytes) -> None:
@@ -304,7 +379,13 @@ class Stager:
     def _send(self, method: str, name: str, content: Any, headers: dict[str, str]) -> None:
         where = self.locator(name)
         try:
-            r = self._http().request(method, self._url(name), params=self._params(), content=content, headers=headers)
+            r = self._http().request(
+                method,
+                self._url(name),
+                params=self._params(),
+                content=content,
+                headers=headers,
+            )
         except httpx.TransportError as exc:
             raise TransientError(f"{method} {where}: {type(exc).__name__}: {exc}", provider=PROVIDER) from exc
         if r.status_code == 401:
@@ -315,7 +396,9 @@ class Stager:
             raise TransientError(f"{method} {where}: HTTP {r.status_code}", provider=PROVIDER)
         if r.status_code >= 300:
             raise ProviderError(
-                f"{method} {where}: HTTP {r.status_code} {r.text[:200]}", provider=PROVIDER, resource=where
+                f"{method} {where}: HTTP {r.status_code} {r.text[:200]}",
+                provider=PROVIDER,
+                resource=where,
             )
 
     # ------------------------------------------------------------------------------------------- unstage
@@ -325,7 +408,8 @@ class Stager:
         prefix = f"[{self._placement.datastore_name}] "
         if not staged.locator.startswith(prefix):
             raise ProviderError(
-                f"{staged.locator} is not on datastore {self._placement.datastore_name}", provider=PROVIDER
+                f"{staged.locator} is not on datastore {self._placement.datastore_name}",
+                provider=PROVIDER,
             )
         relative = staged.locator[len(prefix) :]
         folder, _, name = relative.rpartition("/")

@@ -21,12 +21,19 @@ LAB_DIR = REPO / "lab"
 if str(LAB_DIR) not in sys.path:
     sys.path.insert(0, str(LAB_DIR))
 
-from palette_provision.plan import DeploymentPlan, parse_plan  # noqa: E402
-from palette_provision.provider import ProviderContext  # noqa: E402
-from pyVmomi import vim  # noqa: E402
-from vcsim.lab import VcsimError, VcsimHandle, connect, disconnect, start_vcsim, wait_task  # noqa: E402
+from palette_provision.plan import DeploymentPlan, parse_plan
+from palette_provision.provider import ProviderContext
+from pyVmomi import vim
+from vcsim.lab import (
+    VcsimError,
+    VcsimHandle,
+    connect,
+    disconnect,
+    start_vcsim,
+    wait_task,
+)
 
-from palette_provision_vsphere import VsphereProvider, VsphereSettings  # noqa: E402
+from palette_provision_vsphere import VsphereProvider, VsphereSettings
 
 PASSWORD = "lab-Passw0rd!"
 PASSWORD_ENV = "PP_TEST_VSPHERE_PASSWORD"
@@ -99,7 +106,10 @@ def make_provider(vcsim: VcsimHandle, unique: str, tmp_path: Path) -> Iterator[P
     made: list[VsphereProvider] = []
 
     def factory(
-        handle: VcsimHandle | None = None, owned: tuple[str, ...] = (), deployment: str = "demo", **overrides: Any
+        handle: VcsimHandle | None = None,
+        owned: tuple[str, ...] = (),
+        deployment: str = "demo",
+        **overrides: Any,
     ) -> VsphereProvider:
         settings = VsphereSettings.model_validate(settings_data(handle or vcsim, unique, **overrides))
         context = ProviderContext(
@@ -152,7 +162,13 @@ def make_plan(
     **nodes: Any,
 ) -> DeploymentPlan:
     """An edge-profile plan of ``count`` nodes on the simulator (the edge minimums keep disks small)."""
-    node_settings = {"count": count, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 16}
+    node_settings = {
+        "count": count,
+        "cpus": 2,
+        "memory_gb": 4,
+        "install_disk_gb": 32,
+        "storage_disk_gb": 16,
+    }
     node_settings.update(nodes)
     data = {
         "name": "demo",
@@ -165,7 +181,10 @@ def make_plan(
             "node_account": {"password": "env:PP_TEST_NODE_PASSWORD"},
         },
         "nodes": node_settings,
-        "platform": {"provider": "vsphere", **settings_data(handle, unique, **(platform or {}))},
+        "platform": {
+            "provider": "vsphere",
+            **settings_data(handle, unique, **(platform or {})),
+        },
         "readiness": {"ssh": False},
         "handoff": {"kind": "none"},
     }

@@ -21,14 +21,20 @@ from palette_provision_vsphere._power import best_address
 
 @pytest.fixture
 def built(
-    vcsim: VcsimHandle, unique: str, iso: Path, tmp_path: Path, make_provider: ProviderFactory
+    vcsim: VcsimHandle,
+    unique: str,
+    iso: Path,
+    tmp_path: Path,
+    make_provider: ProviderFactory,
 ) -> tuple[VsphereProvider, Machine, list[Any]]:
     provider = make_provider()
     media = staged_pair(provider, iso, tmp_path)
     return provider, provider.create_machine(node_of(vcsim, unique, iso), media), media
 
 
-def test_power_on_and_off_are_idempotent(built: tuple[VsphereProvider, Machine, list[Any]]) -> None:
+def test_power_on_and_off_are_idempotent(
+    built: tuple[VsphereProvider, Machine, list[Any]],
+) -> None:
     provider, machine, _ = built
     assert provider.power_state(machine) is PowerState.OFF
     provider.power_on(machine)
@@ -41,10 +47,15 @@ def test_power_on_and_off_are_idempotent(built: tuple[VsphereProvider, Machine, 
 
 def cds(si: Any, machine: Machine) -> list[Any]:
     devices = read_vm(si, machine.id).config.hardware.device
-    return sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualCdrom)), key=lambda d: d.unitNumber)
+    return sorted(
+        (d for d in devices if isinstance(d, vim.vm.device.VirtualCdrom)),
+        key=lambda d: d.unitNumber,
+    )
 
 
-def test_detach_refuses_a_running_vm(built: tuple[VsphereProvider, Machine, list[Any]]) -> None:
+def test_detach_refuses_a_running_vm(
+    built: tuple[VsphereProvider, Machine, list[Any]],
+) -> None:
     provider, machine, _ = built
     provider.power_on(machine)
     with pytest.raises(ProviderError, match="must be powered off"):
@@ -77,7 +88,11 @@ def test_attach_restores_the_media_and_changes_nothing_when_already_right(
 
 
 def test_the_address_comes_from_vmware_tools(
-    built: tuple[VsphereProvider, Machine, list[Any]], si: Any, vcsim: VcsimHandle, unique: str, iso: Path
+    built: tuple[VsphereProvider, Machine, list[Any]],
+    si: Any,
+    vcsim: VcsimHandle,
+    unique: str,
+    iso: Path,
 ) -> None:
     provider, machine, _ = built
     node = node_of(vcsim, unique, iso)

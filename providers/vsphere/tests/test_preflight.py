@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 import structlog
 from conftest import WRONG_ENV, ProviderFactory, make_plan
-from palette_provision.errors import AuthenticationError, ConfigurationError, TLSVerificationError
+from palette_provision.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    TLSVerificationError,
+)
 from vcsim.lab import VcsimHandle, wait_task
 
 from palette_provision_vsphere._machines import annotation
@@ -124,7 +128,11 @@ def _foreign_vm(si: Any, name: str, note: str = "") -> Any:
     dc = content.searchIndex.FindByInventoryPath("DC0")
     pool = next(c for c in dc.hostFolder.childEntity if c.name == "DC0_C0").resourcePool
     spec = vim.vm.ConfigSpec(
-        name=name, annotation=note, numCPUs=1, memoryMB=256, files=vim.vm.FileInfo(vmPathName="[datastore1]")
+        name=name,
+        annotation=note,
+        numCPUs=1,
+        memoryMB=256,
+        files=vim.vm.FileInfo(vmPathName="[datastore1]"),
     )
     return wait_task(si, dc.vmFolder.CreateVM_Task(config=spec, pool=pool))
 

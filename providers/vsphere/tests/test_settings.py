@@ -49,7 +49,10 @@ def test_the_password_never_prints() -> None:
     [
         ({"tls": "pin"}, "needs the server certificate's thumbprint"),
         ({"tls": "insecure", "thumbprint": "00" * 32}, "only used with tls: pin"),
-        ({"tls": "pin", "thumbprint": "00" * 32, "ca_bundle": "/x.pem"}, "only used with tls: verify"),
+        (
+            {"tls": "pin", "thumbprint": "00" * 32, "ca_bundle": "/x.pem"},
+            "only used with tls: verify",
+        ),
         ({"cluster": None}, "give cluster, esxi_host or both"),
         ({"thumbprint": "xyz"}, "64 hex digits"),
         ({"media_folder": "a b"}, "letters, digits"),
@@ -69,9 +72,23 @@ def test_plan_errors_carry_the_platform_prefix(tmp_path: Path) -> None:
         "name": "demo",
         "profile": "edge",
         "iso": {"source": str(tmp_path / "a.iso")},
-        "cluster": {"name": "e", "vip": "10.0.0.9", "dns": ["10.0.0.1"], "node_account": {"password": "env:X_PW"}},
-        "nodes": {"count": 1, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 0},
-        "platform": {"provider": "vsphere", **{k: v for k, v in BASE.items() if k != "datastore"}},
+        "cluster": {
+            "name": "e",
+            "vip": "10.0.0.9",
+            "dns": ["10.0.0.1"],
+            "node_account": {"password": "env:X_PW"},
+        },
+        "nodes": {
+            "count": 1,
+            "cpus": 2,
+            "memory_gb": 4,
+            "install_disk_gb": 32,
+            "storage_disk_gb": 0,
+        },
+        "platform": {
+            "provider": "vsphere",
+            **{k: v for k, v in BASE.items() if k != "datastore"},
+        },
         "readiness": {"ssh": False},
         "handoff": {"kind": "none"},
     }

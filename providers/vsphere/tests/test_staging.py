@@ -14,7 +14,11 @@ from vcsim.lab import VcsimHandle
 
 
 def media_for(
-    path: Path, *, sha256: str | None = None, name: str = "appliance.iso", role: str = "appliance-iso"
+    path: Path,
+    *,
+    sha256: str | None = None,
+    name: str = "appliance.iso",
+    role: str = "appliance-iso",
 ) -> MediaFile:
     return MediaFile(role=role, local_path=path, size=path.stat().st_size, name=name, sha256=sha256)  # type: ignore[arg-type]
 
@@ -38,17 +42,31 @@ def test_first_upload_streams_the_file_and_writes_the_sidecar(
     assert files["appliance.iso.sha256"] == f"{digest(iso)}  appliance.iso\n".encode()
     assert "appliance.iso.partial" not in files
     assert staged.locator == f"[datastore1] media-{unique}/appliance.iso"
-    assert (staged.sha256, staged.size, staged.uploaded_bytes) == (digest(iso), iso.stat().st_size, iso.stat().st_size)
+    assert (staged.sha256, staged.size, staged.uploaded_bytes) == (
+        digest(iso),
+        iso.stat().st_size,
+        iso.stat().st_size,
+    )
     assert seen[-1] == (iso.stat().st_size, iso.stat().st_size)
     assert len(seen) == 4  # 1 MiB chunks: progress as it goes
 
 
 def test_a_rerun_uploads_nothing_and_does_not_read_the_iso(
-    vcsim: VcsimHandle, unique: str, iso: Path, tmp_path: Path, make_provider: ProviderFactory
+    vcsim: VcsimHandle,
+    unique: str,
+    iso: Path,
+    tmp_path: Path,
+    make_provider: ProviderFactory,
 ) -> None:
     first = make_provider().stage_media(media_for(iso))
     # The core passes the digest from its cache: prove the file is not opened by removing it.
-    gone = MediaFile("appliance-iso", tmp_path / "moved-away.iso", first.size, "appliance.iso", first.sha256)
+    gone = MediaFile(
+        "appliance-iso",
+        tmp_path / "moved-away.iso",
+        first.size,
+        "appliance.iso",
+        first.sha256,
+    )
     again = make_provider().stage_media(gone)
     assert again.uploaded_bytes == 0
     assert (again.locator, again.sha256) == (first.locator, first.sha256)

@@ -1,0 +1,335 @@
+"""vSphere fan-out benchmark against vcsim: the provider vs a bare pyVmomi baseline.
+
+For each N (default 3, 10, 30) a fresh vcsim (``lab/vcsim/lab.py``) gets a sparse-but-real ISO (default 1 GiB) and
+N small seeds, and N VMs created, powered on and asked for their address; then the same again (the re-run). Two
+halves, each in its own process so peak RSS and bytes read are its own:
+
+* ``baseline``: bare pyVmomi + httpx doing the same API calls, no checks, no digest, no logging; its re-run only
+  compares the datastore file's size and finds the VMs.
+* ``provider``: ``VsphereProvider`` (preflight, content-addressed staging, create/power/address through a thread
+  pool). The re-run is a new provider, given the ISO digest as the core's digest cache would.
+
+Run: ``.venv/bin/python benchmarks/vsphere_fanout.py [--n 3 10 30] [--iso-gib 1]``. The lead switches the provider
+half to the full pipeline once it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+PASSWORD_ENV = "PP_BENCH_VSPHERE_PASSWORD"
+
+
+def _io_read_bytes() -> int:
+    """Bytes this process read through read(2) (``rchar``): the ISO's reads show up here, cache or not."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_iso(path: Path, size: int) -> None:
+    """A sparse file with 1 MiB of random data every 64 MiB: cheap on disk, real bytes to hash and upload."""
+    with path.open("wb") as f:
+        f.truncate(size)
+        for offset in range(0, size, 64 * 1024 * 1024):
+            f.seek(offset)
+            f.write(os.urandom(min(1024 * 1024, size - offset)))
+
+
+def make_seeds(folder: Path, n: int) -> list[Path]:
+    seeds = []
+    for i in range(1, n + 1):
+        p = folder / f"node-{i}-seed.iso"
+        p.write_bytes(os.urandom(64 * 1024))
+        seeds.append(p)
+    return seeds
+
+
+# ------------------------------------------------------------------------------------------------- baseline
+
+
+def baseline(state: dict[str, Any], iso: Path, seeds: list[Path], rerun: bool) -> dict[str, Any]:
+    """Bare pyVmomi: same calls, no checks. Timed from before its imports, like the provider half."""
+    t0 = time.monotonic()
+    import ssl
+
+    import httpx
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim, vmodl
+
+    ctx = ssl.create_default_context(cafile=state["cert_path"])
+    si = SmartConnect(
+        host=state["host"], port=state["port"], user="admin", pwd=os.environ[PASSWORD_ENV], sslContext=ctx
+    )
+    content = si.RetrieveContent()
+    dc = content.searchIndex.FindByInventoryPath("DC0")
+    pool = next(c for c in dc.hostFolder.childEntity if c.name == "DC0_C0").resourcePool
+    ds = next(d for d in dc.datastore if d.name == "datastore1")
+    net = next(n for n in dc.network if n.name == "VM Network")
+    pc = content.propertyCollector
+    PC = vmodl.query.PropertyCollector
+    folder = "bench-baseline"
+
+    def wait(task: Any) -> Any:
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=task)],
+            propSet=[PC.PropertySpec(type=vim.Task, pathSet=["info.state", "info.result", "info.error"])],
+        )
+        while True:
+            props = {p.name: p.val for p in pc.RetrieveContents([spec])[0].propSet}
+            if props["info.state"] in ("success", "error"):
+                if props["info.state"] == "error":
+                    raise RuntimeError(props.get("info.error"))
+                return props.get("info.result")
+            time.sleep(0.01)
+
+    uploaded = 0
+    client = httpx.Client(verify=ctx, timeout=300)
+    cookie = si._stub.cookie.split(";")[0]
+
+    def put(path: Path) -> int:
+        def body() -> Any:
+            with path.open("rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    yield chunk
+
+        size = path.stat().st_size
+        r = client.put(
+            f"https://{state['host']}:{state['port']}/folder/{folder}/{path.name}",
+            params={"dcPath": "DC0", "dsName": "datastore1"},
+            content=body(),
+            headers={"Cookie": cookie, "Content-Length": str(size)},
+        )
+        r.raise_for_status()
+        return size
+
+    if rerun:
+        spec = vim.host.DatastoreBrowser.SearchSpec(
+            matchPattern=[iso.name], details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True)
+        )
+        found = wait(ds.browser.SearchDatastore_Task(datastorePath=f"[datastore1] {folder}", searchSpec=spec))
+        assert found.file and found.file[0].fileSize == iso.stat().st_size
+        view = content.viewManager.CreateContainerView(dc, [vim.VirtualMachine], True)
+        names = {vm.name for vm in view.view}
+        assert all(f"base-node-{i}" in names for i in range(1, len(seeds) + 1))
+    else:
+        uploaded += put(iso)
+        for s in seeds:
+            uploaded += put(s)
+
+        def one(i: int) -> str | None:
+            dev = vim.vm.device.VirtualDeviceSpec
+            d = [
+                dev(
+                    operation="add",
+                    device=vim.vm.device.ParaVirtualSCSIController(key=-100, busNumber=0, sharedBus="noSharing"),
+                )
+            ]
+            for unit, gb in enumerate((32, 16)):
+                disk = vim.vm.device.VirtualDisk(
+                    key=-201 - unit, controllerKey=-100, unitNumber=unit, capacityInKB=gb * 1024 * 1024,
+                    backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", thinProvisioned=True),
+                )  # fmt: skip
+                d.append(dev(operation="add", fileOperation="create", device=disk))
+            d.append(dev(operation="add", device=vim.vm.device.VirtualAHCIController(key=-300, busNumber=0)))
+            for unit, name in enumerate((iso.name, seeds[i - 1].name)):
+                cd = vim.vm.device.VirtualCdrom(
+                    key=-401 - unit, controllerKey=-300, unitNumber=unit,
+                    backing=vim.vm.device.VirtualCdrom.IsoBackingInfo(fileName=f"[datastore1] {folder}/{name}"),
+                )  # fmt: skip
+                d.append(dev(operation="add", device=cd))
+            nic_backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName="VM Network", network=net)
+            d.append(dev(operation="add", device=vim.vm.device.VirtualVmxnet3(key=-500, backing=nic_backing)))
+            spec = vim.vm.ConfigSpec(
+                name=f"base-node-{i}", guestId="ubuntu64Guest", numCPUs=2, memoryMB=4096, firmware="efi",
+                files=vim.vm.FileInfo(vmPathName="[datastore1]"), deviceChange=d,
+            )  # fmt: skip
+            vm = wait(dc.vmFolder.CreateVM_Task(config=spec, pool=pool))
+            disk_key = next(x.key for x in vm.config.hardware.device if isinstance(x, vim.vm.device.VirtualDisk))
+            order = [
+                vim.vm.BootOptions.BootableCdromDevice(),
+                vim.vm.BootOptions.BootableDiskDevice(deviceKey=disk_key),
+            ]
+            wait(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(bootOptions=vim.vm.BootOptions(bootOrder=order))))
+            wait(vm.PowerOnVM_Task())
+            return str(vm.guest.ipAddress) if vm.guest.ipAddress else None
+
+        with cf.ThreadPoolExecutor(max_workers=min(len(seeds), 32)) as pool_exec:
+            list(pool_exec.map(one, range(1, len(seeds) + 1)))
+    client.close()
+    Disconnect(si)
+    return {"wall_s": time.monotonic() - t0, "uploaded_bytes": uploaded}
+
+
+# ------------------------------------------------------------------------------------------------- provider
+
+
+def provider_half(
+    state: dict[str, Any], iso: Path, seeds: list[Path], rerun: bool, iso_digest: str | None
+) -> dict[str, Any]:
+    t0 = time.monotonic()
+    import structlog
+
+    from palette_provision.plan import parse_plan
+    from palette_provision.provider import MediaFile, ProviderContext
+    from palette_provision.registry import create_provider, load_provider_class
+
+    load_provider_class("vsphere")  # pyVmomi stays unimported until the first call that needs vCenter
+    import_s = time.monotonic() - t0
+    n = len(seeds)
+    plan = parse_plan(
+        {
+            "name": "bench",
+            "profile": "edge",
+            "iso": {"source": str(iso)},
+            "cluster": {"name": "node", "vip": "10.251.0.200", "dns": ["10.251.0.1"],
+                        "node_account": {"password": f"env:{PASSWORD_ENV}"}},
+            "nodes": {"count": n, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 16},
+            "platform": {
+                "provider": "vsphere", "server": state["host"], "port": state["port"], "username": "admin",
+                "password": f"env:{PASSWORD_ENV}", "thumbprint": state["thumbprint"], "datacenter": "DC0",
+                "cluster": "DC0_C0", "datastore": "datastore1", "network": "VM Network", "vm_prefix": "prov-",
+                "media_folder": "bench-provider",
+            },
+            "readiness": {"ssh": False},
+            "handoff": {"kind": "none"},
+            "concurrency": min(n, 32),
+        }
+    )  # fmt: skip
+    # Quiet: the benchmark measures work, not terminal output.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    names = [s.name for s in plan.node_specs()]
+    context = ProviderContext(
+        deployment="bench", state_dir=Path(tempfile.mkdtemp()), log=structlog.get_logger().bind(provider="vsphere"),
+        owned_machine_names=frozenset(f"prov-{x}" for x in names) if rerun else frozenset(),
+    )  # fmt: skip
+    provider = create_provider("vsphere", plan.platform_settings, context)
+    provider.preflight(plan)
+    size = iso.stat().st_size
+    staged_iso = provider.stage_media(MediaFile("appliance-iso", iso, size, iso.name, iso_digest))
+    uploaded = staged_iso.uploaded_bytes
+
+    def one(i: int) -> tuple[int, str | None]:
+        node = plan.node_specs()[i]
+        seed = seeds[i]
+        # The core builds the seeds, so it knows their digests, as it does the ISO's from its cache.
+        digest = hashlib.sha256(seed.read_bytes()).hexdigest()
+        staged_seed = provider.stage_media(MediaFile("seed", seed, seed.stat().st_size, seed.name, digest, node.name))
+        machine = provider.find_machine(node) or provider.create_machine(node, [staged_iso, staged_seed])
+        provider.power_on(machine)
+        return staged_seed.uploaded_bytes, provider.discover_address(machine, node) or node.static_ip
+
+    with cf.ThreadPoolExecutor(max_workers=plan.concurrency) as pool_exec:
+        results = list(pool_exec.map(one, range(n)))
+    uploaded += sum(r[0] for r in results)
+    provider.close()
+    return {"wall_s": time.monotonic() - t0, "uploaded_bytes": uploaded, "iso_sha256": staged_iso.sha256,
+            "import_s": import_s}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ orchestration
+
+
+def _child(args: argparse.Namespace) -> None:
+    state = json.loads(Path(args.state).read_text())
+    seeds = sorted(Path(args.seeds).glob("*.iso"), key=lambda p: int(p.name.split("-")[1]))
+    read0 = _io_read_bytes()
+    if args.half == "baseline":
+        out = baseline(state, Path(args.iso), seeds, args.rerun)
+    else:
+        out = provider_half(state, Path(args.iso), seeds, args.rerun, args.digest)
+    out["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+    out["iso_reads"] = round((_io_read_bytes() - read0) / Path(args.iso).stat().st_size, 2)
+    print(json.dumps(out))
+
+
+def _run_child(half: str, state: Path, iso: Path, seeds: Path, rerun: bool, digest: str | None) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", half, "--state", str(state), "--iso", str(iso), "--seeds", str(seeds)]
+    if rerun:
+        cmd.append("--rerun")
+    if digest:
+        cmd += ["--digest", digest]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{half} failed:\n{proc.stdout}\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[3, 10, 30])
+    parser.add_argument("--iso-gib", type=float, default=1.0)
+    parser.add_argument("--child", choices=["baseline", "provider"])
+    parser.add_argument("--state")
+    parser.add_argument("--iso")
+    parser.add_argument("--seeds")
+    parser.add_argument("--digest")
+    parser.add_argument("--rerun", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        args.half = args.child
+        _child(args)
+        return
+
+    import secrets
+
+    from vcsim.lab import start_vcsim
+
+    os.environ[PASSWORD_ENV] = secrets.token_urlsafe(12)
+    work = Path(tempfile.mkdtemp(prefix="pp-bench-"))
+    iso = work / "appliance.iso"
+    make_iso(iso, int(args.iso_gib * 1024**3))
+    print(f"ISO {args.iso_gib:g} GiB (sparse, real bytes), vcsim from lab/vcsim; workdir {work}")
+    header = f"{'N':>3} {'half':<9} {'first s':>8} {'rerun s':>8} {'rerun up B':>10} {'RSS MiB':>8} {'ISO reads':>9}"
+    print(header)
+    for n in args.n:
+        seeds_dir = work / f"seeds-{n}"
+        seeds_dir.mkdir()
+        make_seeds(seeds_dir, n)
+        rows = {}
+        for half in ("baseline", "provider"):
+            # A fresh simulator per half: vcsim 0.24.2 charges every VM's full (thin) disk size to the datastore's
+            # free space, so one half's 30 VMs would leave the other a negative free space.
+            handle = start_vcsim(work / f"vcsim-{n}-{half}", 0, "admin", os.environ[PASSWORD_ENV])
+            try:
+                state = work / f"state-{n}-{half}.json"
+                state.write_text(json.dumps({"host": handle.host, "port": handle.port, "thumbprint": handle.thumbprint,
+                                             "cert_path": str(handle.cert_path)}))  # fmt: skip
+                first = _run_child(half, state, iso, seeds_dir, False, None)
+                again = _run_child(half, state, iso, seeds_dir, True, first.get("iso_sha256"))
+            finally:
+                handle.stop()
+                for f in handle.datastore_dir.rglob("*"):
+                    if f.is_file():
+                        f.unlink()
+            rows[half] = (first, again)
+            print(f"{n:>3} {half:<9} {first['wall_s']:>8.2f} {again['wall_s']:>8.2f} {again['uploaded_bytes']:>10} "
+                  f"{max(first['peak_rss_mib'], again['peak_rss_mib']):>8.1f} {first['iso_reads']:>9.2f}")  # fmt: skip
+        (bf, br), (pf, pr) = rows["baseline"], rows["provider"]
+        print(f"    ratio provider/baseline: first run {pf['wall_s'] / bf['wall_s']:.2f}x, "
+              f"re-run {pr['wall_s'] / br['wall_s']:.2f}x (re-run imports: {pr['import_s']:.2f} s)")  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
