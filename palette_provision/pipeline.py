@@ -500,19 +500,6 @@ class Deployment:
         needs_api = plan.readiness.local_api
         if needs_api is None:
             needs_api = plan.handoff.kind == "palette-local-api"
-        if not plan.readiness.ssh and not needs_api:
-            # Only the address rung: the plan explicitly opted out of SSH checks (e.g. a rehearsal on the fake
-            # provider, whose machines run nothing).
-            probe = self._address_probe(node, machine)
-            address = wait_for(
-                probe,
-                what=f"an address for {node.name}",
-                timeout=plan.timeouts.ready,
-                until=bool,
-                backoff=Backoff(initial=0.5, maximum=5.0),
-            )
-            self.journal.add_evidence(node.name, "address", {"address": address})
-            return _Outcome({"rungs": ["address"], "address": address})
         from palette_provision import readiness
 
         target = readiness.ReadinessTarget(
@@ -524,6 +511,7 @@ class Deployment:
             trust_on_first_use=plan.readiness.host_key == "trust-on-first-use",
             local_api_port=plan.handoff.local_api_port if needs_api else None,
             deadline_s=plan.timeouts.ready,
+            ssh=plan.readiness.ssh,
         )
         result = readiness.climb(
             target,

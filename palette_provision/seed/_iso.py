@@ -70,6 +70,10 @@ def _freeze_dates(iso: pycdlib.PyCdlib) -> None:
             obj.date_str = stamp.encode("ascii") + struct.pack("=b", 0)
 
 
+#: Seeds are zero-padded to this size (see build_cidata_iso).
+MIN_IMAGE_BYTES = 256 * 1024
+
+
 def build_cidata_iso(files: dict[str, bytes]) -> bytes:
     """Return a NoCloud ISO (label ``cidata``; ISO9660 + Joliet + Rock Ridge) holding ``files`` at its root.
 
@@ -97,7 +101,11 @@ def build_cidata_iso(files: dict[str, bytes]) -> bytes:
         _freeze_dates(iso)
         out = io.BytesIO()
         iso.write_fp(out)
-        return _fix_modification_dates(out.getvalue())
+        image = _fix_modification_dates(out.getvalue())
+        # Pad with zeros to at least MIN_IMAGE_BYTES: busybox's blkid/findfs (the lab's test appliance) ignores
+        # block devices smaller than 69,632 bytes, and a seed with a short user-data is 67,584. Trailing zeros
+        # after the volume are ignored by every ISO9660 reader; xorriso pads the same way by default.
+        return image + b"\0" * max(0, MIN_IMAGE_BYTES - len(image))
     finally:
         iso.close()
 
