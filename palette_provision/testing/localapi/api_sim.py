@@ -1,7 +1,10 @@
 """Test-only routes under ``/__sim__/`` (not part of the published API; no token needed).
 
 * ``GET /__sim__/state``: what tests assert on (counters, uploads, link attempts, cluster...).
-* ``GET|POST /__sim__/knobs``: read / change knobs at runtime (400 on unknown names or types).
+* ``GET|POST /__sim__/knobs``: read / change knobs at runtime (400 on unknown names or types);
+  ``POST /__sim__/knobs?replace=true`` resets every knob not given to its default.
+* ``POST /__sim__/reset``: factory reset (links, content, cluster, stats, sessions, the password
+  back to the start-time one; the host id stays) with knobs back to defaults plus the JSON body.
 * ``/__sim__/peer/...``: the side channel simulator processes use between themselves.
 """
 
@@ -49,14 +52,28 @@ def get_knobs(request: Request) -> Response:
 
 
 def set_knobs(request: Request) -> Response:
-    """Merge the JSON object body into the knobs; return them."""
+    """Merge the JSON object body into the knobs (``?replace=true``: onto the defaults); return them."""
     body = request.json()
     if not isinstance(body, dict):
         raise bad_request("knobs must be a JSON object")
+    replace = request.query_bool("replace", False)
     try:
-        return Response(200, request.node.knobs.update(body).to_json())
+        return Response(200, request.node.knobs.update(body, replace=replace).to_json())
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
+
+
+def reset(request: Request) -> Response:
+    """Factory-reset the node, then set the knobs to their defaults plus the JSON body."""
+    body = request.json() if request.headers.get("Content-Length", "0") != "0" else {}
+    if not isinstance(body, dict):
+        raise bad_request("knobs must be a JSON object")
+    try:
+        knobs = request.node.knobs.update(body, replace=True)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+    request.node.reset()
+    return Response(200, knobs.to_json())
 
 
 def peer_link(request: Request) -> Response:
@@ -80,6 +97,7 @@ def register(router: Router) -> None:
     router.add("GET", "/__sim__/state", state, auth=False)
     router.add("GET", "/__sim__/knobs", get_knobs, auth=False)
     router.add("POST", "/__sim__/knobs", set_knobs, auth=False)
+    router.add("POST", "/__sim__/reset", reset, auth=False)
     router.add("POST", "/__sim__/peer/link", peer_link, auth=False)
     router.add("GET", "/__sim__/peer/group", peer_group, auth=False)
     router.add("POST", "/__sim__/peer/unlink", peer_forget, auth=False)

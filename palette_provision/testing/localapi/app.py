@@ -69,7 +69,7 @@ class Simulator:
 
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown`."""
-        self.server.serve_forever(poll_interval=0.2)
+        self.server.serve_forever(poll_interval=0.05)
 
     def shutdown(self) -> None:
         """Stop serving (from another thread) and persist the state."""

@@ -29,39 +29,45 @@ class BodyReader:
 
     def read(self, size: int) -> bytes:
         """Return up to ``size`` bytes of body; ``b""`` at the end."""
-        if self._done:
-            return b""
-        if self._chunked:
-            data = self._read_chunked(size)
-        else:
-            data = self._rfile.read(min(size, self._remaining))
-            if not data:
-                raise bad_request("request body ended before Content-Length bytes arrived")
-            self._remaining -= len(data)
-            if self._remaining == 0:
-                self._done = True
-        self.bytes_read += len(data)
-        return data
+        target = bytearray(size)
+        count = self.readinto(memoryview(target))
+        return bytes(target[:count])
 
-    def _read_chunked(self, size: int) -> bytes:
-        if self._chunk_left == 0:
-            line = self._rfile.readline(1024)
-            try:
-                self._chunk_left = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise bad_request("malformed chunked transfer encoding") from exc
+    def readinto(self, target: memoryview) -> int:
+        """Fill ``target`` with body bytes (as many as available up to its size); 0 at the end."""
+        if self._done or not len(target):
+            return 0
+        if self._chunked:
             if self._chunk_left == 0:
-                while self._rfile.readline(8192).strip():
-                    pass  # trailers
-                self._done = True
-                return b""
-        data = self._rfile.read(min(size, self._chunk_left))
-        if not data:
-            raise bad_request("request body ended inside a chunk")
-        self._chunk_left -= len(data)
+                self._next_chunk()
+                if self._done:
+                    return 0
+            want = min(len(target), self._chunk_left)
+        else:
+            want = min(len(target), self._remaining)
+        count = self._rfile.readinto(target[:want])
+        if not count:
+            raise bad_request("request body ended early")
+        self.bytes_read += count
+        if self._chunked:
+            self._chunk_left -= count
+            if self._chunk_left == 0:
+                self._rfile.readline(16)  # CRLF after the chunk data
+        else:
+            self._remaining -= count
+            self._done = self._remaining == 0
+        return count
+
+    def _next_chunk(self) -> None:
+        line = self._rfile.readline(1024)
+        try:
+            self._chunk_left = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError as exc:
+            raise bad_request("malformed chunked transfer encoding") from exc
         if self._chunk_left == 0:
-            self._rfile.readline(16)  # CRLF after the chunk data
-        return data
+            while self._rfile.readline(8192).strip():
+                pass  # trailers
+            self._done = True
 
     def read_all(self, limit: int) -> bytes:
         """Read the whole body into memory, refusing bodies larger than ``limit`` bytes."""

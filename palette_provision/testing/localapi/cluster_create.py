@@ -1,9 +1,9 @@
 """``POST /v1/edge-mgmt/cluster``: strict validation of ``v1ClusterConfiguration`` and creation.
 
-Order of checks: request shape (400), meaning of the fields against this node's group (400), then
-the preconditions of the appliance (500, the only error code the spec lists for create: host not
-the leader, host not configured, peers still linking, content missing or not synced, a cluster
-already exists).
+Order of checks: request shape (400); host is a follower (500 ``HostIsNotLeader``); meaning of
+the fields against this node's group (400); then the other preconditions of the appliance (500, the
+only error code the spec lists for create: host not configured, a cluster already exists, peers
+still linking, content missing or not synced).
 """
 
 from __future__ import annotations
@@ -118,10 +118,6 @@ def _check_variables(items: list[dict[str, str]]) -> None:
 
 def _check_preconditions(node: Node, now: float) -> None:
     """Raise the 500 errors of an appliance that cannot create the cluster yet."""
-    link_state = node.state["link"]
-    if link_state["role"] == "follower":
-        raise server_error("HostIsNotLeader", "create the cluster on the leader host "
-                           + link_state["leader"]["ip"])
     if configuration_phase(node, now) != "configured":
         raise server_error("HostNotConfigured", "this host has not finished its configuration")
     if node.state.get("cluster"):
@@ -152,6 +148,10 @@ def create(node: Node, body: Any) -> dict[str, Any]:
             members[follower["info"]["metadata"]["id"]] = \
                 follower["info"]["spec"]["networkInfo"][0]["ip"]
         try:
+            link_state = node.state["link"]
+            if link_state["role"] == "follower":
+                raise server_error("HostIsNotLeader", "create the cluster on the leader host "
+                                   + link_state["leader"]["ip"])
             hosts = _check_fields(node, body, members)
             _check_preconditions(node, now)
         except ApiError as exc:

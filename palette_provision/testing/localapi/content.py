@@ -27,7 +27,8 @@ class _Discard:
     def __init__(self) -> None:
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
+        """Count and drop ``data``."""
         self.size += len(data)
 
     def close(self) -> None:

@@ -97,10 +97,11 @@ class KnobBox:
                 drop_next=dict(self._knobs.drop_next),
             )
 
-    def update(self, changes: Mapping[str, Any]) -> Knobs:
+    def update(self, changes: Mapping[str, Any], replace: bool = False) -> Knobs:
         """Apply ``changes`` (unknown names or wrong types raise ``ValueError``, nothing applied).
 
         ``fail_next`` / ``drop_next`` are merged per prefix (a count of 0 removes the prefix).
+        With ``replace``, every knob not in ``changes`` returns to its default first.
         """
         names = {f.name for f in dataclasses.fields(Knobs)}
         with self._lock:
@@ -109,6 +110,8 @@ class KnobBox:
                 if name not in names:
                     raise ValueError(f"unknown knob {name!r}; known: {sorted(names)}")
                 staged[name] = _coerce(name, getattr(self._knobs, name), value)
+            if replace:
+                self._knobs = Knobs()
             for name, value in staged.items():
                 if name in _COUNTERS:
                     counters: dict[str, int] = getattr(self._knobs, name)

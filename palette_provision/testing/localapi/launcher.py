@@ -81,6 +81,22 @@ class SimulatorHandle:
             result: dict[str, Any] = response.json()
             return result
 
+    def reset_knobs(self, **knobs: Any) -> dict[str, Any]:
+        """Return every knob to its default, then apply ``knobs``."""
+        with self.client(timeout=10) as client:
+            response = client.post("/__sim__/knobs", params={"replace": "true"}, json=knobs)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    def reset(self, **knobs: Any) -> dict[str, Any]:
+        """Factory-reset the node (``POST /__sim__/reset``) with knobs = defaults + ``knobs``."""
+        with self.client(timeout=10) as client:
+            response = client.post("/__sim__/reset", json=knobs)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
     def peak_rss_kib(self) -> int:
         """Peak resident set size of the process (``VmHWM`` in ``/proc/<pid>/status``), KiB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -140,7 +156,47 @@ def _read_ready_line(process: subprocess.Popen[bytes], timeout: float, log: Path
     raise SimulatorStartError(f"simulator did not become ready (exit {process.returncode}): {tail}")
 
 
+@dataclass
+class _Pending:
+    """A spawned simulator whose ready line has not been read yet."""
+
+    node_name: str
+    node_ip: str | None
+    username: str
+    state_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def wait(self, timeout: float) -> SimulatorHandle:
+        ready = _read_ready_line(self.process, timeout, self.log)
+        return SimulatorHandle(
+            node_name=self.node_name, node_ip=self.node_ip or ready["host"], host=ready["host"],
+            port=int(ready["port"]), cert_sha256=ready["cert_sha256"],
+            cert_file=Path(ready["cert_file"]), host_id=ready["host_id"], state_dir=self.state_dir,
+            process=self.process, username=self.username,
+        )
+
+
 def start_simulator(
+    node_name: str,
+    state_dir: Path,
+    *,
+    password: str,
+    ready_timeout: float = 30.0,
+    **options: Any,
+) -> SimulatorHandle:
+    """Start one simulator process and wait for its ready line.
+
+    ``options`` are those of :func:`spawn_simulator`: ``username`` (default ``admin``), ``node_ip``
+    (default: the listen host), ``listen`` (default ``127.0.0.1:0``), ``peers_file``, ``knobs``,
+    ``ui_port`` (default 5080), ``cert_file`` + ``key_file``, ``verbose``. The password travels in
+    the child's environment, never on its command line; the child's stderr goes to
+    ``<state_dir>/simulator.log``.
+    """
+    return spawn_simulator(node_name, state_dir, password=password, **options).wait(ready_timeout)
+
+
+def spawn_simulator(
     node_name: str,
     state_dir: Path,
     *,
@@ -154,13 +210,8 @@ def start_simulator(
     cert_file: Path | None = None,
     key_file: Path | None = None,
     verbose: bool = False,
-    ready_timeout: float = 30.0,
-) -> SimulatorHandle:
-    """Start one simulator process and wait for its ready line.
-
-    The password travels in the child's environment, never on its command line. The child's
-    stderr goes to ``<state_dir>/simulator.log``.
-    """
+) -> _Pending:
+    """Start one simulator process without waiting; ``.wait(timeout)`` gives its handle."""
     state_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "palette_provision.testing.localapi",
                "--node-name", node_name, "--listen", listen, "--state-dir", str(state_dir),
@@ -181,13 +232,7 @@ def start_simulator(
     with open(log, "ab") as log_handle:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_handle,
                                    stdin=subprocess.DEVNULL, env=env, cwd=state_dir)
-    ready = _read_ready_line(process, ready_timeout, log)
-    return SimulatorHandle(
-        node_name=node_name, node_ip=node_ip or ready["host"], host=ready["host"],
-        port=int(ready["port"]), cert_sha256=ready["cert_sha256"],
-        cert_file=Path(ready["cert_file"]), host_id=ready["host_id"], state_dir=state_dir,
-        process=process, username=username,
-    )
+    return _Pending(node_name, node_ip, username, state_dir, log, process)
 
 
 class SimulatedCluster:
@@ -221,17 +266,22 @@ class SimulatedCluster:
         return self.nodes[1:]
 
     def start(self) -> SimulatedCluster:
-        """Start every node, then write the peers file."""
+        """Start every node (in parallel), then write the peers file."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        pending = [
+            spawn_simulator(f"node{index + 1}", self.base_dir / f"node{index + 1}",
+                            password=self.password, username=self.username,
+                            node_ip=self.node_ips[index], listen=f"{self.listen_host}:0",
+                            peers_file=self.peers_file, knobs=self.knobs)
+            for index in range(self.size)
+        ]
         try:
-            for index in range(self.size):
-                self.nodes.append(start_simulator(
-                    f"node{index + 1}", self.base_dir / f"node{index + 1}",
-                    password=self.password, username=self.username,
-                    node_ip=self.node_ips[index], listen=f"{self.listen_host}:0",
-                    peers_file=self.peers_file, knobs=self.knobs))
+            for spawned in pending:
+                self.nodes.append(spawned.wait(30.0))
         except BaseException:
-            self.stop()
+            for spawned in pending:
+                spawned.process.kill()
+                spawned.process.wait()
             raise
         self.write_peers_file()
         return self
@@ -244,8 +294,16 @@ class SimulatedCluster:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.peers_file)
 
+    def reset(self, **knobs: Any) -> None:
+        """Factory-reset every node (see :meth:`SimulatorHandle.reset`); knobs = defaults + ``knobs``."""
+        for node in self.nodes:
+            node.reset(**knobs)
+
     def stop(self) -> None:
-        """Stop every node."""
+        """Stop every node (SIGTERM to all, then wait for each)."""
+        for node in self.nodes:
+            if node.alive:
+                node.process.send_signal(signal.SIGTERM)
         for node in self.nodes:
             node.stop()
 

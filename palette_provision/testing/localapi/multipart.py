@@ -24,8 +24,8 @@ MAX_HEADER_BYTES = 16384
 class Sink(Protocol):
     """Receives the bytes of one part."""
 
-    def write(self, data: bytes) -> None:
-        """Take the next piece of the part's content."""
+    def write(self, data: bytes | memoryview) -> None:
+        """Take the next piece of the part's content (only valid during the call)."""
 
     def close(self) -> None:
         """Called once the part is complete."""
@@ -40,7 +40,7 @@ class FileSink:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` to the file and the digest."""
         self._handle.write(data)
         self._hash.update(data)
@@ -71,7 +71,7 @@ class MemorySink:
         self.data = bytearray()
         self._limit = limit
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append ``data``, refusing oversize fields."""
         self.data += data
         if len(self.data) > self._limit:
@@ -110,6 +110,47 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary.encode("latin-1")
 
 
+class _Window:
+    """A fixed buffer over the body: data lives in ``buf[start:end]``; refilled with ``readinto``.
+
+    Reusing one buffer (no per-read allocation, writes handed out as memoryviews) keeps the parser
+    fast and its memory constant.
+    """
+
+    def __init__(self, reader: BodyReader, size: int) -> None:
+        self.reader = reader
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def fill(self) -> bool:
+        """Move the unread bytes to the front and read more; False at the end of the body."""
+        if self.start:
+            remaining = self.buf[self.start:self.end]
+            self.buf[: len(remaining)] = remaining
+            self.start, self.end = 0, len(remaining)
+        if self.end == len(self.buf):
+            raise bad_request("multipart part headers too large")
+        count = self.reader.readinto(self.view[self.end:])
+        self.end += count
+        return count > 0
+
+    def find(self, needle: bytes) -> int:
+        """Index of ``needle`` relative to ``start``, or -1."""
+        index = self.buf.find(needle, self.start, self.end)
+        return index - self.start if index >= 0 else -1
+
+    def take(self, count: int) -> memoryview:
+        """Consume ``count`` bytes and return them (valid until the next :meth:`fill`)."""
+        chunk = self.view[self.start:self.start + count]
+        self.start += count
+        return chunk
+
+
 def parse_multipart(
     reader: BodyReader, boundary: bytes, open_sink: Callable[[PartHeaders], Sink]
 ) -> int:
@@ -119,59 +160,47 @@ def parse_multipart(
     part headers, body ending early).
     """
     separator = b"\r\n--" + boundary
+    window = _Window(reader, READ_SIZE + MAX_HEADER_BYTES)
     # A CRLF is prepended so the first delimiter looks like every other one.
-    buffer = bytearray(b"\r\n")
-    eof = False
-
-    def fill() -> bool:
-        nonlocal eof
-        data = reader.read(READ_SIZE)
-        if not data:
-            eof = True
-            return False
-        buffer.extend(data)
-        return True
+    window.buf[:2] = b"\r\n"
+    window.end = 2
 
     def skip_to_separator(sink: Sink | None) -> None:
-        scan_from = 0
+        keep = len(separator) - 1
         while True:
-            index = buffer.find(separator, scan_from)
+            index = window.find(separator)
             if index >= 0:
+                chunk = window.take(index)
                 if sink is not None and index:
-                    sink.write(bytes(buffer[:index]))
-                del buffer[: index + len(separator)]
+                    sink.write(chunk)
+                window.take(len(separator))
                 return
-            keep = len(separator) - 1
-            if len(buffer) > keep:
+            if len(window) > keep:
+                chunk = window.take(len(window) - keep)
                 if sink is not None:
-                    sink.write(bytes(buffer[:-keep]))
-                del buffer[:-keep]
-            scan_from = 0
-            if eof or not fill():
+                    sink.write(chunk)
+            if not window.fill():
                 raise bad_request("multipart body ended without its closing boundary")
 
     def need(count: int) -> None:
-        while len(buffer) < count:
-            if eof or not fill():
+        while len(window) < count:
+            if not window.fill():
                 raise bad_request("multipart body ended early")
 
     skip_to_separator(None)  # preamble
     parts = 0
     while True:
         need(2)
-        if buffer[:2] == b"--":
+        if window.buf[window.start:window.start + 2] == b"--":
             reader.drain(READ_SIZE)  # epilogue
             return parts
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(buffer) > MAX_HEADER_BYTES:
+        while (end := window.find(b"\r\n\r\n")) < 0:
+            if len(window) > MAX_HEADER_BYTES:
                 raise bad_request("multipart part headers too large")
-            if eof or not fill():
+            if not window.fill():
                 raise bad_request("multipart body ended inside part headers")
-        header_block = bytes(buffer[:end])
-        del buffer[: end + 4]
+        header_block = bytes(window.take(end))
+        window.take(4)
         first_line, _, rest = header_block.partition(b"\r\n")
         if first_line.strip():
             raise bad_request("multipart delimiter not followed by CRLF")

@@ -100,6 +100,23 @@ class Node:
         tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
         os.replace(tmp, path)
 
+    def reset(self) -> None:
+        """Forget everything but identity: links, content, cluster, stats, sessions, password change.
+
+        The signing secret is replaced (earlier session tokens stop working) and the configuration
+        clock restarts, as after a factory reset. Uploaded files are deleted.
+        """
+        with self.lock:
+            fresh = _fresh_state(self.config)
+            fresh["hostId"] = self.state["hostId"]
+            self.state = fresh
+            for path in self.content_dir.iterdir():
+                path.unlink()
+            self.tokens = TokenService(bytes.fromhex(fresh["secret"]), self.host_id)
+            self.requests.clear()
+            self.started_at = time.time()
+            self.save()
+
     def record(self, list_name: str, entry: dict[str, Any], keep: int = 200) -> None:
         """Append ``entry`` (timestamped) to ``stats[list_name]`` and save."""
         with self.lock:
