@@ -17,7 +17,7 @@ from palette_provision_vsphere._session import (
     vim,
 )
 
-__all__ = ["POWER_STATES", "attach", "best_address", "detach", "set_power"]
+__all__ = ["POWER_STATES", "attach", "best_address", "detach", "last_power_on", "set_power"]
 
 #: vSphere's power states mapped to ours. A suspended VM is neither on nor off.
 POWER_STATES: dict[str, PowerState] = {
@@ -46,6 +46,17 @@ def set_power(session: VsphereSession, vm: Any, name: str, target: PowerState) -
         # InvalidPowerState means someone (the installer's own power-off, say) got there first.
         if exc.fault != "InvalidPowerState" or power_state(session, vm, name) is not target:
             raise
+
+
+def last_power_on(session: VsphereSession, vm: Any, name: str) -> float | None:
+    """The newest VmPoweredOnEvent of ``vm`` as epoch seconds, or ``None``."""
+    spec = vim.event.EventFilterSpec(
+        entity=vim.event.EventFilterSpec.ByEntity(entity=vm, recursion="self"), eventTypeId=["VmPoweredOnEvent"]
+    )
+    manager = session.content.eventManager
+    events = session.call(lambda: manager.QueryEvents(spec), f"reading the power-on events of {name}", name) or []
+    times = [e.createdTime.timestamp() for e in events if getattr(e, "createdTime", None) is not None]
+    return max(times) if times else None
 
 
 def _config(session: VsphereSession, vm: Any) -> tuple[list[Any], Any]:

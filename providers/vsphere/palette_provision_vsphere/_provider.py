@@ -226,6 +226,10 @@ class VsphereProvider:
         """
         return self._backend().stager.stage(media, progress)
 
+    def locate_media(self, media: MediaFile) -> str:
+        """Where :meth:`stage_media` puts ``media``: ``[datastore] <media_folder>/<name>``. No I/O."""
+        return f"[{self.settings.datastore}] {self.settings.media_folder}/{media.name}"
+
     def unstage_media(self, staged: StagedMedia) -> None:
         """Delete the staged file and its sidecar; already gone is fine."""
         self._backend().stager.unstage(staged)
@@ -359,6 +363,16 @@ class VsphereProvider:
             # A deleted VM is as off as it gets (destroy after a crash between delete and the journal write).
             if exc.fault != "ManagedObjectNotFound":
                 raise
+
+    def last_power_on(self, machine: Machine) -> float | None:
+        """Epoch seconds of the VM's last power-on, from vCenter's event log; ``None`` if it never powered on.
+
+        Not ``runtime.bootTime``: vCenter clears it at power-off (exactly when a resumed run asks, after the
+        installer's power-off), and vcsim 0.24.2 never sets it. VmPoweredOnEvent is kept by both.
+        """
+        from palette_provision_vsphere._power import last_power_on
+
+        return last_power_on(self._backend().session, self._vm(machine), machine.name)
 
     # ---------------------------------------------------------------------------------------- boot media
 

@@ -10,7 +10,7 @@ import contextlib
 import http.client
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from palette_provision.errors import (
@@ -248,8 +248,8 @@ class VsphereSession:
         what: str = "listing inventory",
     ) -> list[tuple[Any, dict[str, Any]]]:
         """Every ``kind`` object below ``container`` (recursive) with ``paths`` read, via one container view."""
-        with translate(what):
-            view = self.content.viewManager.CreateContainerView(container, [getattr(vim, kind)], True)
+        view_manager = self.content.viewManager
+        view = self.call(lambda: view_manager.CreateContainerView(container, [getattr(vim, kind)], True), what)
         try:
             spec = PC.FilterSpec(
                 objectSet=[
@@ -265,16 +265,37 @@ class VsphereSession:
             with contextlib.suppress(Exception):
                 view.DestroyView()
 
+    def call(self, fn: Callable[[], Any], what: str, resource: str | None = None) -> Any:
+        """Run one SOAP call with our error translation; if the session expired, log in again and retry once.
+
+        vCenter drops idle sessions (30 minutes by default) and an appliance install can take longer than that
+        between two of our calls.
+        """
+        try:
+            with translate(what, resource):
+                return fn()
+        except TransientError as exc:
+            if not isinstance(exc.__cause__, vim.fault.NotAuthenticated):
+                raise
+        self._log.info("vsphere_session_renewed", reason="NotAuthenticated")
+        self.relogin()
+        with translate(what, resource):
+            return fn()
+
     def _retrieve(self, spec: Any, what: str) -> list[tuple[Any, dict[str, Any]]]:
         pc = self.content.propertyCollector
-        out: list[tuple[Any, dict[str, Any]]] = []
-        with translate(what):
+
+        def fetch() -> list[tuple[Any, dict[str, Any]]]:
+            out: list[tuple[Any, dict[str, Any]]] = []
             result = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions())
             while result is not None:
                 for oc in result.objects or []:
                     out.append((oc.obj, {p.name: p.val for p in oc.propSet or []}))
                 result = pc.ContinueRetrievePropertiesEx(result.token) if result.token else None
-        return out
+            return out
+
+        found: list[tuple[Any, dict[str, Any]]] = self.call(fetch, what)
+        return found
 
     # --------------------------------------------------------------------------------------------- tasks
 
@@ -323,6 +344,5 @@ class VsphereSession:
         timeout: float | None = None,
     ) -> Any:
         """Start a task with ``start()`` (a zero-argument callable) and wait for it."""
-        with translate(what, resource):
-            task = start()
+        task = self.call(start, what, resource)
         return self.wait_task(task, what, resource, timeout)

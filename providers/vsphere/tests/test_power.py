@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -123,3 +124,23 @@ def test_address_choice_matches_the_mac_and_skips_link_local(vcsim: VcsimHandle,
     assert best_address([nic("00:50:56:00:00:01", "fe80::1")], "10.0.0.9", "00:50:56:00:00:01", node) == "10.0.0.9"
     assert best_address([], "169.254.1.1", "00:50:56:00:00:01", node) is None
     assert best_address([], None, None, node) is None
+
+
+def test_an_expired_session_is_renewed_transparently(built: tuple[VsphereProvider, Machine, list[Any]]) -> None:
+    provider, machine, _ = built
+    session = provider._backend().session
+    session.content.sessionManager.Logout()  # what vCenter does to a session idle for 30 minutes
+    provider.power_on(machine)
+    assert provider.power_state(machine) is PowerState.ON
+
+
+def test_last_power_on_comes_from_the_event_log_and_survives_power_off(
+    built: tuple[VsphereProvider, Machine, list[Any]],
+) -> None:
+    provider, machine, _ = built
+    assert provider.last_power_on(machine) is None
+    before = time.time()
+    provider.power_on(machine)
+    provider.power_off(machine)  # the installer's power-off: vCenter clears runtime.bootTime here
+    stamp = provider.last_power_on(machine)
+    assert stamp is not None and before - 5 <= stamp <= time.time() + 5

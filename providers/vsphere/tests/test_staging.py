@@ -151,3 +151,11 @@ def test_an_interrupted_upload_is_never_taken_for_complete_and_is_redone(
         assert (folder / "appliance.iso").read_bytes() == big.read_bytes()
         assert (folder / "appliance.iso.sha256").read_text().split()[0] == digest(big)
         assert not (folder / "appliance.iso.partial").exists()
+
+
+def test_locate_media_names_the_locator_before_any_upload(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
+    provider = make_provider()
+    where = provider.locate_media(media_for(iso))
+    assert provider.stage_media(media_for(iso)).locator == where
