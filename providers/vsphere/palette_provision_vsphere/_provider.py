@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from palette_provision.errors import (
-    ConfigurationError,
     PlanIssue,
     ProviderError,
     TLSVerificationError,
@@ -38,8 +37,6 @@ __all__ = ["VsphereProvider"]
 
 _MAX_NAME = 80  # vSphere's limit on a VM name
 _MAX_CPUS = 768
-_SEED_ALLOWANCE = 8 * 1024 * 1024  # bytes reserved per node seed in the capacity check (a cidata ISO is < 1 MiB)
-_GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -137,49 +134,19 @@ class VsphereProvider:
             ConfigurationError: an unknown datacenter, cluster, host, pool, folder, datastore or network (the
                 message lists what exists), too little datastore space, or a VM name taken by someone else.
         """
+        from palette_provision_vsphere._preflight import check_capacity, check_names
+
         backend = self._backend()
-        existing = self._check_names(plan, backend)
-        self._check_capacity(plan, backend, existing)
+        planned = {self.vm_name(n): n for n in plan.node_specs()}
+        existing = check_names(backend.session, backend.placement, planned, self._is_ours)
+        self._known.update({name: moid for name, moid in existing.items() if moid})
+        new = [node for name, node in planned.items() if name not in existing]
+        check_capacity(plan, backend.placement, backend.stager, new, self._log)
         self._log.info(
             "preflight_passed",
             datastore=self.settings.datastore,
             network=self.settings.network,
         )
-
-    def _check_capacity(self, plan: DeploymentPlan, backend: _Backend, existing: set[str]) -> None:
-        """Room for what this run still has to put on the datastore (a re-run needs none).
-
-        Media must fit now. Thin disks only take space as guests write, so a shortfall there is a warning.
-        vcsim 0.24.2 subtracts every VM's full disk capacity from ``freeSpace`` (thin or not) and lets it go
-        negative: counting only what is still missing keeps a re-run against it meaningful.
-        """
-        placement = backend.placement
-        new = [n for n in plan.node_specs() if self.vm_name(n) not in existing]
-        iso = 0
-        if not plan.iso.is_url:
-            path = plan.resolve_path(plan.iso.source)
-            iso = path.stat().st_size if path.is_file() else 0
-        staged = backend.stager.listing()
-        # The ISO counts as staged when a file of its size with a digest sidecar is in the media folder.
-        if iso and any(size == iso and f"{name}.sha256" in staged for name, size in staged.items()):
-            iso = 0
-        media = iso + _SEED_ALLOWANCE * len(new)
-        disks = sum((n.install_disk_gb + n.storage_disk_gb) * _GIB for n in new)
-        free = placement.free_space
-        if media and free < media:
-            raise ConfigurationError(
-                f"datastore {placement.datastore_name!r} has {free / _GIB:.1f} GiB free; the ISO and seeds need "
-                f"{media / _GIB:.1f} GiB",
-                field="platform.datastore",
-                provider=self.name,
-            )
-        if (media or disks) and free < media + disks:
-            self._log.warning(
-                "datastore_thin_overcommit",
-                datastore=placement.datastore_name,
-                free_gib=round(free / _GIB, 1),
-                provisioned_gib=round((media + disks) / _GIB, 1),
-            )
 
     def _is_ours(self, name: str, note: str | None) -> bool:
         from palette_provision_vsphere._machines import owner_of
@@ -189,32 +156,6 @@ class VsphereProvider:
             or name in self._created
             or owner_of(note) == self.context.deployment
         )
-
-    def _check_names(self, plan: DeploymentPlan, backend: _Backend) -> set[str]:
-        """Refuse planned names taken by VMs that are not ours; return the planned names that exist (ours)."""
-        from palette_provision_vsphere._inventory import vms_named
-        from palette_provision_vsphere._machines import owner_of
-
-        planned = {self.vm_name(n) for n in plan.node_specs()}
-        clashes = []
-        existing: set[str] = set()
-        for vm, props in vms_named(backend.session, backend.placement, planned):
-            existing.add(str(props.get("name")))
-            if self._is_ours(str(props.get("name")), props.get("config.annotation")):
-                self._known.setdefault(str(props.get("name")), str(vm._moId))
-            name, note = str(props.get("name")), props.get("config.annotation")
-            if not self._is_ours(name, note):
-                who = owner_of(note)
-                clashes.append(f"{name} ({vm._moId}{', deployment ' + who if who else ''})")
-        if clashes:
-            raise ConfigurationError(
-                "VMs with planned names already exist and are not this deployment's: "
-                + ", ".join(sorted(clashes))
-                + "; rename or remove them, or change platform.vm_prefix",
-                field="platform.vm_prefix",
-                provider=self.name,
-            )
-        return existing
 
     # ------------------------------------------------------------------------------------------- staging
 
