@@ -33,10 +33,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def ensure_certificate(config: NodeConfig, listen_host: str, cert_file: Path | None,
                        key_file: Path | None) -> tuple[Path, Path]:
-    """Return (cert, key) paths: the given pair, or a self-signed pair made in the state dir."""
+    """Return (cert, key) paths: the given pair, else the state dir's pair (made on first start).
+
+    The pair is kept across restarts, as an appliance keeps its certificate across reboots, so a
+    client that pinned the fingerprint still connects after a simulator restart.
+    """
     if cert_file is not None and key_file is not None:
         return cert_file, key_file
     cert, key = config.state_dir / "tls.crt", config.state_dir / "tls.key"
+    if cert.exists() and key.exists():
+        return cert, key
     names = [config.name, "localhost", "127.0.0.1", "::1", config.node_ip]
     try:
         if not ipaddress.ip_address(listen_host).is_unspecified:
