@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,7 +40,7 @@ from palette_provision.secrets import Secret, known_secret_values
 from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context
 from palette_provision.waiting import Backoff, wait_for
 
-__all__ = ["CERT_FACT", "LocalApiClient", "LocalApiError", "LocalApiUnavailable"]
+__all__ = ["CERT_FACT", "LocalApiClient", "LocalApiError", "LocalApiUnavailable", "token_expiry", "write_private"]
 
 #: Journal fact (per node) holding the pinned SHA-256 of the node's Local API certificate. The readiness ladder
 #: may already have written it; whoever sees the certificate first records it.
@@ -380,17 +382,8 @@ class LocalApiClient:
         return response.json() if response.content else None
 
 
-def read_pin(journal: Journal, node: str) -> str | None:
-    """The pinned certificate SHA-256 of ``node``, or ``None`` before first contact."""
-    value = journal.fact(node, CERT_FACT)
-    return None if value is None else normalize_fingerprint(str(value))
-
-
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600 from the first byte (kubeconfigs)."""
-    import os
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -12,6 +12,9 @@ from palette_provision.journal import Journal
 from palette_provision.testing.localapi import SimulatedCluster
 from tests.handoff import rig
 
+#: The ``simulate`` fixture: ``simulate(size, **knobs)``.
+Simulate = Callable[..., SimulatedCluster]
+
 
 @pytest.fixture
 def simulate(tmp_path: Path) -> Iterator[Callable[..., SimulatedCluster]]:

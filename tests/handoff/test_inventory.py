@@ -38,7 +38,7 @@ def ready(name: str, address: str, fingerprint: str | None = None) -> ReadyNode:
                      evidence=({"rung": "ssh_banner", "banner": "SSH-2.0-OpenSSH_9.6"},))
 
 
-def test_ansible_reads_back_the_inventory_with_pinned_host_keys(tmp_path, journal):
+def test_ansible_reads_back_the_inventory_with_pinned_host_keys(tmp_path: Path, journal: Journal) -> None:
     for name, key in KEYS.items():
         journal.set_fact(name, "host_key_public", key)
     nodes = (ready("node1", "10.251.0.11", FINGERPRINT_NODE1), ready("node2", "10.251.0.12"))
@@ -66,13 +66,13 @@ def test_ansible_reads_back_the_inventory_with_pinned_host_keys(tmp_path, journa
     assert nodes_report["node2"]["evidence"][0]["rung"] == "ssh_banner"
 
 
-def test_a_host_key_that_contradicts_the_pinned_fingerprint_is_refused(tmp_path, journal):
+def test_a_host_key_that_contradicts_the_pinned_fingerprint_is_refused(tmp_path: Path, journal: Journal) -> None:
     journal.set_fact("node1", "host_key_public", KEYS["node2"])
     with pytest.raises(HandoffError, match="pinned"):
         Inventory().form(context(tmp_path, journal, (ready("node1", "10.251.0.11", FINGERPRINT_NODE1),)))
 
 
-def test_a_node_without_a_recorded_key_stays_unpinned_not_unchecked(tmp_path, journal):
+def test_a_node_without_a_recorded_key_stays_unpinned_not_unchecked(tmp_path: Path, journal: Journal) -> None:
     result = Inventory().form(context(tmp_path, journal, (ready("node1", "10.251.0.11"),)))
     inventory, known_hosts, _ = result.files
     assert result.details["unpinned"] == ["node1"]

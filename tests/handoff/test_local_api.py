@@ -16,9 +16,11 @@ from palette_provision.errors import AuthenticationError, HandoffError, TLSVerif
 from palette_provision.handoff import HandoffResult, LocalApiClient, former_for
 from palette_provision.handoff.local_api import CERT_FACT
 from palette_provision.journal import Journal
+from palette_provision.plan import parse_plan
 from palette_provision.testing.localapi import SimulatedCluster, start_simulator
 from palette_provision.testing.localapi.certs import generate_self_signed
 from tests.handoff import rig
+from tests.handoff.conftest import Simulate
 
 Events = list[tuple[str, str, dict[str, Any]]]
 
@@ -42,7 +44,7 @@ def login_token(handle: Any) -> str:
     return str(answer.json()["Token"]["Authorization"])
 
 
-def test_one_node_forms_a_running_cluster_and_saves_the_kubeconfig_0600(simulate, journal, tmp_path, bundle):
+def test_one_node_forms_a_running_cluster_and_saves_the_kubeconfig_0600(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(1)
     result, events = form(sim, journal, tmp_path, content=bundle)
 
@@ -61,7 +63,7 @@ def test_one_node_forms_a_running_cluster_and_saves_the_kubeconfig_0600(simulate
     assert any(msg == "content_upload_progress" for _, msg, _ in events)
 
 
-def test_three_nodes_link_to_the_leader_and_form_one_control_plane_pool(simulate, journal, tmp_path, bundle):
+def test_three_nodes_link_to_the_leader_and_form_one_control_plane_pool(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(3)
     result, _ = form(sim, journal, tmp_path, content=bundle)
 
@@ -81,7 +83,7 @@ def test_three_nodes_link_to_the_leader_and_form_one_control_plane_pool(simulate
     assert variables["oci_registry_password"] == rig.OCI_PASSWORD  # the secret, revealed only in the body
 
 
-def test_a_link_token_about_to_expire_is_waited_out_instead_of_submitted(simulate, journal, tmp_path, bundle):
+def test_a_link_token_about_to_expire_is_waited_out_instead_of_submitted(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     # Just before linking, the leader's current token is handed out elsewhere (the Local UI, say) and ages until
     # about 0.45 s remain when the hand-off asks for it; each follower takes 0.6 s to check a token, so submitting
     # that one would fail in flight (checked: with the margin disabled, the leader records a rejected attempt).
@@ -103,7 +105,7 @@ def test_a_link_token_about_to_expire_is_waited_out_instead_of_submitted(simulat
     assert leader["linkTokensIssued"] == 3  # the aged one (never submitted) and one fresh token per follower
 
 
-def test_a_refused_link_fails_with_the_leaders_reason(simulate, journal, tmp_path, bundle):
+def test_a_refused_link_fails_with_the_leaders_reason(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(3, refuse_links=True, refuse_reason="host node2 runs a different Palette version")
     with pytest.raises(HandoffError) as caught:
         form(sim, journal, tmp_path, content=bundle)
@@ -111,7 +113,7 @@ def test_a_refused_link_fails_with_the_leaders_reason(simulate, journal, tmp_pat
     assert "runs a different Palette version" in str(caught.value)
 
 
-def test_session_tokens_are_renewed_before_they_expire(simulate, journal, tmp_path, bundle):
+def test_session_tokens_are_renewed_before_they_expire(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     # 2 s tokens, renewed after 80 % of their life: the 0.4 s left is longer than the polling gaps (<= 0.35 s).
     sim = simulate(1, token_lifetime_s=2.0, cluster_running_s=3.0)
     made: list[LocalApiClient] = []
@@ -122,7 +124,7 @@ def test_session_tokens_are_renewed_before_they_expire(simulate, journal, tmp_pa
     assert made[0].logins == 1
 
 
-def test_a_token_that_expired_mid_run_is_replaced_by_a_fresh_login(simulate, journal, tmp_path, bundle):
+def test_a_token_that_expired_mid_run_is_replaced_by_a_fresh_login(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     # A client clock an hour behind never renews in time: the node answers 401 and the client logs in again.
     sim = simulate(1, token_lifetime_s=0.5, cluster_running_s=1.5)
     made: list[LocalApiClient] = []
@@ -132,7 +134,7 @@ def test_a_token_that_expired_mid_run_is_replaced_by_a_fresh_login(simulate, jou
     assert made[0].logins >= 2
 
 
-def test_a_changed_node_certificate_is_refused_before_the_password_is_sent(simulate, journal, tmp_path, bundle):
+def test_a_changed_node_certificate_is_refused_before_the_password_is_sent(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(1)
     form(sim, journal, tmp_path, content=bundle)
     old = sim.leader
@@ -154,7 +156,7 @@ def test_a_changed_node_certificate_is_refused_before_the_password_is_sent(simul
         new.stop()
 
 
-def test_a_cluster_that_goes_to_error_raises_with_the_nodes_events(simulate, journal, tmp_path, bundle):
+def test_a_cluster_that_goes_to_error_raises_with_the_nodes_events(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(1, cluster_error=True, cluster_error_message="etcd member failed to start on node1")
     with pytest.raises(HandoffError) as caught:
         form(sim, journal, tmp_path, content=bundle)
@@ -162,7 +164,8 @@ def test_a_cluster_that_goes_to_error_raises_with_the_nodes_events(simulate, jou
     assert error.step == "handoff.cluster"
     assert "etcd member failed to start on node1" in str(error)
     assert any("ProvisioningFailed" in e and "etcd member failed" in e for e in error.events)
-    assert journal.step("handoff.cluster").status == "started"  # not done: a re-run looks again
+    step = journal.step("handoff.cluster")
+    assert step is not None and step.status == "started"  # not done: a re-run looks again
 
 
 @pytest.mark.parametrize(
@@ -174,7 +177,7 @@ def test_a_cluster_that_goes_to_error_raises_with_the_nodes_events(simulate, jou
     ],
     ids=["invalid-value", "missing-required", "undeclared"],
 )
-def test_a_bad_profile_variable_is_named_and_nothing_is_created(simulate, journal, tmp_path, bundle, variables, named):
+def test_a_bad_profile_variable_is_named_and_nothing_is_created(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path, variables: dict[str, Any], named: str) -> None:
     sim = simulate(1)
     with pytest.raises(HandoffError) as caught:
         form(sim, journal, tmp_path, content=bundle, overrides=variables)
@@ -183,7 +186,7 @@ def test_a_bad_profile_variable_is_named_and_nothing_is_created(simulate, journa
     assert sim.leader.state()["stats"]["clusterCreateAttempts"] == 0
 
 
-def test_secrets_never_reach_the_journal_the_logs_or_the_events(simulate, tmp_path, bundle):
+def test_secrets_never_reach_the_journal_the_logs_or_the_events(simulate: Simulate, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(1)
     path = tmp_path / "secret-check.sqlite"
     with capture_logs() as logs, Journal.open(path, deployment="handoff-test") as journal:
@@ -195,7 +198,7 @@ def test_secrets_never_reach_the_journal_the_logs_or_the_events(simulate, tmp_pa
         assert secret.encode() not in raw
 
 
-def test_insecure_tls_is_a_logged_choice(simulate, journal, tmp_path, bundle):
+def test_insecure_tls_is_a_logged_choice(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(1)
     with capture_logs() as logs:
         result, _ = form(sim, journal, tmp_path, content=bundle, overrides={"handoff.tls": "insecure"})
@@ -204,10 +207,10 @@ def test_insecure_tls_is_a_logged_choice(simulate, journal, tmp_path, bundle):
     assert journal.fact("node1", CERT_FACT) is None
 
 
-def test_a_wrong_node_password_is_an_authentication_error(simulate, journal, tmp_path, bundle, monkeypatch):
+def test_a_wrong_node_password_is_an_authentication_error(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sim = simulate(1)
     monkeypatch.setenv("PP_HANDOFF_NODE_PASSWORD", "not-the-password")
-    plan = rig.parse_plan(rig.plan_data(tmp_path, 1, content=bundle))
+    plan = parse_plan(rig.plan_data(tmp_path, 1, content=bundle))
     spec = rig.sim_spec(sim)
     with pytest.raises(HandoffError) as caught:
         rig.former(spec).form(rig.context_for(plan, journal, spec, []))
@@ -215,13 +218,13 @@ def test_a_wrong_node_password_is_an_authentication_error(simulate, journal, tmp
     assert "not-the-password" not in str(caught.value)
 
 
-def test_former_for_follows_the_plans_handoff_kind(tmp_path):
+def test_former_for_follows_the_plans_handoff_kind(tmp_path: Path) -> None:
     for kind, name in (("palette-local-api", "PaletteLocalApi"), ("inventory", "Inventory"), ("none", "NoHandoff")):
         plan = rig.build_plan(rig.plan_data(tmp_path, 1, content=None, overrides={"handoff.kind": kind}))
         assert type(former_for(plan)).__name__ == name
 
 
-def test_the_local_api_refuses_requests_without_our_token_shape(simulate):
+def test_the_local_api_refuses_requests_without_our_token_shape(simulate: Simulate) -> None:
     # The contract the client relies on (§11.2): the raw token in the header, no "Bearer".
     sim = simulate(1)
     token = login_token(sim.leader)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from palette_provision.journal import Journal
 from tests.handoff import rig
+from tests.handoff.conftest import Simulate
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -32,7 +33,7 @@ def run(spec_path: Path) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_a_rerun_after_sigkill_at_each_step_continues_without_duplicates(simulate, tmp_path, bundle):
+def test_a_rerun_after_sigkill_at_each_step_continues_without_duplicates(simulate: Simulate, tmp_path: Path, bundle: Path) -> None:
     sim = simulate(3)
     plan = rig.plan_data(tmp_path, 3, content=bundle)
     journal_path = tmp_path / "journal.sqlite"
@@ -54,4 +55,5 @@ def test_a_rerun_after_sigkill_at_each_step_continues_without_duplicates(simulat
     assert sorted(accepted) == sorted(n.host_id for n in sim.followers)
     with Journal.open(journal_path, deployment="handoff-test") as journal:
         assert all(s.status == "done" for s in journal.steps())
-        assert journal.step("handoff.cluster").attempts == 3  # begun, killed at begin, killed after create, done
+        cluster_step = journal.step("handoff.cluster")
+        assert cluster_step is not None and cluster_step.attempts == 3  # begun, killed at begin, killed after create, done

@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from tests.handoff import rig
+from tests.handoff.conftest import Simulate
 
 RUNNER = Path(__file__).with_name("runner.py")
 BUNDLE_BYTES = 1 << 30  # 1 GiB, sparse: no disk blocks on the client side
 MAX_RSS_GROWTH_KIB = 48 * 1024
 
 
-def test_a_1_gib_bundle_uploads_with_flat_client_memory(simulate, tmp_path):
+def test_a_1_gib_bundle_uploads_with_flat_client_memory(simulate: Simulate, tmp_path: Path) -> None:
     bundle = tmp_path / "big-bundle.tar.zst"
     with bundle.open("wb") as handle:
         handle.truncate(BUNDLE_BYTES)
