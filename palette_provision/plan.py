@@ -467,6 +467,10 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
         add(PlanIssue("cluster.ssh_public_keys", "at least one key is needed for the SSH readiness check"))
     if plan.iso.is_url and plan.iso.sha256 is None:
         add(PlanIssue("iso.sha256", "an ISO fetched from a URL needs its SHA-256"))
+    if plan.handoff.kind == "palette-local-api" and plan.profile is Profile.APPLIANCE and plan.content is None:
+        # The appliance forms its cluster from the uploaded content bundle (its install flow, step 5): without
+        # one, cluster creation can only fail, after the whole deployment.
+        add(PlanIssue("content", "the appliance's palette-local-api hand-off needs the content bundle (content.path)"))
     if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
         add(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
     return issues

@@ -271,3 +271,8 @@ def test_inline_secrets_never_echoed(secret: str) -> None:
         parse_plan(data)
     except PlanError as exc:
         assert "sekrit::" + secret not in str(exc)
+
+
+def test_appliance_local_api_handoff_needs_the_content_bundle(plan_dict: dict[str, Any]) -> None:
+    issues = issues_of(merged(plan_dict, handoff__kind="palette-local-api"))
+    assert issues["content"] == "the appliance's palette-local-api hand-off needs the content bundle (content.path)"

@@ -220,7 +220,9 @@ def test_a_wrong_node_password_is_an_authentication_error(simulate: Simulate, jo
 
 def test_former_for_follows_the_plans_handoff_kind(tmp_path: Path) -> None:
     for kind, name in (("palette-local-api", "PaletteLocalApi"), ("inventory", "Inventory"), ("none", "NoHandoff")):
-        plan = rig.build_plan(rig.plan_data(tmp_path, 1, content=None, overrides={"handoff.kind": kind}))
+        bundle = tmp_path / "bundle.tar.zst"
+        bundle.write_bytes(b"content")
+        plan = rig.build_plan(rig.plan_data(tmp_path, 1, content=bundle, overrides={"handoff.kind": kind}))
         assert type(former_for(plan)).__name__ == name
 
 
