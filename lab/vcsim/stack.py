@@ -15,6 +15,7 @@ CLI (``./dev demo`` runs ``demo``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -28,14 +29,13 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-
 from pplab import net
 
 __all__ = ["LAB_ROOT", "VsphereLab"]
 
 LAB_ROOT = Path(__file__).resolve().parent.parent
 APPLIANCE_ISO = LAB_ROOT / "build" / "appliance.iso"
-NODE_PASSWORD_ENV = "PPLAB_NODE_PASSWORD"
+NODE_PASSWORD_ENV = "PPLAB_NODE_PASSWORD"  # noqa: S105 - the variable's name, not a password
 SIM_READY = "local-api.json"
 
 #: Simulator timings for a lab run: fast, but every state the client must wait through still happens.
@@ -105,7 +105,9 @@ class VsphereLab:
 
     @staticmethod
     def _run(argv: list[str], env: dict[str, str]) -> str:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL, check=False
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[2:4])} failed: {proc.stderr.strip()[-2000:]}")
         return proc.stdout
@@ -135,8 +137,8 @@ class VsphereLab:
     def _write_keys(self) -> None:
         key = self.workdir / "id_ed25519"
         if not key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pplab-demo", "-f", str(key)],
-                           check=True, stdin=subprocess.DEVNULL)  # fmt: skip
+            argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pplab-demo", "-f", str(key)]
+            subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
 
     def _write_content_bundle(self) -> None:
         bundle = self.workdir / "content-bundle.tar.zst"
@@ -181,8 +183,10 @@ class VsphereLab:
             "readiness": {"ssh": True},
             "handoff": {"kind": "palette-local-api", "output_dir": str(self.workdir / "out")},
             # TCG guests on two cores: an "install" plus a boot takes ~30-90 s per node under load.
-            "timeouts": {"power": 120, "install": 900, "ready": 600, "configured": 300, "link": 300,
-                         "content_sync": 300, "cluster": 300},  # fmt: skip
+            "timeouts": {
+                "power": 120, "install": 900, "ready": 600, "configured": 300, "link": 300,
+                "content_sync": 300, "cluster": 300,
+            },
             "concurrency": 8,
             "platform": {
                 "provider": "vsphere",
@@ -203,10 +207,9 @@ class VsphereLab:
     def down(self) -> None:
         """Stop everything the lab started (idempotent)."""
         for ip in _node_ips(self.nodes):
-            try:
+            # Best effort: the namespace (and its DNAT rules) may be gone already.
+            with contextlib.suppress(Exception):
                 net.unexpose_local_api(ip)
-            except Exception:  # noqa: BLE001 - best effort: the namespace may be gone already
-                pass
         pid_file = self.workdir / "local-api.pid"
         if self._sim_process is not None:
             self._stop(self._sim_process.pid)
@@ -221,15 +224,15 @@ class VsphereLab:
 
     @staticmethod
     def _stop(pid: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def __enter__(self) -> VsphereLab:
         return self.up()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.down()
 
 
