@@ -91,7 +91,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add("validate", "check a plan offline and list every problem")
     add("plan", "list the actions apply would take (dry run, no side effects)")
-    add("apply", "deploy: stage, provision, boot, wait until ready, hand off; resumable")
+    apply = add("apply", "deploy: stage, provision, boot, wait until ready, hand off; resumable")
+    apply.add_argument(
+        "--until",
+        metavar="PHASE",
+        help="stop every node after this per-node phase (e.g. power_on); a later apply continues",
+    )
     add("status", "show what the journal recorded")
     destroy = add("destroy", "undo what apply created, newest first; resumable")
     destroy.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
@@ -219,7 +224,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     deployment = Deployment(plan, state_dir=args.state_dir, on_event=live)
     try:
         with live:
-            report = deployment.apply()
+            report = deployment.apply(until=args.until)
     except KeyboardInterrupt:
         # Stop now, like a SIGKILL would: the journal is consistent at every instant, so a re-run resumes.
         # Provider sessions (BMC sessions above all) are closed first.

@@ -35,6 +35,7 @@ from palette_provision.errors import (
     ConfigurationError,
     PaletteProvisionError,
     PlanError,
+    PlanIssue,
     ProviderError,
     ReadinessError,
     WaitFailed,
@@ -233,14 +234,19 @@ class Deployment:
         return planned
 
     # ----------------------------------------------------------------------------------------- apply
-    def apply(self) -> Report:
-        """Run every phase; return the report. Per-node failures are in the report, not raised.
+    def apply(self, *, until: str | None = None) -> Report:
+        """Run every phase (or the per-node phases up to and including ``until``); return the report.
+
+        Per-node failures are in the report, not raised. With ``until``, nodes that got there are ``ready`` in the
+        report's sense of "done as asked", and there is no hand-off; a later ``apply`` continues from there.
 
         Raises:
             PlanError: the provider's ``validate`` rejected the plan (nothing touched).
             ConfigurationError: preflight rejected the platform settings (nothing changed).
             ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
         """
+        if until is not None and until not in NODE_PHASES:
+            raise PlanError([PlanIssue("until", f"not a per-node phase: {until!r} (phases: {', '.join(NODE_PHASES)})")])
         specs = self.plan.node_specs()
         report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
         issues = self.provider.validate(self.plan)
@@ -251,10 +257,10 @@ class Deployment:
         workers = max(1, min(self.plan.concurrency, len(specs), getattr(self.provider, "max_parallel", 1 << 16)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
             pairs = zip(specs, report.nodes, strict=True)
-            futures = [pool.submit(self._run_node, spec, iso, result) for spec, result in pairs]
+            futures = [pool.submit(self._run_node, spec, iso, result, until) for spec, result in pairs]
             for future in futures:
                 future.result()
-        if all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
+        if until is None and all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
             try:
                 result_data = self._step("handoff", GLOBAL, lambda: self._handoff(report))
                 report.handoff = _handoff_from_data(result_data)
@@ -332,7 +338,7 @@ class Deployment:
         return progress
 
     # ----------------------------------------------------------------------------------------- per node
-    def _run_node(self, node: NodeSpec, iso: StagedMedia, result: NodeResult) -> None:
+    def _run_node(self, node: NodeSpec, iso: StagedMedia, result: NodeResult, until: str | None = None) -> None:
         journal = self.journal
         current = "stage_seed"
         try:
@@ -344,6 +350,7 @@ class Deployment:
                 self._step("provision", node.name, lambda: self._provision(node, iso, seed), always=True)["machine"]
             )
             result.machine_id = machine.id
+            result.phase = current
             for phase, action in (
                 ("attach_media", lambda: self._attach(machine, iso, seed)),
                 ("power_on", lambda: self._power_on(machine)),
@@ -351,11 +358,13 @@ class Deployment:
                 ("boot_from_disk", lambda: self._boot_from_disk(node, machine, seed)),
                 ("await_ready", lambda: self._await_ready(node, machine)),
             ):
+                if until is not None and NODE_PHASES.index(result.phase or current) >= NODE_PHASES.index(until):
+                    break
                 current = phase
                 data = self._step(phase, node.name, action)
                 result.timings[phase] = float(data.get("seconds", 0.0))
+                result.phase = phase
             result.status = "ready"
-            result.phase = "await_ready"
         except PaletteProvisionError as exc:
             result.status, result.phase, result.error = "failed", current, str(exc)
             result.last_state = _last_state(exc)

@@ -83,3 +83,18 @@ def test_dry_run_lists_actions_without_side_effects(tmp_path: Path) -> None:
     assert {a.state for a in actions} == {"pending"}
     assert actions[-1].phase == "handoff" and "inventory" in actions[-1].action
     assert len(actions) == 2 + 3 * 7 + 1
+
+
+def test_until_stops_every_node_after_that_phase_and_a_later_apply_continues(tmp_path: Path) -> None:
+    plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
+    with Deployment(plan, state_dir=tmp_path / "state") as d:
+        partial = d.apply(until="provision")
+    assert [(n.status, n.phase) for n in partial.nodes] == [("ready", "provision")] * 3
+    assert partial.handoff is None
+    state = read_state(tmp_path / "platform.json")
+    assert len(state["machines"]) == 3 and all(m["power"] == "off" for m in state["machines"].values())
+    with Deployment(plan, state_dir=tmp_path / "state") as d:
+        full = d.apply()
+    assert full.ok and full.handoff is not None
+    assert [n.phase for n in full.nodes] == ["await_ready"] * 3
+    assert sum(1 for a in read_state(tmp_path / "platform.json")["actions"] if a["op"] == "create_machine") == 3
