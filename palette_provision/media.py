@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
 from palette_provision.errors import ConfigurationError, TransientError
 from palette_provision.waiting import Backoff, wait_for
 
@@ -45,6 +43,8 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
     Raises:
         ConfigurationError: the server refused the URL or the digest differs from the plan's.
     """
+    import httpx  # only a URL-sourced ISO needs HTTP here
+
     assert source.sha256 is not None
     target = cache_dir / f"{source.sha256}.iso"
     if target.is_file():

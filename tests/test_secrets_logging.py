@@ -6,7 +6,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from palette_provision.errors import JournalError
@@ -47,9 +46,28 @@ def test_redaction_processor_masks_keys_secret_objects_and_known_values() -> Non
 
 
 def test_library_does_not_configure_structlog(tmp_path: Path) -> None:
-    import palette_provision.pipeline  # noqa: F401  (importing must not configure)
+    # In a fresh process (capture_logs in other tests configures structlog in this one): a whole deployment
+    # through the library API leaves logging configuration to the application.
+    import subprocess
+    import sys
 
-    assert not structlog.is_configured()
+    import yaml
+
+    from .conftest import base_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(base_plan(tmp_path)))
+    code = (
+        "import structlog, sys\n"
+        "from palette_provision.pipeline import Deployment\n"
+        "from palette_provision.plan import load_plan\n"
+        "with Deployment(load_plan(sys.argv[1])) as d:\n"
+        "    assert d.apply().ok\n"
+        "print(structlog.is_configured())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(plan)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_journal_refuses_secret_values(tmp_path: Path) -> None:
@@ -74,7 +92,7 @@ def test_pipeline_logs_carry_context(tmp_path: Path) -> None:
         Deployment(parse_plan(base_plan(tmp_path), base_dir=tmp_path), state_dir=tmp_path / "s") as d,
     ):
         d.apply()
-    node_events = [e for e in logs if e.get("node") == "palette-1"]
+    node_events = [e for e in logs if e.get("node") == "palette-1" and e["event"].startswith("phase_")]
     assert node_events and all(e["provider"] == "fake" for e in node_events)
     assert {e["phase"] for e in node_events} >= {"provision", "power_on", "await_install"}
     assert NODE_PASSWORD not in repr(logs)

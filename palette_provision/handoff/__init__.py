@@ -14,10 +14,38 @@ Example::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from palette_provision.handoff.base import ClusterFormer, HandoffContext, HandoffResult, ReadyNode
-from palette_provision.handoff.inventory import Inventory
-from palette_provision.handoff.local_api import LocalApiClient, LocalApiError, LocalApiUnavailable, PaletteLocalApi
-from palette_provision.plan import DeploymentPlan
+
+if TYPE_CHECKING:
+    from palette_provision.handoff.inventory import Inventory
+    from palette_provision.handoff.local_api import (
+        LocalApiClient,
+        LocalApiError,
+        LocalApiUnavailable,
+        PaletteLocalApi,
+    )
+    from palette_provision.plan import DeploymentPlan
+
+# The Local API client pulls in httpx: imported on first use, so a run that never hands off over HTTP (and every
+# re-run that finds the hand-off done) does not pay for it.
+_LAZY = {
+    "Inventory": "palette_provision.handoff.inventory",
+    "LocalApiClient": "palette_provision.handoff.local_api",
+    "LocalApiError": "palette_provision.handoff.local_api",
+    "LocalApiUnavailable": "palette_provision.handoff.local_api",
+    "PaletteLocalApi": "palette_provision.handoff.local_api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 __all__ = [
     "ClusterFormer",
@@ -53,7 +81,11 @@ def former_for(plan: DeploymentPlan) -> ClusterFormer:
     """
     kind = plan.handoff.kind
     if kind == "palette-local-api":
+        from palette_provision.handoff.local_api import PaletteLocalApi
+
         return PaletteLocalApi()
     if kind == "inventory":
+        from palette_provision.handoff.inventory import Inventory
+
         return Inventory()
     return NoHandoff()
