@@ -6,9 +6,13 @@ PALETTE_NODE_PASSWORD=... python examples/deploy.py examples/fake-appliance.yaml
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
+import structlog
+
 from palette_provision.errors import PaletteProvisionError
+from palette_provision.log import redact_secrets
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import load_plan
 from palette_provision.report import Event
@@ -19,7 +23,17 @@ def show(event: Event) -> None:
         print(f"{event.node:>12} {event.phase:<15} {event.status} {event.message}", file=sys.stderr)
 
 
+def configure_logging() -> None:
+    """The library only emits events; the application decides where they go (here: warnings, to stderr)."""
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, redact_secrets, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
 def main(path: str) -> int:
+    configure_logging()
     try:
         plan = load_plan(path)
         with Deployment(plan, on_event=show) as deployment:
