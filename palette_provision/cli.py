@@ -150,6 +150,11 @@ class _LiveView:
         if event.phase != row["phase"]:
             row["since"] = event.at
         detail = event.message
+        if event.status == "done" and not detail:
+            if event.data.get("address"):
+                detail = f"address {event.data['address']}"
+            elif "seconds" in event.data:
+                detail = f"took {float(event.data['seconds']):.1f}s"
         if event.status == "progress" and "bytes" in event.data:
             total = event.data.get("total") or 0
             done = int(event.data["bytes"])
