@@ -13,12 +13,17 @@ into the most specific class below. Errors keep their context as attributes, nev
     │   ├── AuthenticationError     credentials refused (final, never retried)
     │   └── TLSVerificationError    certificate or thumbprint did not verify (final)
     ├── ProviderError               a platform call failed; .provider, .resource
-    │   └── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
+    │   ├── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
+    │   │   └── LocalApiUnavailable (handoff) a node's Local API did not answer
+    │   └── LocalApiError           (handoff) a node's Local API answered with an error
     ├── WaitTimeout                 a wait ran out; .what, .waited_s, .last_state
     ├── WaitFailed                  a wait saw a failure state; .what, .state
     ├── ReadinessError              a node did not become ready; .rung, .last_error
-    │   └── HostKeyMismatch         the SSH host key differs from the pinned one (final)
+    │   ├── HostKeyMismatch         the SSH host key differs from the pinned one (final)
+    │   ├── SessionAuthenticationFailed   the node refused the account's key (also an AuthenticationError)
+    │   └── LocalApiCertificateMismatch   the Local API's certificate is not the pinned one (a TLSVerificationError)
     ├── HandoffError                cluster formation failed; .step, .events
+    ├── SecretReferenceError        a secret reference could not be resolved (also a ValueError)
     ├── JournalError                the journal is unreadable or belongs to another plan
     └── DeploymentFailed            one or more nodes failed; .report holds the per-node results
 """
@@ -36,12 +41,14 @@ __all__ = [
     "HandoffError",
     "HostKeyMismatch",
     "JournalError",
+    "LocalApiCertificateMismatch",
     "PaletteProvisionError",
     "PlanError",
     "PlanIssue",
     "ProviderError",
     "ProviderNotFound",
     "ReadinessError",
+    "SessionAuthenticationFailed",
     "TLSVerificationError",
     "TransientError",
     "WaitFailed",
@@ -161,6 +168,17 @@ class ReadinessError(PaletteProvisionError):
 
 class HostKeyMismatch(ReadinessError):
     """The node's SSH host key is not the pinned one. Final: never retried."""
+
+
+class SessionAuthenticationFailed(ReadinessError, AuthenticationError):
+    """The node refused the account's key (``Authentication failed.``). Final: never retried.
+
+    Both a :class:`ReadinessError` (``.node``, ``.rung``) and an :class:`AuthenticationError`.
+    """
+
+
+class LocalApiCertificateMismatch(ReadinessError, TLSVerificationError):
+    """The Local API presented a certificate other than the pinned one. Final: never retried."""
 
 
 class HandoffError(PaletteProvisionError):

@@ -48,10 +48,10 @@ import httpx
 import paramiko
 
 from palette_provision.errors import (
-    AuthenticationError,
     HostKeyMismatch,
+    LocalApiCertificateMismatch,
     ReadinessError,
-    TLSVerificationError,
+    SessionAuthenticationFailed,
     TransientError,
     WaitTimeout,
 )
@@ -97,18 +97,6 @@ _PROBE_COMMAND = "echo ok"
 _log = get_logger(__name__)
 
 T = TypeVar("T")
-
-
-class SessionAuthenticationFailed(ReadinessError, AuthenticationError):
-    """The node refused the account's key (``Authentication failed.``). Final: never retried.
-
-    Both a :class:`~palette_provision.errors.ReadinessError` (``.node``, ``.rung``) and an
-    :class:`~palette_provision.errors.AuthenticationError`.
-    """
-
-
-class LocalApiCertificateMismatch(ReadinessError, TLSVerificationError):
-    """The Local API presented a certificate other than the pinned one. Final: never retried."""
 
 
 @dataclass(kw_only=True)

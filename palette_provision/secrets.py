@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from palette_provision.errors import PaletteProvisionError
+
 __all__ = ["Secret", "SecretReferenceError", "known_secret_values", "resolve_secret"]
 
 # Every secret value created in this process, so the log redaction processor can scrub one that slipped into a
@@ -25,7 +27,7 @@ def known_secret_values() -> frozenset[str]:
     return frozenset(_KNOWN_VALUES)
 
 
-class SecretReferenceError(ValueError):
+class SecretReferenceError(PaletteProvisionError, ValueError):
     """A secret reference could not be resolved. The message names the reference, never a value."""
 
 
