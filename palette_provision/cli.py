@@ -159,6 +159,8 @@ class _LiveView:
             total = event.data.get("total") or 0
             done = int(event.data["bytes"])
             detail = f"{done / 2**20:.0f} MiB" + (f" of {total / 2**20:.0f} MiB" if total else "")
+            if "rate_mib_s" in event.data:
+                detail += f" at {event.data['rate_mib_s']} MiB/s"
         row.update(phase=event.phase, status=event.status, detail=detail)
         if self._live is not None:
             self._live.update(self._table())

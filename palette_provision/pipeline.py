@@ -327,13 +327,16 @@ class Deployment:
         return staged
 
     def _progress(self, node: str, phase: str) -> Callable[[int, int | None], None]:
+        """A progress callback emitting ``progress`` events (bytes, total, MiB/s) at most twice a second."""
+        started = time.monotonic()
         last = [0.0]
 
         def progress(done: int, total: int | None) -> None:
             now = time.monotonic()
             if now - last[0] >= 0.5 or (total is not None and done >= total):
                 last[0] = now
-                self._emit(node, phase, "progress", bytes=done, total=total)
+                rate = done / 2**20 / max(now - started, 1e-6)
+                self._emit(node, phase, "progress", bytes=done, total=total, rate_mib_s=round(rate, 1))
 
         return progress
 

@@ -98,3 +98,16 @@ def test_until_stops_every_node_after_that_phase_and_a_later_apply_continues(tmp
     assert full.ok and full.handoff is not None
     assert [n.phase for n in full.nodes] == ["await_ready"] * 3
     assert sum(1 for a in read_state(tmp_path / "platform.json")["actions"] if a["op"] == "create_machine") == 3
+
+
+def test_iso_staging_reports_progress_with_bytes_and_rate(tmp_path: Path) -> None:
+    data = base_plan(tmp_path, 1)
+    iso = tmp_path / "big.iso"
+    iso.write_bytes(b"\1" * (3 << 20))  # the fake provider hashes it in 1 MiB chunks, reporting each
+    data["iso"] = {"source": str(iso)}
+    events: list[Event] = []
+    with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "s", on_event=events.append) as d:
+        assert d.apply().ok
+    progress = [e for e in events if e.phase == "stage_media" and e.status == "progress"]
+    assert progress and progress[-1].data["bytes"] == progress[-1].data["total"] == 3 << 20
+    assert progress[-1].data["rate_mib_s"] > 0
