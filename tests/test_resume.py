@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,22 @@ def test_destroy_is_resumable(tmp_path: Path) -> None:
         "palette-3": 1,
     }
     assert [m["role"] for m in state["media"].values()] == ["appliance-iso"]  # kept without --purge-media
+
+
+def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:
+    # A slow installer, so SIGINT lands while every node waits in await_install.
+    plan = _plan(tmp_path, install_seconds=3.0)
+    proc = subprocess.Popen([sys.executable, "-m", "palette_provision", "apply", str(plan)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    state_file = tmp_path / "platform.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = read_state(state_file)
+        if sum(1 for a in state["actions"] if a["op"] == "power_on") == 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "re-run 'apply' to resume" in stderr
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)

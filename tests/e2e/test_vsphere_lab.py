@@ -126,6 +126,13 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     # The seed (private host key, password hash) is gone from the datastore and from the state folder.
     assert not any("seed" in f for f in _datastore_files(lab))
     assert not list((lab.workdir / ".palette-provision").rglob("*.iso"))
+    # No secret anywhere the run wrote: journal, outputs, report, logs.
+    secrets = [(lab.workdir / name).read_text().strip() for name in ("node-password", "vcsim-password")]
+    written = [p for p in (lab.workdir / ".palette-provision").rglob("*") if p.is_file()]
+    written += [p for p in (lab.workdir / "out").rglob("*") if p.is_file()]
+    blobs = [p.read_bytes() for p in written] + [applied.stdout.encode(), applied.stderr.encode()]
+    for secret in secrets:
+        assert not any(secret.encode() in blob for blob in blobs), "a secret reached the journal, outputs or logs"
 
 
 def test_rerun_after_success_changes_nothing(lab: Any) -> None:
