@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,20 +61,12 @@ from palette_provision.provider import (
 )
 from palette_provision.registry import create_provider
 from palette_provision.report import Event, EventSink, NodeResult, PlannedAction, Report
+from palette_provision.steps import NODE_PHASES, NodeStep, NodeStepContext, check_node_steps
 from palette_provision.waiting import Backoff, wait_for
 
-__all__ = ["GLOBAL_PHASES", "NODE_PHASES", "Deployment", "default_state_dir"]
+__all__ = ["GLOBAL_PHASES", "NODE_PHASES", "Deployment", "NodeStep", "NodeStepContext", "default_state_dir"]
 
 GLOBAL_PHASES = ("preflight", "stage_media", "handoff")
-NODE_PHASES = (
-    "stage_seed",
-    "provision",
-    "attach_media",
-    "power_on",
-    "await_install",
-    "boot_from_disk",
-    "await_ready",
-)
 
 _ACTIONS = {
     "preflight": "check the plan against the platform (log in, resolve objects, capacity, name clashes)",
@@ -112,6 +104,10 @@ class Deployment:
         on_event: receives every progress :class:`~palette_provision.report.Event`.
         provider: an already-built provider (default: built from the registry).
         former: the hand-off (default: chosen from ``plan.handoff.kind``).
+        node_steps: your own per-node phases (:class:`~palette_provision.steps.NodeStep`), journaled like ours.
+
+    Raises:
+        PlanError: a node step with a bad name or anchor.
     """
 
     def __init__(
@@ -122,8 +118,11 @@ class Deployment:
         on_event: EventSink | None = None,
         provider: Any = None,
         former: ClusterFormer | None = None,
+        node_steps: Sequence[NodeStep] = (),
     ) -> None:
+        check_node_steps(node_steps)
         self.plan = plan
+        self._node_steps = tuple(node_steps)
         self.state_dir = (state_dir or default_state_dir(plan)).resolve()
         self._on_event = on_event
         self._provider = provider
@@ -226,12 +225,20 @@ class Deployment:
         for phase in ("preflight", "stage_media"):
             planned.append(PlannedAction(phase, GLOBAL, _ACTIONS[phase], state(phase, GLOBAL)))
         for node in self.plan.node_specs():
-            for phase in NODE_PHASES:
-                planned.append(PlannedAction(phase, node.name, _ACTIONS[phase], state(phase, node.name)))
+            for phase, action in self._node_phase_names():
+                planned.append(PlannedAction(phase, node.name, action, state(phase, node.name)))
         if self.plan.handoff.kind != "none":
             action = f"{_ACTIONS['handoff']} ({self.plan.handoff.kind})"
             planned.append(PlannedAction("handoff", GLOBAL, action, state("handoff", GLOBAL)))
         return planned
+
+    def _node_phase_names(self) -> list[tuple[str, str]]:
+        """Every per-node phase in order, built-in and the user's, with what it does."""
+        names = [(phase, _ACTIONS[phase]) for phase in NODE_PHASES]
+        for step in reversed(self._node_steps):
+            at = next(i for i, (name, _) in enumerate(names) if name == step.after) + 1
+            names.insert(at, (step.name, step.description or f"your step {step.name}"))
+        return names
 
     # ----------------------------------------------------------------------------------------- apply
     def apply(self, *, until: str | None = None) -> Report:
@@ -245,8 +252,9 @@ class Deployment:
             ConfigurationError: preflight rejected the platform settings (nothing changed).
             ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
         """
-        if until is not None and until not in NODE_PHASES:
-            raise PlanError([PlanIssue("until", f"not a per-node phase: {until!r} (phases: {', '.join(NODE_PHASES)})")])
+        phases = [name for name, _ in self._node_phase_names()]
+        if until is not None and until not in phases:
+            raise PlanError([PlanIssue("until", f"not a per-node phase: {until!r} (phases: {', '.join(phases)})")])
         specs = self.plan.node_specs()
         report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
         issues = self.provider.validate(self.plan)
@@ -343,30 +351,38 @@ class Deployment:
     # ----------------------------------------------------------------------------------------- per node
     def _run_node(self, node: NodeSpec, iso: StagedMedia, result: NodeResult, until: str | None = None) -> None:
         journal = self.journal
-        current = "stage_seed"
+        got: dict[str, Any] = {}  # what earlier steps produced: the staged seed, the machine
+
+        def machine() -> Machine:
+            return got["machine"]  # type: ignore[no-any-return]
+
+        chain: list[tuple[str, Callable[[], _Outcome], bool]] = [
+            ("stage_seed", lambda: self._stage_seed(node), False),
+            # Always observed again: the machine may have been deleted since the journal recorded it.
+            ("provision", lambda: self._provision(node, iso, got["seed"]), True),
+            ("attach_media", lambda: self._attach(machine(), iso, got["seed"]), False),
+            ("power_on", lambda: self._power_on(machine()), False),
+            ("await_install", lambda: self._await_install(machine()), False),
+            ("boot_from_disk", lambda: self._boot_from_disk(node, machine(), got["seed"]), False),
+            ("await_ready", lambda: self._await_ready(node, machine()), False),
+        ]
+        for user_step in reversed(self._node_steps):
+            at = next(i for i, (name, _, _) in enumerate(chain) if name == user_step.after) + 1
+            chain.insert(at, (user_step.name, self._user_action(user_step, node, machine), False))
+        current = chain[0][0]
         try:
-            seed = StagedMedia.from_record(
-                self._step("stage_seed", node.name, lambda: self._stage_seed(node))["staged"]
-            )
-            current = "provision"
-            machine = Machine.from_record(
-                self._step("provision", node.name, lambda: self._provision(node, iso, seed), always=True)["machine"]
-            )
-            result.machine_id = machine.id
-            result.phase = current
-            for phase, action in (
-                ("attach_media", lambda: self._attach(machine, iso, seed)),
-                ("power_on", lambda: self._power_on(machine)),
-                ("await_install", lambda: self._await_install(machine)),
-                ("boot_from_disk", lambda: self._boot_from_disk(node, machine, seed)),
-                ("await_ready", lambda: self._await_ready(node, machine)),
-            ):
-                if until is not None and NODE_PHASES.index(result.phase or current) >= NODE_PHASES.index(until):
-                    break
+            for phase, action, always in chain:
                 current = phase
-                data = self._step(phase, node.name, action)
+                data = self._step(phase, node.name, action, always=always)
+                if phase == "stage_seed":
+                    got["seed"] = StagedMedia.from_record(data["staged"])
+                elif phase == "provision":
+                    got["machine"] = Machine.from_record(data["machine"])
+                    result.machine_id = got["machine"].id
                 result.timings[phase] = float(data.get("seconds", 0.0))
                 result.phase = phase
+                if phase == until:
+                    break
             result.status = "ready"
         except PaletteProvisionError as exc:
             result.status, result.phase, result.error = "failed", current, str(exc)
@@ -383,6 +399,21 @@ class Deployment:
         result.address = facts.get("address")
         result.host_key_fingerprint = facts.get("host_key_fingerprint")
         result.evidence = journal.evidence(node.name)
+
+    def _user_action(
+        self, step: NodeStep, node: NodeSpec, machine: Callable[[], Machine]
+    ) -> Callable[[], _Outcome]:
+        def action() -> _Outcome:
+            context = NodeStepContext(
+                plan=self.plan,
+                node=node,
+                machine=machine(),
+                facts=self.journal.facts(node.name),
+                log=self.log.bind(node=node.name, phase=step.name),
+            )
+            return _Outcome(dict(step.run(context) or {}))
+
+        return action
 
     def _seed_path(self, node: NodeSpec) -> Path:
         return self.state_dir / "seeds" / f"{node.name}.iso"
@@ -427,7 +458,7 @@ class Deployment:
         previous = self.journal.step("provision", node.name)
         if previous is not None and previous.status == "done":
             # The machine we created is gone (deleted outside palette-provision): rebuild it from scratch.
-            for phase in NODE_PHASES[2:]:
+            for phase, _ in self._node_phase_names()[2:]:
                 self.journal.reset_step(phase, node.name)
             self._emit(node.name, "provision", "progress", "the recorded machine is gone; creating it again")
         machine = self.provider.create_machine(node, [iso, seed])
