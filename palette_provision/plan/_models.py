@@ -1,17 +1,4 @@
-"""The deployment plan: one typed document that says what to deploy, where and how.
-
-Load it from YAML or JSON with :func:`load_plan` (or :func:`parse_plan` for a mapping), or build it in Python.
-Every problem is reported at once, each with its field path and the rule broken::
-
-    >>> from palette_provision.plan import parse_plan
-    >>> parse_plan({"profile": "appliance", "nodes": {"count": 2}, ...})  # doctest: +SKIP
-    PlanError: invalid plan (1 problem(s)):
-      - nodes.count: the appliance runs on 1 or 3 nodes, got 2
-
-The ``platform`` section belongs to the provider it names: its schema is the provider's ``settings_model`` and its
-errors are reported with the ``platform.`` prefix. Loading does no I/O beyond reading the plan file and the
-secret references it names, and touches no platform.
-"""
+"""The plan's typed models: the schema of every section, and the nodes they resolve to."""
 
 from __future__ import annotations
 
@@ -20,11 +7,9 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,36 +17,13 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from palette_provision.errors import PlanError, PlanIssue
 from palette_provision.secrets import Secret, SecretReferenceError, resolve_secret
-
-__all__ = [
-    "ClusterSettings",
-    "ContentBundle",
-    "DeploymentPlan",
-    "HandoffSettings",
-    "IsoSource",
-    "NetworkSettings",
-    "NodeAccount",
-    "NodeSpec",
-    "NodesSettings",
-    "PlatformSection",
-    "Profile",
-    "ReadinessSettings",
-    "SecretRef",
-    "SizeTier",
-    "Timeouts",
-    "load_plan",
-    "parse_plan",
-    "parse_plan_text",
-]
 
 
 def _to_secret(value: Any, info: ValidationInfo) -> Secret:
@@ -401,209 +363,3 @@ def _sizing(nodes: NodesSettings) -> tuple[int | None, int | None]:
         cpus, mem = SIZE_TIERS[nodes.size]
         return nodes.cpus or cpus, nodes.memory_gb or mem
     return nodes.cpus, nodes.memory_gb
-
-
-# --------------------------------------------------------------------------------------------------- rules
-
-
-def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
-    """Cross-field rules that pydantic's per-field checks cannot express."""
-    issues: list[PlanIssue] = []
-    add = issues.append
-    nodes, profile = plan.nodes, plan.profile
-    min_cpu, min_mem, min_install, min_storage = PROFILE_MINIMUMS[profile]
-    if profile is Profile.APPLIANCE and nodes.count not in (1, 3):
-        add(PlanIssue("nodes.count", f"the appliance runs on 1 or 3 nodes, got {nodes.count}"))
-    elif nodes.count < 1:
-        add(PlanIssue("nodes.count", f"at least 1 node is needed, got {nodes.count}"))
-    if nodes.size is None and (nodes.cpus is None or nodes.memory_gb is None):
-        add(PlanIssue("nodes.size", "give a size tier (small, medium, large) or both nodes.cpus and nodes.memory_gb"))
-    cpus, mem = _sizing(nodes)
-    if cpus is not None and cpus < min_cpu:
-        add(PlanIssue("nodes.cpus", f"the {profile.value} profile needs at least {min_cpu} CPUs per node, got {cpus}"))
-    if mem is not None and mem < min_mem:
-        add(PlanIssue("nodes.memory_gb", f"the {profile.value} profile needs at least {min_mem} GB, got {mem}"))
-    if nodes.install_disk_gb < min_install:
-        add(
-            PlanIssue(
-                "nodes.install_disk_gb",
-                f"the {profile.value} profile needs an install disk of at least {min_install} GB, "
-                f"got {nodes.install_disk_gb}",
-            )
-        )
-    if nodes.storage_disk_gb < min_storage:
-        add(
-            PlanIssue(
-                "nodes.storage_disk_gb",
-                f"the {profile.value} profile needs a storage disk of at least {min_storage} GB, "
-                f"got {nodes.storage_disk_gb}",
-            )
-        )
-    if profile is Profile.APPLIANCE and nodes.firmware != "uefi":
-        add(PlanIssue("nodes.firmware", "the appliance boots with UEFI only"))
-    if nodes.secure_boot and nodes.firmware != "uefi":
-        add(PlanIssue("nodes.secure_boot", "Secure Boot needs UEFI firmware"))
-    names = plan.node_names()
-    if nodes.names is not None:
-        if len(nodes.names) != nodes.count:
-            add(PlanIssue("nodes.names", f"{len(nodes.names)} names given for {nodes.count} nodes"))
-        for i, name in enumerate(nodes.names):
-            if not _HOSTNAME.match(name):
-                add(PlanIssue(f"nodes.names.{i}", "must be lower-case letters, digits and '-', at most 63 characters"))
-        if len(set(nodes.names)) != len(nodes.names):
-            add(PlanIssue("nodes.names", "node names must be unique"))
-    issues.extend(_network_issues(plan, len(names)))
-    if plan.handoff.leader is not None and plan.handoff.leader not in names:
-        add(PlanIssue("handoff.leader", f"no node is named {plan.handoff.leader!r} (nodes: {', '.join(names)})"))
-    if plan.readiness.ssh and plan.cluster.node_account.ssh_private_key is None:
-        add(
-            PlanIssue(
-                "cluster.node_account.ssh_private_key",
-                "the readiness ladder logs in over SSH: give the private key matching cluster.ssh_public_keys "
-                "(or set readiness.ssh: false)",
-            )
-        )
-    if plan.readiness.ssh and not plan.cluster.ssh_public_keys:
-        add(PlanIssue("cluster.ssh_public_keys", "at least one key is needed for the SSH readiness check"))
-    if plan.iso.is_url and plan.iso.sha256 is None:
-        add(PlanIssue("iso.sha256", "an ISO fetched from a URL needs its SHA-256"))
-    if plan.handoff.kind == "palette-local-api" and plan.profile is Profile.APPLIANCE and plan.content is None:
-        # The appliance forms its cluster from the uploaded content bundle (its install flow, step 5): without
-        # one, cluster creation can only fail, after the whole deployment.
-        add(PlanIssue("content", "the appliance's palette-local-api hand-off needs the content bundle (content.path)"))
-    if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
-        add(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
-    return issues
-
-
-def _network_issues(plan: DeploymentPlan, count: int) -> list[PlanIssue]:
-    net = plan.nodes.network
-    issues: list[PlanIssue] = []
-    if net.mode == "dhcp":
-        if net.addresses:
-            issues.append(PlanIssue("nodes.network.addresses", "static addresses given with mode: dhcp"))
-        return issues
-    if len(net.addresses) != count:
-        issues.append(
-            PlanIssue(
-                "nodes.network.addresses", f"static mode needs one address per node: {count}, got {len(net.addresses)}"
-            )
-        )
-    if net.gateway is None:
-        issues.append(PlanIssue("nodes.network.gateway", "static mode needs a gateway"))
-    seen: set[ipaddress.IPv4Address] = set()
-    for i, iface in enumerate(net.addresses):
-        if iface.ip in seen:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", f"{iface.ip} is used twice"))
-        seen.add(iface.ip)
-        if iface.ip == plan.cluster.vip:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "a node address cannot be the cluster VIP"))
-        if iface.network.prefixlen == 32:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "give the prefix length, e.g. 10.0.0.11/24"))
-        elif net.gateway is not None and net.gateway not in iface.network:
-            issues.append(
-                PlanIssue(f"nodes.network.addresses.{i}", f"gateway {net.gateway} is outside {iface.network}")
-            )
-    return issues
-
-
-# --------------------------------------------------------------------------------------------------- loading
-
-
-def _issue_from_pydantic(err: Mapping[str, Any], prefix: str = "") -> PlanIssue:
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-    # Only the message: pydantic's 'input' may hold a secret typed inline by mistake.
-    return PlanIssue(path, str(err.get("msg", "invalid value")))
-
-
-def _platform_issues(plan_platform: Any, context: dict[str, Any]) -> tuple[list[PlanIssue], Any]:
-    from palette_provision.errors import ProviderNotFound
-    from palette_provision.registry import load_provider_class
-
-    if not isinstance(plan_platform, Mapping) or not isinstance(plan_platform.get("provider"), str):
-        return [], None
-    name = plan_platform["provider"]
-    try:
-        provider_cls = load_provider_class(name)
-    except ProviderNotFound as exc:
-        return [PlanIssue("platform.provider", str(exc))], None
-    options = {k: v for k, v in plan_platform.items() if k != "provider"}
-    try:
-        return [], provider_cls.settings_model.model_validate(options, context=context)
-    except ValidationError as exc:
-        return [_issue_from_pydantic(e, "platform") for e in exc.errors()], None
-
-
-def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
-    """Validate a mapping into a :class:`DeploymentPlan`, provider settings included.
-
-    Raises:
-        PlanError: with every problem found (field path and rule), never echoing a secret.
-    """
-    if not isinstance(data, Mapping):
-        raise PlanError(
-            [PlanIssue("", "a plan is a mapping of sections (name, iso, cluster, nodes, platform...)")], source
-        )
-    if any(not isinstance(k, str) for k in data):
-        raise PlanError([PlanIssue("", "section names must be strings")], source)
-    context = {"base_dir": base_dir}
-    issues: list[PlanIssue] = []
-    plan: DeploymentPlan | None = None
-    try:
-        plan = DeploymentPlan.model_validate(data, context=context)
-    except ValidationError as exc:
-        issues.extend(_issue_from_pydantic(e) for e in exc.errors())
-    except (TypeError, ValueError, RecursionError) as exc:
-        issues.append(PlanIssue("", f"unreadable plan structure ({type(exc).__name__})"))
-    platform_issues, settings = _platform_issues(data.get("platform"), context)
-    issues.extend(platform_issues)
-    if plan is not None:
-        issues.extend(_rule_issues(plan))
-    if issues or plan is None:
-        raise PlanError(issues or [PlanIssue("", "invalid plan")], source)
-    plan._settings = settings
-    plan._base_dir = base_dir
-    return plan
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: a plan never needs them, and alias bombs would stall validation."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not allowed in a plan", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-def load_plan(path: str | Path) -> DeploymentPlan:
-    """Read a plan from a YAML or JSON file (JSON is YAML) and validate it with :func:`parse_plan`.
-
-    Relative paths and ``file:`` secret references inside are resolved against the file's folder.
-
-    Raises:
-        PlanError: unreadable file, bad YAML (with line and column), or an invalid plan.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError([PlanIssue("", f"cannot read plan file: {type(exc).__name__}")], str(path)) from None
-    return parse_plan_text(text, base_dir=path.resolve().parent, source=str(path))
-
-
-def parse_plan_text(text: str, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
-    """Parse YAML or JSON text into a plan. See :func:`load_plan`."""
-    try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        # Only the problem, not the quoted source line, which could hold anything the user typed.
-        raise PlanError([PlanIssue("", f"YAML syntax error at {where}{exc.problem or 'unreadable'}")], source) from None
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        raise PlanError([PlanIssue("", f"YAML syntax error ({type(exc).__name__})")], source) from None
-    return parse_plan(data, base_dir=base_dir, source=source)

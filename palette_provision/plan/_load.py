@@ -1,0 +1,113 @@
+"""Loading a plan: YAML/JSON text or a mapping to a validated DeploymentPlan, every problem reported at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from palette_provision.errors import PlanError, PlanIssue
+from palette_provision.plan._models import DeploymentPlan
+from palette_provision.plan._rules import _rule_issues
+
+
+def _issue_from_pydantic(err: Mapping[str, Any], prefix: str = "") -> PlanIssue:
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    # Only the message: pydantic's 'input' may hold a secret typed inline by mistake.
+    return PlanIssue(path, str(err.get("msg", "invalid value")))
+
+
+def _platform_issues(plan_platform: Any, context: dict[str, Any]) -> tuple[list[PlanIssue], Any]:
+    from palette_provision.errors import ProviderNotFound
+    from palette_provision.registry import load_provider_class
+
+    if not isinstance(plan_platform, Mapping) or not isinstance(plan_platform.get("provider"), str):
+        return [], None
+    name = plan_platform["provider"]
+    try:
+        provider_cls = load_provider_class(name)
+    except ProviderNotFound as exc:
+        return [PlanIssue("platform.provider", str(exc))], None
+    options = {k: v for k, v in plan_platform.items() if k != "provider"}
+    try:
+        return [], provider_cls.settings_model.model_validate(options, context=context)
+    except ValidationError as exc:
+        return [_issue_from_pydantic(e, "platform") for e in exc.errors()], None
+
+
+def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
+    """Validate a mapping into a :class:`DeploymentPlan`, provider settings included.
+
+    Raises:
+        PlanError: with every problem found (field path and rule), never echoing a secret.
+    """
+    if not isinstance(data, Mapping):
+        raise PlanError(
+            [PlanIssue("", "a plan is a mapping of sections (name, iso, cluster, nodes, platform...)")], source
+        )
+    if any(not isinstance(k, str) for k in data):
+        raise PlanError([PlanIssue("", "section names must be strings")], source)
+    context = {"base_dir": base_dir}
+    issues: list[PlanIssue] = []
+    plan: DeploymentPlan | None = None
+    try:
+        plan = DeploymentPlan.model_validate(data, context=context)
+    except ValidationError as exc:
+        issues.extend(_issue_from_pydantic(e) for e in exc.errors())
+    except (TypeError, ValueError, RecursionError) as exc:
+        issues.append(PlanIssue("", f"unreadable plan structure ({type(exc).__name__})"))
+    platform_issues, settings = _platform_issues(data.get("platform"), context)
+    issues.extend(platform_issues)
+    if plan is not None:
+        issues.extend(_rule_issues(plan))
+    if issues or plan is None:
+        raise PlanError(issues or [PlanIssue("", "invalid plan")], source)
+    plan._settings = settings
+    plan._base_dir = base_dir
+    return plan
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a plan never needs them, and alias bombs would stall validation."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in a plan", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_plan(path: str | Path) -> DeploymentPlan:
+    """Read a plan from a YAML or JSON file (JSON is YAML) and validate it with :func:`parse_plan`.
+
+    Relative paths and ``file:`` secret references inside are resolved against the file's folder.
+
+    Raises:
+        PlanError: unreadable file, bad YAML (with line and column), or an invalid plan.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError([PlanIssue("", f"cannot read plan file: {type(exc).__name__}")], str(path)) from None
+    return parse_plan_text(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def parse_plan_text(text: str, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
+    """Parse YAML or JSON text into a plan. See :func:`load_plan`."""
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        # Only the problem, not the quoted source line, which could hold anything the user typed.
+        raise PlanError([PlanIssue("", f"YAML syntax error at {where}{exc.problem or 'unreadable'}")], source) from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise PlanError([PlanIssue("", f"YAML syntax error ({type(exc).__name__})")], source) from None
+    return parse_plan(data, base_dir=base_dir, source=source)

@@ -1,0 +1,115 @@
+"""Cross-field rules of a plan that per-field checks cannot express (profile minimums, networks, leaders...)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from palette_provision.errors import PlanIssue
+from palette_provision.plan._models import (
+    _HOSTNAME,
+    PROFILE_MINIMUMS,
+    DeploymentPlan,
+    Profile,
+    _sizing,
+)
+
+
+def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
+    """Cross-field rules that pydantic's per-field checks cannot express."""
+    issues: list[PlanIssue] = []
+    add = issues.append
+    nodes, profile = plan.nodes, plan.profile
+    min_cpu, min_mem, min_install, min_storage = PROFILE_MINIMUMS[profile]
+    if profile is Profile.APPLIANCE and nodes.count not in (1, 3):
+        add(PlanIssue("nodes.count", f"the appliance runs on 1 or 3 nodes, got {nodes.count}"))
+    elif nodes.count < 1:
+        add(PlanIssue("nodes.count", f"at least 1 node is needed, got {nodes.count}"))
+    if nodes.size is None and (nodes.cpus is None or nodes.memory_gb is None):
+        add(PlanIssue("nodes.size", "give a size tier (small, medium, large) or both nodes.cpus and nodes.memory_gb"))
+    cpus, mem = _sizing(nodes)
+    if cpus is not None and cpus < min_cpu:
+        add(PlanIssue("nodes.cpus", f"the {profile.value} profile needs at least {min_cpu} CPUs per node, got {cpus}"))
+    if mem is not None and mem < min_mem:
+        add(PlanIssue("nodes.memory_gb", f"the {profile.value} profile needs at least {min_mem} GB, got {mem}"))
+    if nodes.install_disk_gb < min_install:
+        add(
+            PlanIssue(
+                "nodes.install_disk_gb",
+                f"the {profile.value} profile needs an install disk of at least {min_install} GB, "
+                f"got {nodes.install_disk_gb}",
+            )
+        )
+    if nodes.storage_disk_gb < min_storage:
+        add(
+            PlanIssue(
+                "nodes.storage_disk_gb",
+                f"the {profile.value} profile needs a storage disk of at least {min_storage} GB, "
+                f"got {nodes.storage_disk_gb}",
+            )
+        )
+    if profile is Profile.APPLIANCE and nodes.firmware != "uefi":
+        add(PlanIssue("nodes.firmware", "the appliance boots with UEFI only"))
+    if nodes.secure_boot and nodes.firmware != "uefi":
+        add(PlanIssue("nodes.secure_boot", "Secure Boot needs UEFI firmware"))
+    names = plan.node_names()
+    if nodes.names is not None:
+        if len(nodes.names) != nodes.count:
+            add(PlanIssue("nodes.names", f"{len(nodes.names)} names given for {nodes.count} nodes"))
+        for i, name in enumerate(nodes.names):
+            if not _HOSTNAME.match(name):
+                add(PlanIssue(f"nodes.names.{i}", "must be lower-case letters, digits and '-', at most 63 characters"))
+        if len(set(nodes.names)) != len(nodes.names):
+            add(PlanIssue("nodes.names", "node names must be unique"))
+    issues.extend(_network_issues(plan, len(names)))
+    if plan.handoff.leader is not None and plan.handoff.leader not in names:
+        add(PlanIssue("handoff.leader", f"no node is named {plan.handoff.leader!r} (nodes: {', '.join(names)})"))
+    if plan.readiness.ssh and plan.cluster.node_account.ssh_private_key is None:
+        add(
+            PlanIssue(
+                "cluster.node_account.ssh_private_key",
+                "the readiness ladder logs in over SSH: give the private key matching cluster.ssh_public_keys "
+                "(or set readiness.ssh: false)",
+            )
+        )
+    if plan.readiness.ssh and not plan.cluster.ssh_public_keys:
+        add(PlanIssue("cluster.ssh_public_keys", "at least one key is needed for the SSH readiness check"))
+    if plan.iso.is_url and plan.iso.sha256 is None:
+        add(PlanIssue("iso.sha256", "an ISO fetched from a URL needs its SHA-256"))
+    if plan.handoff.kind == "palette-local-api" and plan.profile is Profile.APPLIANCE and plan.content is None:
+        # The appliance forms its cluster from the uploaded content bundle (its install flow, step 5): without
+        # one, cluster creation can only fail, after the whole deployment.
+        add(PlanIssue("content", "the appliance's palette-local-api hand-off needs the content bundle (content.path)"))
+    if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
+        add(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
+    return issues
+
+
+def _network_issues(plan: DeploymentPlan, count: int) -> list[PlanIssue]:
+    net = plan.nodes.network
+    issues: list[PlanIssue] = []
+    if net.mode == "dhcp":
+        if net.addresses:
+            issues.append(PlanIssue("nodes.network.addresses", "static addresses given with mode: dhcp"))
+        return issues
+    if len(net.addresses) != count:
+        issues.append(
+            PlanIssue(
+                "nodes.network.addresses", f"static mode needs one address per node: {count}, got {len(net.addresses)}"
+            )
+        )
+    if net.gateway is None:
+        issues.append(PlanIssue("nodes.network.gateway", "static mode needs a gateway"))
+    seen: set[ipaddress.IPv4Address] = set()
+    for i, iface in enumerate(net.addresses):
+        if iface.ip in seen:
+            issues.append(PlanIssue(f"nodes.network.addresses.{i}", f"{iface.ip} is used twice"))
+        seen.add(iface.ip)
+        if iface.ip == plan.cluster.vip:
+            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "a node address cannot be the cluster VIP"))
+        if iface.network.prefixlen == 32:
+            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "give the prefix length, e.g. 10.0.0.11/24"))
+        elif net.gateway is not None and net.gateway not in iface.network:
+            issues.append(
+                PlanIssue(f"nodes.network.addresses.{i}", f"gateway {net.gateway} is outside {iface.network}")
+            )
+    return issues
