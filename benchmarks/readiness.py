@@ -3,7 +3,7 @@
 Each run starts the ladder against a real sshd node (pplab.net.SshdNode: namespace ``ppssh-<i>``, 10.252.<i>.2)
 whose sshd is started 2-4 s later (random, so the start falls anywhere in the poll cycle). An observer polls the
 port every 5 ms to time the moment sshd really listens; its connections are not the ladder's and are not counted.
-The ladder's TCP connections are counted where it opens them (``readiness._open_tcp``).
+The ladder's TCP connections are counted where it opens them (``palette_provision.readiness._state._open_tcp``).
 
 Figures printed (no assertion; targets: p95 < 1.5 s, <= 2 polls/s, < 60 connections/min per node):
 
@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from palette_provision import readiness
 from palette_provision.errors import ReadinessError
 from palette_provision.readiness import ReadinessTarget, Rung, climb
+from palette_provision.readiness import _state as readiness_state
 from palette_provision.seed import HostKey
 
 NODE_INDEX = 250
@@ -45,14 +45,14 @@ class ConnectionLog:
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self._real = readiness._open_tcp
+        self._real = readiness_state._open_tcp
 
     def install(self) -> None:
         def counting(address: str, port: int, timeout: float) -> socket.socket:
             self.times.append(time.monotonic())
             return self._real(address, port, timeout)
 
-        readiness._open_tcp = counting
+        readiness_state._open_tcp = counting
 
     def between(self, start: float, end: float) -> list[float]:
         return [t for t in self.times if start <= t < end]

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import structlog
 
-from palette_provision import readiness
 from palette_provision.errors import AuthenticationError, HostKeyMismatch, ReadinessError, WaitTimeout
 from palette_provision.journal import Journal
 from palette_provision.readiness import (
@@ -32,6 +31,7 @@ from palette_provision.readiness import (
     SessionAuthenticationFailed,
     climb,
 )
+from palette_provision.readiness import _state as readiness_state
 from palette_provision.secrets import Secret
 from palette_provision.seed import HostKey
 
@@ -76,13 +76,14 @@ class Lab:
         self.keys = keys
         self.nodes: list[Any] = []
         self.connections = 0
-        real_open = readiness._open_tcp
+        real_open = readiness_state._open_tcp
 
         def counting(address: str, port: int, timeout: float) -> Any:
             self.connections += 1
             return real_open(address, port, timeout)
 
-        monkeypatch.setattr(readiness, "_open_tcp", counting)
+        # Where the ladder opens every TCP connection (readiness/_state.py).
+        monkeypatch.setattr(readiness_state, "_open_tcp", counting)
 
     def node(self, *, host_key: str = "host") -> Any:
         # Through importlib: the lab is its own distribution (lab/pyproject.toml), not on mypy's path.
