@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from palette_provision.errors import HandoffError
+from palette_provision.handoff._client import LocalApiUnavailable
 from palette_provision.handoff._session import LINK_STATUS, Session, step_errors
+from palette_provision.waiting import Backoff, wait_for
 
 UPLOAD = "/v1/edge-mgmt/edgehosts/current/actions/upload-content"
 UPLOADED_DETAILS = "/v1/edge-mgmt/edgehosts/current/uploaded-content/details"
@@ -149,11 +151,24 @@ def _send(session: Session, path: Path, size: int) -> tuple[str, str | None]:
             percent=round(100.0 * done / total, 1) if total else 100.0, rate_mib_s=round(done / elapsed / 2**20, 1),
         )
 
-    with path.open("rb") as handle:
-        reader = ProgressReader(handle, size, progress)
-        timeout = max(600.0, session.context.plan.timeouts.content_sync)
-        answer = session.api(session.leader).upload(UPLOAD, "uploadFile", reader, path.name, timeout=timeout)  # type: ignore[arg-type]
-        digest = reader.sha256
+    timeout = max(600.0, session.context.plan.timeouts.content_sync)
+
+    def attempt() -> tuple[Any, str]:
+        # Every attempt streams the file again from its first byte, with a fresh digest: a 5xx or a dropped
+        # connection mid-transfer leaves nothing half-sent that a later attempt could build on.
+        with path.open("rb") as handle:
+            reader = ProgressReader(handle, size, progress)
+            sent = session.api(session.leader).upload(UPLOAD, "uploadFile", reader, path.name, timeout=timeout)  # type: ignore[arg-type]
+            return sent, reader.sha256
+
+    answer, digest = wait_for(
+        attempt,
+        what=f"the content upload to {session.leader.name}",
+        timeout=timeout,
+        until=lambda _: True,
+        retry_on=(LocalApiUnavailable,),
+        backoff=Backoff(initial=2.0, maximum=30.0, jitter=1.0),
+    )
     elapsed = time.monotonic() - started
     session.emit(CONTENT_STEP, "content_uploaded", file=path.name, bytes=size, seconds=round(elapsed, 1),
                  rate_mib_s=round(size / max(elapsed, 1e-6) / 2**20, 1))

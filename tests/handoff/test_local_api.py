@@ -236,3 +236,32 @@ def test_the_local_api_refuses_requests_without_our_token_shape(simulate: Simula
     assert raw.status_code == 200
     assert bearer.status_code == 401
     assert isinstance(raw, httpx.Response)
+
+
+LINK_SUBMIT = "POST /v1/edge-mgmt/edgehosts/current/link"
+UPLOAD = "POST /v1/edge-mgmt/edgehosts/current/actions/upload-content"
+
+
+def test_a_5xx_on_a_link_submission_is_checked_then_resubmitted(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
+    sim = simulate(3)
+    follower = sim.followers[0]
+    follower.set_knobs(fail_next={LINK_SUBMIT: 1})  # the submission only, not the link-status reads
+
+    result, _ = form(sim, journal, tmp_path, content=bundle)
+
+    assert result.cluster_state == "Running"
+    assert follower.state()["requests"][LINK_SUBMIT] == 2
+    assert [a["result"] for a in sim.leader.state()["stats"]["linkAttempts"]] == ["accepted", "accepted"]
+
+
+def test_a_5xx_during_the_content_upload_is_retried_within_the_run(simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path) -> None:
+    sim = simulate(1)
+    sim.leader.set_knobs(fail_next={UPLOAD: 1})
+
+    result, events = form(sim, journal, tmp_path, content=bundle)
+
+    assert result.cluster_state == "Running"
+    state = sim.leader.state()
+    assert state["requests"][UPLOAD] == 2
+    assert state["content"]["sizeInBytes"] == bundle.stat().st_size
+    assert sum(1 for _, msg, _ in events if msg == "content_uploaded") == 1

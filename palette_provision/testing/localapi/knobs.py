@@ -124,14 +124,22 @@ class KnobBox:
                     setattr(self._knobs, name, value)
         return self.snapshot()
 
-    def take(self, kind: str, path: str) -> bool:
-        """Consume one ``fail_next`` / ``drop_next`` count for ``path``; True if one applied."""
+    def take(self, kind: str, path: str, method: str = "") -> bool:
+        """Consume one ``fail_next`` / ``drop_next`` count matching the request; True if one applied.
+
+        A key is a path prefix (``/v1/edge-mgmt/``: any method) or a method and a path prefix
+        (``POST /v1/edge-mgmt/edgehosts/current/link``: that method only), so a fault can hit a link submission
+        without hitting the link-status reads that share its path prefix. The longest key wins.
+        """
         with self._lock:
             counters: dict[str, int] = getattr(self._knobs, kind)
-            for prefix in sorted(counters, key=len, reverse=True):
+            for key in sorted(counters, key=len, reverse=True):
+                want_method, _, prefix = key.rpartition(" ")
+                if want_method and want_method.upper() != method.upper():
+                    continue
                 if path.startswith(prefix):
-                    counters[prefix] -= 1
-                    if counters[prefix] <= 0:
-                        del counters[prefix]
+                    counters[key] -= 1
+                    if counters[key] <= 0:
+                        del counters[key]
                     return True
         return False

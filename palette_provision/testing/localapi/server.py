@@ -194,13 +194,13 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             if not path.startswith(SIM_PREFIX):
                 with node.lock:
                     node.requests[f"{self.command} {path}"] += 1
-                if node.knobs.take("drop_next", path):
+                if node.knobs.take("drop_next", path, self.command):
                     self.close_connection = True
                     return
                 knobs = node.knobs.snapshot()
                 if knobs.delay_s and path.startswith(knobs.delay_prefix):
                     time.sleep(knobs.delay_s)
-                if node.knobs.take("fail_next", path):
+                if node.knobs.take("fail_next", path, self.command):
                     raise ApiError(500, "InjectedFailure", "failure injected by the simulator")
             route, request.params = self.server.router.match(self.command, path)
             if route.auth:
