@@ -65,6 +65,8 @@ class VsphereProvider:
         # VM name -> moref id of the VMs we know are ours (seen by preflight or created here): a re-run finds each
         # node's VM with one property read instead of listing the datacenter's VMs once per node.
         self._known: dict[str, str] = {}
+        # Names find_machine has just seen absent, so create_machine need not list every VM a second time.
+        self._absent: set[str] = set()
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -207,7 +209,9 @@ class VsphereProvider:
                 self._known.pop(name, None)  # renamed behind our back: look it up by name
         found = vms_named(backend.session, backend.placement, {name})
         if not found:
+            self._absent.add(name)
             return None
+        self._absent.discard(name)
         if len(found) > 1:
             raise ProviderError(
                 f"{len(found)} VMs are named {name!r} ({', '.join(vm._moId for vm, _ in found)}); remove the extras",
@@ -230,10 +234,16 @@ class VsphereProvider:
 
         backend = self._backend()
         self._check_media(backend, media)
-        existing = self.find_machine(node)
-        if existing is not None:
-            return existing
         name = self.vm_name(node)
+        if name in self._absent:
+            # find_machine saw no such VM an instant ago (the pipeline always asks first): listing every VM
+            # again would only repeat that answer.
+            self._absent.discard(name)
+        else:
+            existing = self.find_machine(node)
+            if existing is not None:
+                return existing
+            self._absent.discard(name)
         self._created.add(name)
         vm = create_vm(
             backend.session,

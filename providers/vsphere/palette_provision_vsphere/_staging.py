@@ -51,6 +51,7 @@ _PROGRESS_EVERY = 5.0  # seconds between upload progress log events
 class _Remote:
     size: int | None
     sidecar_digest: str | None
+    sidecar_present: bool = False
 
 
 def sha256_file(path: Path) -> str:
@@ -190,10 +191,11 @@ class Stager:
             # sidecar (written last, deleted first) still is.
             digest = self._read_sidecar(name)
             if digest is not None:
-                return _Remote(hint[name], digest)
+                return _Remote(hint[name], digest, sidecar_present=True)
         sizes = self._search([name, name + _SIDECAR]) or {}
-        digest = self._read_sidecar(name) if name + _SIDECAR in sizes else None
-        return _Remote(sizes.get(name), digest)
+        present = name + _SIDECAR in sizes
+        digest = self._read_sidecar(name) if present else None
+        return _Remote(sizes.get(name), digest, sidecar_present=present)
 
     def _forget(self, name: str) -> None:
         with self._lock:
@@ -254,8 +256,10 @@ class Stager:
                 remote_size=remote.size,
                 local_size=media.size,
             )
-        # The sidecar goes first: from here until the new sidecar is written, nothing looks complete.
-        self._delete(media.name + _SIDECAR)
+        # The sidecar goes first: from here until the new sidecar is written, nothing looks complete. (A delete
+        # for a sidecar that is not there would be one more datastore task per upload, for nothing.)
+        if remote.sidecar_present:
+            self._delete(media.name + _SIDECAR)
         if remote.size is None:
             self._ensure_folder()
         digest = self._upload_with_retries(media, progress, log)
