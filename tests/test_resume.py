@@ -18,19 +18,10 @@ import yaml
 from palette_provision.testing.fake import read_state
 
 from .conftest import base_plan
+from .killer import KILL_AFTER_PHASE
 
 # Kills at a phase boundary: right after the journal recorded the phase done (the event is emitted after commit).
-KILL_AFTER_EVENT = r"""
-import os, signal, sys
-from palette_provision.plan import load_plan
-from palette_provision.pipeline import Deployment
-phase, node = sys.argv[2], sys.argv[3]
-def on_event(event):
-    if event.status == "done" and event.phase == phase and event.node == node:
-        os.kill(os.getpid(), signal.SIGKILL)
-with Deployment(load_plan(sys.argv[1]), on_event=on_event) as d:
-    d.apply()
-"""
+
 
 BOUNDARIES = [
     ("preflight", "*"),
@@ -117,7 +108,7 @@ def test_sigkill_at_phase_boundary_resumes(
 ) -> None:
     plan = _plan(tmp_path)
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_EVENT, str(plan), phase, node], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", KILL_AFTER_PHASE, str(plan), phase, node], capture_output=True, text=True, timeout=120
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     _assert_resumed_like_reference(tmp_path, plan, uninterrupted)

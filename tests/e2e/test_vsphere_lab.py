@@ -20,21 +20,13 @@ import pytest
 
 from palette_provision.journal import Journal
 
+from ..killer import KILL_AFTER_PHASE
+
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
 
-KILL_AFTER = r"""
-import os, signal, sys
-from palette_provision.plan import load_plan
-from palette_provision.pipeline import Deployment
-phase, node = sys.argv[2], sys.argv[3]
-def on_event(event):
-    if event.status == "done" and event.phase == phase and event.node == node:
-        os.kill(os.getpid(), signal.SIGKILL)
-with Deployment(load_plan(sys.argv[1]), on_event=on_event) as d:
-    d.apply()
-"""
+
 
 
 def _env() -> dict[str, str]:
@@ -96,7 +88,7 @@ PHASES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "n"), ("provi
 def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     node = "palette-lab-1"
     for phase, who in PHASES:
-        killed = subprocess.run([sys.executable, "-c", KILL_AFTER, str(lab.plan_path), phase,
+        killed = subprocess.run([sys.executable, "-c", KILL_AFTER_PHASE, str(lab.plan_path), phase,
                                  node if who == "n" else "*"], capture_output=True, text=True, timeout=900, env=_env())
         assert killed.returncode == -signal.SIGKILL, f"not killed after {phase}: {killed.stderr[-3000:]}"
         assert _vcsim_vms(lab) in ([], ["lab-palette-lab-1"]), "a second VM was created on resume"
