@@ -260,8 +260,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _print_json(status)
     else:
         print(f"journal: {status['journal']}")
+        for node, facts in status["nodes"].items():
+            # Per node: the latest step the journal has for it, and what is known about the node.
+            steps = [s for s in status["steps"] if s["node"] == node]
+            last = steps[-1] if steps else None
+            where = f"{last['phase']} {last['status']}" if last else "not started"
+            line = f"  {node:<20} {where:<25} address={facts.get('address') or '-'}"
+            if facts.get("host_key_fingerprint"):
+                line += f" host_key={facts['host_key_fingerprint']}"
+            print(line)
+            if last and last["error"]:
+                print(f"      {last['error']}")
         for s in status["steps"]:
-            print(f"  {s['phase']:<15} {s['node']:<20} {s['status']}" + (f"  {s['error']}" if s["error"] else ""))
+            if s["node"] == "*":
+                print(f"  {'(deployment)':<20} {s['phase']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
         live = [r for r in status["resources"] if not r["destroyed"]]
         print(f"resources: {len(live)} live, {len(status['resources']) - len(live)} destroyed")
         for r in live:

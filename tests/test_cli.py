@@ -79,6 +79,9 @@ def test_apply_status_destroy(
     ]
     assert all(n["host_key_fingerprint"].startswith("SHA256:") for n in report["nodes"])
     assert report["handoff"]["kind"] == "inventory" and len(report["handoff"]["files"]) >= 2
+    text = cli("status", str(plan)).stdout
+    assert "palette-2            await_ready done" in text and "address=10.251.0.12" in text
+    assert "(deployment)         handoff done" in text
     status = cli("status", str(plan), "--json").json()
     assert {s["status"] for s in status["steps"]} == {"done"}
     assert sum(1 for r in status["resources"] if r["kind"] == "machine") == 3
