@@ -17,6 +17,7 @@ from typing import IO, Any
 from palette_provision.errors import HandoffError
 from palette_provision.handoff._client import LocalApiUnavailable
 from palette_provision.handoff._session import LINK_STATUS, Session, step_errors
+from palette_provision.media import sha256_file
 from palette_provision.waiting import Backoff, wait_for
 
 UPLOAD = "/v1/edge-mgmt/edgehosts/current/actions/upload-content"
@@ -85,21 +86,12 @@ class ProgressReader:
         return self._handle.fileno()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in pieces."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while piece := handle.read(READ_SIZE):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def _already_uploaded(session: Session, path: Path, size: int, expected: str | None) -> dict[str, Any] | None:
     """The leader's record of the last upload when it is this bundle (same name, size and digest)."""
     details = session.api(session.leader).get_optional(UPLOADED_DETAILS)
     if not details or details.get("fileName") != path.name or int(details.get("sizeInBytes") or -1) != size:
         return None
-    digest = expected or session.context.journal.cached_digest(path) or file_sha256(path)
+    digest = expected or session.context.journal.cached_digest(path) or sha256_file(path)
     return dict(details) if str(details.get("sha256Hash", "")).lower() == digest else None
 
 

@@ -19,11 +19,11 @@ import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 from palette_provision.errors import ProviderError, TransientError
+from palette_provision.media import sha256_file
 from palette_provision.provider import MediaFile, ProgressCallback, StagedMedia
 from palette_provision.waiting import Backoff, wait_for
 
@@ -53,15 +53,6 @@ class _Remote:
     size: int | None
     sidecar_digest: str | None
     sidecar_present: bool = False
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a local file, read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Stager:
