@@ -2,7 +2,7 @@
 
 Both upload the same sparse file to the same simulator in the same run, alternately, ``--rounds`` times each; the
 best time of each is compared (target: ours >= 0.8x curl's throughput). Our client runs in a child process so its
-peak RSS (``ru_maxrss``) is the upload's alone (target: < 100 MiB).
+peak RSS (``VmHWM``, see palette_provision.testing.metrics) is the upload's alone (target: < 100 MiB).
 
     .venv/bin/python benchmarks/content_upload.py [--size-gib 2] [--rounds 3]
 
@@ -31,9 +31,10 @@ UPLOAD = "/v1/edge-mgmt/edgehosts/current/actions/upload-content"
 
 # The child: our LocalApiClient + the hand-off's ProgressReader, exactly as PaletteLocalApi uploads.
 OURS = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from palette_provision.handoff._content import ProgressReader
+from palette_provision.testing.metrics import peak_rss_kib
 from palette_provision.handoff.local_api import LocalApiClient
 from palette_provision.journal import Journal
 from palette_provision.secrets import Secret
@@ -45,7 +46,7 @@ with Journal.open(Path(spec["journal"]), deployment="bench") as journal:
     api = LocalApiClient("bench", spec["host"], port=spec["port"], username=spec["user"],
                          password=Secret(spec["password"]), journal=journal)
     api.login()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     start = time.perf_counter()
     with path.open("rb") as handle:
         reader = ProgressReader(handle, size, lambda done, total: None)
@@ -53,7 +54,7 @@ with Journal.open(Path(spec["journal"]), deployment="bench") as journal:
     elapsed = time.perf_counter() - start
     api.close()
 print(json.dumps({"seconds": elapsed, "sha256": reader.sha256, "rss_before_kib": before,
-                  "rss_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "rss_peak_kib": peak_rss_kib()}))
 """
 
 

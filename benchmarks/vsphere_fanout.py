@@ -23,7 +23,6 @@ import concurrent.futures as cf
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,10 @@ def _io_read_bytes() -> int:
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter carries the (larger) parent's peak across exec.
+    from palette_provision.testing.metrics import peak_rss_kib
+
+    return peak_rss_kib() / 1024
 
 
 def make_iso(path: Path, size: int) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from palette_provision.errors import HandoffError  # noqa: E402
 from palette_provision.journal import Journal  # noqa: E402
+from palette_provision.testing.metrics import peak_rss_kib  # noqa: E402
 from tests.handoff import rig  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main() -> int:
         if name == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     events: list[tuple[str, str, dict[str, object]]] = []
     with Journal.open(Path(spec["journal"]), deployment=plan.name) as journal:
         context = rig.context_for(plan, journal, spec["sims"], events)
@@ -39,7 +39,7 @@ def main() -> int:
         except HandoffError as exc:
             print(json.dumps({"error": str(exc), "step": exc.step}))
             return 3
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_rss_kib()
     if spec.get("rss_file"):
         Path(spec["rss_file"]).write_text(json.dumps({"before_kib": before, "after_kib": after}))
     print(json.dumps(result.to_dict()))

@@ -99,10 +99,9 @@ class SimulatorHandle:
 
     def peak_rss_kib(self) -> int:
         """Peak resident set size of the process (``VmHWM`` in ``/proc/<pid>/status``), KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise RuntimeError("VmHWM not found")
+        from palette_provision.testing.metrics import peak_rss_kib
+
+        return peak_rss_kib(self.pid)
 
     @property
     def alive(self) -> bool:
