@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -349,11 +349,3 @@ class Journal:
                 "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
                 (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256),
             )
-
-    def iter_nodes(self) -> Iterator[str]:
-        """Node names that appear in the journal's steps, in first-seen order."""
-        seen: dict[str, None] = {}
-        for rec in self.steps():
-            if rec.node != GLOBAL:
-                seen.setdefault(rec.node, None)
-        yield from seen

@@ -283,8 +283,3 @@ CAPABILITIES: dict[str, type] = {
 def capabilities_of(provider: object) -> list[str]:
     """Names of the capability protocols ``provider`` implements."""
     return [name for name, proto in CAPABILITIES.items() if isinstance(provider, proto)]
-
-
-def provider_state_dir(base: Path, provider: str) -> Path:
-    """The per-provider cache folder under a deployment's state folder."""
-    return base / "providers" / provider

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from palette_provision.errors import JournalError
+from palette_provision.errors import JournalError, TLSVerificationError
 from palette_provision.journal import Journal
 from palette_provision.log import redact_secrets
 from palette_provision.secrets import Secret, SecretReferenceError, resolve_secret
+from palette_provision.testing.localapi import start_simulator
+from palette_provision.tls import fetch_fingerprint, pinned_context
 
 
 def test_secret_never_prints() -> None:
@@ -96,3 +99,17 @@ def test_pipeline_logs_carry_context(tmp_path: Path) -> None:
     assert node_events and all(e["provider"] == "fake" for e in node_events)
     assert {e["phase"] for e in node_events} >= {"provision", "power_on", "await_install"}
     assert NODE_PASSWORD not in repr(logs)
+
+
+def test_fetch_fingerprint_reads_the_served_certificate_and_pins_it(tmp_path: Path) -> None:
+    # The helper a user runs to fill in a plan's thumbprint; the pinned context then accepts exactly that cert.
+    with start_simulator("n1", tmp_path / "sim", password="pw-for-the-sim") as sim:
+        fingerprint = fetch_fingerprint(sim.host, sim.port)
+        assert fingerprint == sim.cert_sha256.replace(":", "").lower()
+        with (
+            socket.create_connection((sim.host, sim.port), timeout=5) as raw,
+            pinned_context(fingerprint).wrap_socket(raw, server_hostname=sim.host),
+        ):
+            pass
+        with socket.create_connection((sim.host, sim.port), timeout=5) as raw, pytest.raises(TLSVerificationError):
+            pinned_context("0" * 64).wrap_socket(raw, server_hostname=sim.host)
