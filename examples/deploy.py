@@ -24,7 +24,11 @@ def show(event: Event) -> None:
 
 
 def configure_logging() -> None:
-    """The library only emits events; the application decides where they go (here: warnings, to stderr)."""
+    """The library only emits events; the application decides where they go (here: warnings, to stderr).
+
+    Without this, the same warnings reach stderr through the standard library's ``logging``; configuring structlog
+    is how an application gets them rendered (and redacted) its own way.
+    """
     structlog.configure(
         processors=[structlog.processors.add_log_level, redact_secrets, structlog.dev.ConsoleRenderer(colors=False)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

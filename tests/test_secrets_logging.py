@@ -1,9 +1,11 @@
-"""Secrets never reach logs, exceptions or the journal; the library never configures logging."""
+"""Secrets never reach logs, exceptions or the journal; events go where the application sends its logs."""
 
 from __future__ import annotations
 
 import pickle
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,12 +50,8 @@ def test_redaction_processor_masks_keys_secret_objects_and_known_values() -> Non
     assert out["nested"] == {"token": "***", "ok": ["***"]}
 
 
-def test_library_does_not_configure_structlog(tmp_path: Path) -> None:
-    # In a fresh process (capture_logs in other tests configures structlog in this one): a whole deployment
-    # through the library API leaves logging configuration to the application.
-    import subprocess
-    import sys
-
+def _run_deployment_script(tmp_path: Path, prelude: str) -> subprocess.CompletedProcess[str]:
+    """A whole deployment through the library API in a fresh process (other tests configure structlog here)."""
     import yaml
 
     from .conftest import base_plan
@@ -61,16 +59,55 @@ def test_library_does_not_configure_structlog(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(base_plan(tmp_path)))
     code = (
-        "import structlog, sys\n"
+        "import sys\n" + prelude + "from palette_provision.log import get_logger\n"
         "from palette_provision.pipeline import Deployment\n"
         "from palette_provision.plan import load_plan\n"
+        "from palette_provision.secrets import Secret\n"
         "with Deployment(load_plan(sys.argv[1])) as d:\n"
         "    assert d.apply().ok\n"
-        "print(structlog.is_configured())\n"
+        "get_logger('palette_provision.test').warning('odd_thing', node='n1', detail='pw is hunter2-xyz',"
+        " creds=Secret('hunter2-xyz'))\n"
+        "print('structlog imported:', 'structlog' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(plan)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    return out
+
+
+def test_without_logging_configured_only_warnings_reach_stderr(tmp_path: Path) -> None:
+    # No configuration at all: like any library, silence except warnings and errors, which Python's last-resort
+    # handler prints to stderr; stdout stays the application's. structlog is not even imported.
+    out = _run_deployment_script(tmp_path, "")
+    assert out.stdout.strip().splitlines() == ["structlog imported: False"]
+    assert "phase_done" not in out.stderr
+    assert "odd_thing node=n1" in out.stderr
+    assert "hunter2-xyz" not in out.stderr and "creds=***" in out.stderr and "pw is ***" in out.stderr
+
+
+def test_events_follow_the_standard_logging_configuration(tmp_path: Path) -> None:
+    out = _run_deployment_script(
+        tmp_path, "import logging\nlogging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+    )
+    assert "INFO:palette_provision.pipeline:phase_done" in out.stdout
+    assert "node=palette-1" in out.stdout and "provider=fake" in out.stdout
+    assert "hunter2-xyz" not in out.stdout + out.stderr
+
+
+def test_events_go_to_structlog_when_the_application_configured_it(tmp_path: Path) -> None:
+    prelude = (
+        "import structlog\n"
+        "from palette_provision.log import redact_secrets\n"
+        "structlog.configure(processors=[redact_secrets, structlog.processors.JSONRenderer()],"
+        " logger_factory=structlog.PrintLoggerFactory(file=sys.stdout))\n"
+    )
+    out = _run_deployment_script(tmp_path, prelude)
+    import json
+
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    done = [e for e in events if e["event"] == "phase_done" and e.get("node") == "palette-1"]
+    assert done and all(e["provider"] == "fake" for e in done)
+    assert {"event": "odd_thing", "node": "n1", "detail": "pw is ***", "creds": "***"} in events
+    assert "hunter2-xyz" not in out.stdout + out.stderr
 
 
 def test_journal_refuses_secret_values(tmp_path: Path) -> None:
