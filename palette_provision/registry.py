@@ -19,6 +19,11 @@ __all__ = ["ENTRY_POINT_GROUP", "available_providers", "create_provider", "load_
 
 ENTRY_POINT_GROUP = "palette_provision.providers"
 
+# Classes already loaded, by name: a plan's validation and the deployment both ask for the provider, and reading
+# every installed distribution's entry points again costs a few milliseconds per ask. Only successes are kept, so
+# a provider installed later in the process is still found.
+_loaded: dict[str, Any] = {}
+
 
 def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
@@ -36,6 +41,8 @@ def load_provider_class(name: str) -> Any:
         ProviderNotFound: nothing is registered under ``name``; the error lists what is.
         PaletteProvisionError: the entry point exists but fails to import (a missing vendor SDK, say).
     """
+    if name in _loaded:
+        return _loaded[name]
     eps = _entry_points()
     if name not in eps:
         raise ProviderNotFound(name, sorted(eps))
@@ -46,6 +53,7 @@ def load_provider_class(name: str) -> Any:
     for attr in ("name", "settings_model"):
         if not hasattr(cls, attr):
             raise PaletteProvisionError(f"provider {name!r} ({eps[name].value}) has no {attr!r} attribute")
+    _loaded[name] = cls
     return cls
 
 

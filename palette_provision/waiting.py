@@ -23,11 +23,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from palette_provision.errors import TransientError, WaitFailed, WaitTimeout
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["Backoff", "wait_for"]
 
@@ -109,16 +110,37 @@ def wait_for(
             raise _NotYet()
         return state
 
+    def pause(n: int) -> float:
+        """The pause after the ``n``-th failed attempt (1-based), never past the deadline."""
+        base = min(backoff.maximum, backoff.initial * (2 ** (n - 1)))
+        return float(max(0.0, min(base + backoff.jitter * rng(), deadline - clock())))
+
+    def timed_out() -> WaitTimeout:
+        return WaitTimeout(
+            what,
+            clock() - start,
+            last_state=poll.last_state if poll.seen_state else None,
+            last_error=poll.last_error,
+        )
+
+    retryable: tuple[type[BaseException], ...] = (_NotYet, *retry_on)
+    # The first look happens here: most waits (a vCenter task, a node already up on a re-run) are over by then,
+    # and those never build, or import, tenacity's machinery.
+    try:
+        return attempt()
+    except retryable as exc:
+        if clock() >= deadline:
+            raise timed_out() from (None if isinstance(exc, _NotYet) else exc)
+    sleep(pause(1))
+
+    import tenacity
+
     def next_sleep(retry_state: tenacity.RetryCallState) -> float:
-        n = retry_state.attempt_number - 1
-        base = min(backoff.maximum, backoff.initial * (2**n))
-        pause = base + backoff.jitter * rng()
-        return float(max(0.0, min(pause, deadline - clock())))
+        return pause(retry_state.attempt_number + 1)  # + 1: the first attempt ran above
 
     def out_of_time(_: tenacity.RetryCallState) -> bool:
         return clock() >= deadline
 
-    retryable: tuple[type[BaseException], ...] = (_NotYet, *retry_on)
     retrying = tenacity.Retrying(
         stop=out_of_time,
         wait=next_sleep,
@@ -129,9 +151,4 @@ def wait_for(
     try:
         return retrying(attempt)
     except retryable as exc:
-        raise WaitTimeout(
-            what,
-            clock() - start,
-            last_state=poll.last_state if poll.seen_state else None,
-            last_error=poll.last_error,
-        ) from (None if isinstance(exc, _NotYet) else exc)
+        raise timed_out() from (None if isinstance(exc, _NotYet) else exc)

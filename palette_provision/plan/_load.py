@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from palette_provision.errors import PlanError, PlanIssue
@@ -71,16 +70,23 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
     return plan
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: a plan never needs them, and alias bombs would stall validation."""
+def _no_alias_loader() -> Any:
+    """Safe YAML without aliases: a plan never needs them, and alias bombs would stall validation.
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not allowed in a plan", event.start_mark
-            )
-        return super().compose_node(parent, index)
+    Built on first use: a plan built in Python never pays for importing PyYAML.
+    """
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, "YAML aliases (*name) are not allowed in a plan", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def load_plan(path: str | Path) -> DeploymentPlan:
@@ -101,8 +107,10 @@ def load_plan(path: str | Path) -> DeploymentPlan:
 
 def parse_plan_text(text: str, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
     """Parse YAML or JSON text into a plan. See :func:`load_plan`."""
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_no_alias_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
