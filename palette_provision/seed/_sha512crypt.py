@@ -69,14 +69,17 @@ def sha512_crypt(password: str, salt: str, rounds: int = _DEFAULT_ROUNDS) -> str
     p = _repeat(hashlib.sha512(pw * len(pw)).digest(), len(pw))
     ss = _repeat(hashlib.sha512(s * (16 + c[0])).digest(), len(s))
 
+    # Round r hashes (odd r) p [ss] [p] c or (even r) c [ss] [p] p, with ss when r % 3 and the middle p when r % 7:
+    # which parts depends on r % 42 only. One hash call per round over bytes joined in advance is half the time
+    # of feeding each part separately (the calls, not the hashing, dominate for these short inputs).
+    table = []
+    for r in range(42):
+        middle = (ss if r % 3 else b"") + (p if r % 7 else b"")
+        table.append((p + middle, b"") if r & 1 else (b"", middle + p))
+    sha512 = hashlib.sha512
     for r in range(rounds):
-        h = hashlib.sha512(p if r & 1 else c)
-        if r % 3:
-            h.update(ss)
-        if r % 7:
-            h.update(p)
-        h.update(c if r & 1 else p)
-        c = h.digest()
+        before, after = table[r % 42]
+        c = sha512(before + c + after).digest()
 
     encoded = "".join(_b64_24(c[x], c[y], c[z], 4) for x, y, z in _ORDER) + _b64_24(0, 0, c[63], 2)
     prefix = f"$6$rounds={rounds}$" if custom_rounds else "$6$"
