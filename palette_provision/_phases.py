@@ -33,7 +33,7 @@ from palette_provision.report import Report
 from palette_provision.steps import NodeStep, NodeStepContext
 from palette_provision.waiting import Backoff, wait_for
 
-__all__ = ["ACTIONS", "Outcome", "PhaseActions"]
+__all__ = ["ACTIONS", "Outcome", "PhaseActions", "StartOver"]
 
 ACTIONS = {
     "preflight": "check the plan against the platform (log in, resolve objects, capacity, name clashes)",
@@ -194,22 +194,40 @@ class PhaseActions:
 
     def _provision(self, node: NodeSpec, iso: StagedMedia, seed: StagedMedia) -> Outcome:
         existing = self.provider.find_machine(node)
-        if existing is not None:
-            recorded = self.journal.step("provision", node.name)
-            return Outcome(
-                {"machine": existing.to_record(), "adopted": recorded is not None and recorded.status != "done"}
-            )
         previous = self.journal.step("provision", node.name)
-        if previous is not None and previous.status == "done":
-            # The machine we created is gone (deleted outside palette-provision): rebuild it from scratch.
-            for phase, _ in self._node_phase_names()[2:]:
-                self.journal.reset_step(phase, node.name)
-            self._emit(node.name, "provision", "progress", "the recorded machine is gone; creating it again")
+        if existing is not None:
+            before = Machine.from_record(previous.data["machine"]) if previous and "machine" in previous.data else None
+            # Adopted: found on the platform without a journal record of it (the run that made it died first).
+            return Outcome({"machine": _same_machine(before, existing).to_record(), "adopted": before is None})
         machine = self.provider.create_machine(node, [iso, seed])
         return Outcome(
             {"machine": machine.to_record(), "created": True},
             [("machine", self.plan.platform.provider, machine.id, machine.to_record())],
         )
+
+    def _recheck(self, node: NodeSpec, data: dict[str, Any]) -> dict[str, Any] | None:
+        """A done ``provision``: its data if the recorded machine is still there.
+
+        Raises:
+            StartOver: the machine is gone (or another one carries its name): every later step was about it.
+        """
+        recorded = Machine.from_record(data["machine"])
+        found = self.provider.find_machine(node)
+        if found is None or found.id != recorded.id:
+            raise StartOver(recorded)
+        return {**data, "machine": _same_machine(recorded, found).to_record()}
+
+    def _start_over(self, node: NodeSpec, gone: Machine) -> None:
+        """Forget every per-node step of ``node`` (and the gone machine) so its chain runs again from the seed.
+
+        From the seed, not from the machine: once the node had installed, its seed was deleted from the platform
+        and locally, and a new machine needs one (with a new host key, recorded as the seed is rendered).
+        """
+        self._emit(node.name, "provision", "progress", f"the recorded machine {gone.name} is gone; starting over")
+        for phase, _ in self._node_phase_names():
+            self.journal.reset_step(phase, node.name)
+        self.journal.mark_destroyed("machine", gone.id)
+        self.journal.set_fact(node.name, "power_on_requested_at", None)
 
     def _attach(self, machine: Machine, iso: StagedMedia, seed: StagedMedia) -> Outcome:
         if self._has(BootMedia):
@@ -347,6 +365,25 @@ class PhaseActions:
         )
         result = former.form(context)
         return Outcome({"result": result.to_dict()})
+
+
+class StartOver(Exception):
+    """Internal: the machine a node's done steps were about is gone; the node's chain runs again."""
+
+    def __init__(self, gone: Machine) -> None:
+        super().__init__(gone.name)
+        self.gone = gone
+
+
+def _same_machine(recorded: Machine | None, found: Machine) -> Machine:
+    """``found``, keeping attributes recorded for this very machine unless observed anew.
+
+    A provider may answer a re-run from a cheap listing: the vSphere one leaves out the MAC, which it would have to
+    read every device for.
+    """
+    if recorded is None or recorded.id != found.id:
+        return found
+    return Machine(found.node, found.id, found.name, {**recorded.attributes, **found.attributes})
 
 
 def _last_state(exc: BaseException) -> str | None:

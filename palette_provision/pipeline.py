@@ -29,11 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from palette_provision._phases import ACTIONS, Outcome, PhaseActions, _handoff_from_data, _last_state
+from palette_provision._phases import ACTIONS, Outcome, PhaseActions, StartOver, _handoff_from_data, _last_state
 from palette_provision.errors import (
     PaletteProvisionError,
     PlanError,
     PlanIssue,
+    ProviderError,
 )
 from palette_provision.handoff.base import ClusterFormer
 from palette_provision.journal import GLOBAL, Journal
@@ -161,13 +162,30 @@ class Deployment(PhaseActions):
             with self._emit_lock:
                 self._on_event(event)
 
-    def _step(self, phase: str, node: str, action: Callable[[], Outcome], *, always: bool = False) -> dict[str, Any]:
-        """Run one journaled step: skip it when done (unless ``always``: observe again), else begin/act/finish."""
+    def _step(
+        self,
+        phase: str,
+        node: str,
+        action: Callable[[], Outcome],
+        *,
+        always: bool = False,
+        recheck: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    ) -> dict[str, Any]:
+        """Run one journaled step: skip it when done, else begin/act/finish.
+
+        ``always``: run it again even when done. ``recheck``: for a done step, look at the platform; it returns the
+        step's data when the recorded outcome still holds (nothing is written), or ``None`` to run the step again.
+        """
         journal = self.journal
         rec = journal.step(phase, node)
         if rec is not None and rec.status == "done" and not always:
-            self._emit(node, phase, "skipped", "done in an earlier run")
-            return rec.data
+            if recheck is None:
+                self._emit(node, phase, "skipped", "done in an earlier run")
+                return rec.data
+            data = recheck(rec.data)
+            if data is not None:
+                self._emit(node, phase, "skipped", "done in an earlier run, and still so on the platform")
+                return data
         journal.begin(phase, node)
         self._emit(node, phase, "started", ACTIONS.get(phase, phase))
         t0 = time.monotonic()
@@ -255,33 +273,45 @@ class Deployment(PhaseActions):
         def machine() -> Machine:
             return got["machine"]  # type: ignore[no-any-return]
 
-        chain: list[tuple[str, Callable[[], Outcome], bool]] = [
-            ("stage_seed", lambda: self._stage_seed(node), False),
-            # Always observed again: the machine may have been deleted since the journal recorded it.
-            ("provision", lambda: self._provision(node, iso, got["seed"]), True),
-            ("attach_media", lambda: self._attach(machine(), iso, got["seed"]), False),
-            ("power_on", lambda: self._power_on(machine()), False),
-            ("await_install", lambda: self._await_install(machine()), False),
-            ("boot_from_disk", lambda: self._boot_from_disk(node, machine(), got["seed"]), False),
-            ("await_ready", lambda: self._await_ready(node, machine()), False),
+        Recheck = Callable[[dict[str, Any]], dict[str, Any] | None]
+        chain: list[tuple[str, Callable[[], Outcome], Recheck | None]] = [
+            ("stage_seed", lambda: self._stage_seed(node), None),
+            # Looked at again: the machine may have been deleted since the journal recorded it.
+            ("provision", lambda: self._provision(node, iso, got["seed"]), lambda data: self._recheck(node, data)),
+            ("attach_media", lambda: self._attach(machine(), iso, got["seed"]), None),
+            ("power_on", lambda: self._power_on(machine()), None),
+            ("await_install", lambda: self._await_install(machine()), None),
+            ("boot_from_disk", lambda: self._boot_from_disk(node, machine(), got["seed"]), None),
+            ("await_ready", lambda: self._await_ready(node, machine()), None),
         ]
         for user_step in reversed(self._node_steps):
             at = next(i for i, (name, _, _) in enumerate(chain) if name == user_step.after) + 1
-            chain.insert(at, (user_step.name, self._user_action(user_step, node, machine), False))
+            chain.insert(at, (user_step.name, self._user_action(user_step, node, machine), None))
         current = chain[0][0]
         try:
-            for phase, action, always in chain:
-                current = phase
-                data = self._step(phase, node.name, action, always=always)
-                if phase == "stage_seed":
-                    got["seed"] = StagedMedia.from_record(data["staged"])
-                elif phase == "provision":
-                    got["machine"] = Machine.from_record(data["machine"])
-                    result.machine_id = got["machine"].id
-                result.timings[phase] = float(data.get("seconds", 0.0))
-                result.phase = phase
-                if phase == until:
+            started_over = False
+            while True:
+                try:
+                    for phase, action, recheck in chain:
+                        current = phase
+                        data = self._step(phase, node.name, action, recheck=recheck)
+                        if phase == "stage_seed":
+                            got["seed"] = StagedMedia.from_record(data["staged"])
+                        elif phase == "provision":
+                            got["machine"] = Machine.from_record(data["machine"])
+                            result.machine_id = got["machine"].id
+                        result.timings[phase] = float(data.get("seconds", 0.0))
+                        result.phase = phase
+                        if phase == until:
+                            break
                     break
+                except StartOver as over:
+                    if started_over:  # a machine that vanishes again at once: report it, do not loop
+                        raise ProviderError(
+                            f"the machine {over.gone.name} is gone again", provider=self.plan.platform.provider
+                        ) from None
+                    started_over = True
+                    self._start_over(node, over.gone)
             result.status = "ready"
         except PaletteProvisionError as exc:
             result.status, result.phase, result.error = "failed", current, str(exc)

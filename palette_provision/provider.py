@@ -201,7 +201,11 @@ class Machines(Protocol):
     """Create (or allocate), find and delete the machines."""
 
     def find_machine(self, node: NodeSpec) -> Machine | None:
-        """Return the machine for ``node`` if it exists on the platform."""
+        """Return the machine for ``node`` if it exists on the platform.
+
+        Its ``attributes`` may be a subset of what :meth:`create_machine` reported: for the same ``id``, the core
+        keeps the attributes it recorded before unless they are reported anew.
+        """
         ...
 
     def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
