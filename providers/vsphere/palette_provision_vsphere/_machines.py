@@ -21,6 +21,7 @@ __all__ = [
     "cdrom_specs",
     "create_vm",
     "delete_vm",
+    "listed_machine",
     "machine_of",
     "owner_of",
     "with_boot_order",
@@ -30,6 +31,7 @@ __all__ = [
 MARKER = "palette-provision"
 
 _SCSI_KEY, _AHCI_KEY, _NIC_KEY = -100, -300, -500
+_MACHINE_PROPS = ("name", "config.uuid", "config.instanceUuid", "config.hardware.device")
 _DISK_KEYS = (-201, -202)
 _CD_KEYS = (-401, -402)
 
@@ -176,8 +178,8 @@ def create_vm(
     name: str,
     media: list[StagedMedia],
     deployment: str,
-) -> Any:
-    """Create the VM and set its boot order; return the VM object."""
+) -> Machine:
+    """Create the VM and set its boot order; return it as a :class:`Machine` for ``node``."""
     spec = _config_spec(
         node, name=name, media=media, placement=placement, guest_id=session.settings.guest_id,
         note=annotation(deployment, node.name),
@@ -189,8 +191,9 @@ def create_vm(
         name,
     )
     # The disk's key is only known now: vCenter renumbers devices, and vcsim 0.24.2 would keep a temporary
-    # (negative) key in bootOrder verbatim. So the boot order is a second, small reconfigure.
-    p = session.props(vm, ["config.hardware.device", "config.bootOptions"])
+    # (negative) key in bootOrder verbatim. So the boot order is a second, small reconfigure. The same read gives
+    # the Machine: the reconfigure changes no device.
+    p = session.props(vm, [*_MACHINE_PROPS, "config.bootOptions"])
     disks = sorted(
         (d for d in p["config.hardware.device"] if isinstance(d, vim.vm.device.VirtualDisk)),
         key=lambda d: d.unitNumber,
@@ -201,12 +204,28 @@ def create_vm(
         f"setting the boot order of {name}",
         name,
     )
-    return vm
+    return _machine(vm, node.name, p)
 
 
 def machine_of(session: VsphereSession, vm: Any, node: str) -> Machine:
     """A :class:`Machine` for ``vm``: id = moref value, MAC and BIOS UUID as attributes."""
-    p = session.props(vm, ["name", "config.uuid", "config.instanceUuid", "config.hardware.device"])
+    return _machine(vm, node, session.props(vm, _MACHINE_PROPS))
+
+
+def listed_machine(node: str, moid: str, props: dict[str, Any]) -> Machine:
+    """A :class:`Machine` from a VM listing (name and UUIDs, no devices): ``mac`` is left out.
+
+    The core keeps attributes it recorded earlier for the same machine id, so the MAC read when the VM was created
+    survives a re-run that only listed it; :meth:`discover_address` reads the devices itself when it has no MAC.
+    """
+    attributes = {
+        "uuid": str(props.get("config.uuid") or ""),
+        "instance_uuid": str(props.get("config.instanceUuid") or ""),
+    }
+    return Machine(node=node, id=moid, name=str(props["name"]), attributes=attributes)
+
+
+def _machine(vm: Any, node: str, p: dict[str, Any]) -> Machine:
     mac = next(
         (
             d.macAddress

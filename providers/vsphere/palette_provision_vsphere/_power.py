@@ -36,9 +36,11 @@ def power_state(session: VsphereSession, vm: Any, name: str) -> PowerState:
 
 
 def set_power(session: VsphereSession, vm: Any, name: str, target: PowerState) -> None:
-    """Power on or (hard) off; already in ``target`` is success, also when another client won a race."""
-    if power_state(session, vm, name) is target:
-        return
+    """Power on or (hard) off; already in ``target`` is success, also when another client won a race.
+
+    No read first: the task itself says InvalidPowerState when there is nothing to do (the pipeline has just read
+    the state anyway), and only then is the state read, to tell "already so" from a real refusal.
+    """
     start = vm.PowerOnVM_Task if target is PowerState.ON else vm.PowerOffVM_Task
     try:
         session.run_task(start, f"powering {target.value} VM {name}", name)

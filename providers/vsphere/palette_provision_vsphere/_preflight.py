@@ -24,23 +24,24 @@ def check_names(
     placement: Placement,
     planned: dict[str, NodeSpec],
     is_ours: Callable[[str, str | None], bool],
-) -> dict[str, str]:
+) -> dict[str, tuple[str, dict[str, Any]]]:
     """Refuse planned VM names taken by VMs that are not ours.
 
     vcsim 0.24.2 accepts duplicate VM names (vCenter refuses them), so this is checked here for both.
 
     Returns:
-        The planned names that exist (all ours), with their moref ids.
+        The planned names that exist (all ours), with their moref ids and the properties listed
+        (:func:`~palette_provision_vsphere._inventory.vms_named`).
 
     Raises:
         ConfigurationError: listing every clash, with its moref and the deployment its annotation names.
     """
     clashes = []
-    existing: dict[str, str] = {}
+    existing: dict[str, tuple[str, dict[str, Any]]] = {}
     for vm, props in vms_named(session, placement, set(planned)):
         name, note = str(props.get("name")), props.get("config.annotation")
         if is_ours(name, note):
-            existing[name] = str(vm._moId)
+            existing[name] = (str(vm._moId), props)
         else:
             who = owner_of(note)
             clashes.append(f"{name} ({vm._moId}{', deployment ' + who if who else ''})")

@@ -67,6 +67,10 @@ class VsphereProvider:
         self._known: dict[str, str] = {}
         # Names find_machine has just seen absent, so create_machine need not list every VM a second time.
         self._absent: set[str] = set()
+        # Our VMs as preflight listed them, for find_machine's first look at each node.
+        self._observed: dict[str, Machine] = {}
+        # VM id -> the media it was created with in this process (create_machine), for attach_media's first call.
+        self._fresh_media: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -76,6 +80,7 @@ class VsphereProvider:
                 from palette_provision_vsphere._inventory import resolve_placement
                 from palette_provision_vsphere._session import VsphereSession
                 from palette_provision_vsphere._staging import Stager
+                from palette_provision_vsphere._verified import VerifiedMedia
 
                 session = VsphereSession(self.settings, self._log)
                 try:
@@ -86,7 +91,8 @@ class VsphereProvider:
                     field = "platform.thumbprint" if self.settings.tls_mode == "pin" else "platform.tls"
                     raise TLSVerificationError(str(exc), field=field, provider=self.name) from exc
                 placement = resolve_placement(session, self.settings)
-                self._state = _Backend(session, placement, Stager(session, placement, self._log))
+                digests = VerifiedMedia(self.context.state_dir / "verified-media.json")
+                self._state = _Backend(session, placement, Stager(session, placement, self._log, digests))
             return self._state
 
     def close(self) -> None:
@@ -136,13 +142,23 @@ class VsphereProvider:
             ConfigurationError: an unknown datacenter, cluster, host, pool, folder, datastore or network (the
                 message lists what exists), too little datastore space, or a VM name taken by someone else.
         """
+        from palette_provision_vsphere._machines import listed_machine
         from palette_provision_vsphere._preflight import check_capacity, check_names
 
         backend = self._backend()
         planned = {self.vm_name(n): n for n in plan.node_specs()}
         existing = check_names(backend.session, backend.placement, planned, self._is_ours)
-        self._known.update({name: moid for name, moid in existing.items() if moid})
+        self._known.update({name: moid for name, (moid, _) in existing.items()})
+        # A re-run: the listing already says which VMs exist and are ours, so each node's first find_machine
+        # needs no further round trip (and no read of every device just for the MAC the journal already has).
+        self._observed = {
+            name: listed_machine(planned[name].name, moid, props) for name, (moid, props) in existing.items()
+        }
         new = [node for name, node in planned.items() if name not in existing]
+        with self._lock:
+            # Seen absent a moment ago, like find_machine's own misses: a first run's find_machine and
+            # create_machine need not list every VM in the datacenter again, once per node.
+            self._absent.update(self.vm_name(node) for node in new)
         check_capacity(plan, backend.placement, backend.stager, new, self._log)
         self._log.info(
             "preflight_passed",
@@ -194,6 +210,13 @@ class VsphereProvider:
 
         backend = self._backend()
         name = self.vm_name(node)
+        with self._lock:
+            observed = self._observed.pop(name, None)
+        if observed is not None:
+            # Read by this run's preflight a moment ago; only the first look uses it, later ones read vCenter.
+            return observed
+        if name in self._absent:
+            return None
         known = self._known.get(name)
         if known is not None:
             vm = backend.session.ref("VirtualMachine", known)
@@ -230,7 +253,7 @@ class VsphereProvider:
 
     def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
         """Create the node's VM (or return it if this deployment already made it), booting from ``media``."""
-        from palette_provision_vsphere._machines import create_vm, machine_of
+        from palette_provision_vsphere._machines import create_vm
 
         backend = self._backend()
         self._check_media(backend, media)
@@ -245,7 +268,7 @@ class VsphereProvider:
                 return existing
             self._absent.discard(name)
         self._created.add(name)
-        vm = create_vm(
+        machine = create_vm(
             backend.session,
             backend.placement,
             node,
@@ -253,8 +276,9 @@ class VsphereProvider:
             media=media,
             deployment=self.context.deployment,
         )
-        machine = machine_of(backend.session, vm, node.name)
         self._known[name] = machine.id
+        # Built with exactly these media and CD-first boot order a moment ago: attach_media has nothing to check.
+        self._fresh_media[machine.id] = [m.locator for m in media]
         self._log.info(
             "vm_created",
             node=node.name,
@@ -333,6 +357,10 @@ class VsphereProvider:
 
         backend = self._backend()
         self._check_media(backend, media)
+        with self._lock:
+            fresh = self._fresh_media.pop(machine.id, None)
+        if fresh == [m.locator for m in media]:
+            return
         if attach(backend.session, self._vm(machine), machine.name, media):
             self._log.info(
                 "media_attached",

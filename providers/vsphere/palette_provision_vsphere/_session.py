@@ -112,6 +112,10 @@ class VsphereSession:
         self._si: Any = None
         self._content: Any = None
         self._ssl: ssl.SSLContext | None = None
+        # Container views by (container id, type), created once per session: a view is live (vCenter keeps its
+        # contents current), so one view serves every later listing with a single round trip instead of three
+        # (create, read, destroy). They end with the session; Logout destroys them.
+        self._views: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------------------------------------ connection
 
@@ -194,6 +198,7 @@ class VsphereSession:
     def relogin(self) -> None:
         """Log in again on the same stub (after the session expired); objects built on it stay valid."""
         with self._lock, translate("logging in again"):
+            self._views.clear()  # they belonged to the expired session
             if self._content is not None:
                 self._content.sessionManager.Login(self.settings.username, self.settings.password.reveal())
 
@@ -206,6 +211,7 @@ class VsphereSession:
         """Log out. Safe to call twice and when vCenter is gone."""
         with self._lock:
             content, self._si, self._content = self._content, None, None
+            self._views.clear()
         if content is not None:
             with contextlib.suppress(Exception):
                 content.sessionManager.Logout()
@@ -247,10 +253,17 @@ class VsphereSession:
         paths: Sequence[str],
         what: str = "listing inventory",
     ) -> list[tuple[Any, dict[str, Any]]]:
-        """Every ``kind`` object below ``container`` (recursive) with ``paths`` read, via one container view."""
+        """Every ``kind`` object below ``container`` (recursive) with ``paths`` read, via a container view."""
+        key = (str(container._moId), kind)
+        prop_set = [PC.PropertySpec(type=getattr(vim, kind), pathSet=list(paths))]
         view_manager = self.content.viewManager
-        view = self.call(lambda: view_manager.CreateContainerView(container, [getattr(vim, kind)], True), what)
-        try:
+        for fresh in (False, True):
+            with self._lock:
+                view = None if fresh else self._views.get(key)
+            if view is None:
+                view = self.call(lambda: view_manager.CreateContainerView(container, [getattr(vim, kind)], True), what)
+                with self._lock:
+                    self._views[key] = view
             spec = PC.FilterSpec(
                 objectSet=[
                     PC.ObjectSpec(
@@ -258,12 +271,15 @@ class VsphereSession:
                         selectSet=[PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)],
                     )
                 ],
-                propSet=[PC.PropertySpec(type=getattr(vim, kind), pathSet=list(paths))],
+                propSet=prop_set,
             )  # fmt: skip
-            return self._retrieve(spec, what)
-        finally:
-            with contextlib.suppress(Exception):
-                view.DestroyView()
+            try:
+                return self._retrieve(spec, what)
+            except VsphereTaskError as exc:
+                # A cached view can vanish (destroyed with an expired session): make a new one, once.
+                if fresh or exc.fault != "ManagedObjectNotFound":
+                    raise
+        raise AssertionError("unreachable")
 
     def call(self, fn: Callable[[], Any], what: str, resource: str | None = None) -> Any:
         """Run one SOAP call with our error translation; if the session expired, log in again and retry once.

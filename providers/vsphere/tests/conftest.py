@@ -147,9 +147,9 @@ def remove_vms(handle: VcsimHandle, prefix: str) -> None:
 
 @pytest.fixture
 def iso(tmp_path: Path) -> Path:
-    """A small local 'ISO' (4 MiB of varied bytes)."""
+    """A small local 'ISO' (9 MiB and a bit of varied bytes: three upload chunks, the last one short)."""
     path = tmp_path / "appliance.iso"
-    path.write_bytes(os.urandom(4 * 1024 * 1024))
+    path.write_bytes(os.urandom(9 * 1024 * 1024 + 123))
     return path
 
 

@@ -12,6 +12,8 @@ from palette_provision.errors import ProviderError
 from palette_provision.provider import MediaFile
 from vcsim.lab import VcsimHandle
 
+from palette_provision_vsphere._staging import Stager
+
 
 def media_for(
     path: Path,
@@ -48,7 +50,7 @@ def test_first_upload_streams_the_file_and_writes_the_sidecar(
         iso.stat().st_size,
     )
     assert seen[-1] == (iso.stat().st_size, iso.stat().st_size)
-    assert len(seen) == 4  # 1 MiB chunks: progress as it goes
+    assert [done for done, _ in seen] == [4 << 20, 8 << 20, iso.stat().st_size]  # progress per 4 MiB chunk
 
 
 def test_a_rerun_uploads_nothing_and_does_not_read_the_iso(
@@ -85,6 +87,37 @@ def test_a_corrupted_sidecar_forces_a_reupload(
     make_provider().stage_media(media_for(iso))
     sidecar = vcsim.datastore_dir / f"media-{unique}" / "appliance.iso.sha256"
     sidecar.write_text("garbage\n")
+    again = make_provider().stage_media(media_for(iso, sha256=digest(iso)))
+    assert again.uploaded_bytes == iso.stat().st_size
+    assert sidecar.read_text() == f"{digest(iso)}  appliance.iso\n"
+
+
+def test_a_rerun_reads_no_sidecar_that_nothing_touched_and_a_lost_record_costs_one_read(
+    vcsim: VcsimHandle, unique: str, iso: Path, tmp_path: Path, make_provider: ProviderFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    make_provider().stage_media(media_for(iso))
+    reads: list[str] = []
+    real_read = Stager._read_sidecar
+
+    def counting_read(self: Stager, name: str) -> str | None:
+        reads.append(name)
+        return real_read(self, name)
+
+    monkeypatch.setattr(Stager, "_read_sidecar", counting_read)
+    assert make_provider().stage_media(media_for(iso, sha256=digest(iso))).uploaded_bytes == 0
+    assert reads == []  # sizes and times as recorded when it was written: no GET
+    (tmp_path / "state" / "verified-media.json").unlink()
+    assert make_provider().stage_media(media_for(iso, sha256=digest(iso))).uploaded_bytes == 0
+    assert reads == ["appliance.iso"]
+
+
+def test_a_sidecar_rewritten_to_the_same_length_is_read_again_and_the_file_reuploaded(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
+    make_provider().stage_media(media_for(iso))
+    sidecar = vcsim.datastore_dir / f"media-{unique}" / "appliance.iso.sha256"
+    sidecar.write_text("0" * 64 + "  appliance.iso\n")  # another digest, same length: only the time tells
     again = make_provider().stage_media(media_for(iso, sha256=digest(iso)))
     assert again.uploaded_bytes == iso.stat().st_size
     assert sidecar.read_text() == f"{digest(iso)}  appliance.iso\n"
