@@ -137,7 +137,8 @@ class ProviderContext:
 
     ``owned_machine_names``: names the journal says this deployment created or started creating, so a provider's
     duplicate-name check can tell ours from someone else's. ``state_dir``: a folder the provider may use for its
-    own cache. ``log``: a structlog logger with ``provider`` bound.
+    own cache (kept between runs; the vSphere provider records verified media there). ``log``: a logger with
+    ``provider`` bound, called like structlog's (:class:`palette_provision.log.Logger`; a structlog logger works too).
     """
 
     deployment: str

@@ -24,9 +24,11 @@ section (the schema is :class:`VsphereSettings`)::
 
 What it does: logs in once per run (``close()`` logs out); stages media content-addressed
 (``[datastore] <media_folder>/<name>`` plus a ``<name>.sha256`` sidecar written only after a verified upload, so
-a re-run uploads nothing); creates UEFI VMs with a paravirtual SCSI controller, two thin disks, vmxnet3 and two CD
-drives (ISO, seed) booting CD first; powers them; detaches the CDs after install; reads the address VMware Tools
-reports. pyVmomi is imported on first use, so importing this package is cheap.
+a re-run uploads nothing, and reads no sidecar that nothing touched since: sizes and modification times are kept in
+``verified-media.json`` in the provider's state folder); creates UEFI VMs with a paravirtual SCSI controller, two
+thin disks, vmxnet3 and two CD drives (ISO, seed) booting CD first; powers them; detaches the CDs after install;
+reads the address VMware Tools reports. pyVmomi is imported on first use and httpx on the first upload, so
+importing this package, and a re-run with nothing to upload, stay cheap.
 """
 
 from palette_provision_vsphere._provider import VsphereProvider
