@@ -28,21 +28,19 @@ from typing import TextIO
 from palette_provision.journal import Journal
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.seed._extra import LIBRARY_KEYS, LibraryKey, deep_merge
 from palette_provision.seed._hostkey import HOST_KEY_COMMENT, HostKey, ssh_fingerprint
 from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
 from palette_provision.seed._model import (
     CLOUD_CONFIG_HEADER,
     HOST_KEYS_STAGE,
-    LIBRARY_KEYS,
     USERS_STAGE,
-    LibraryKey,
     SeedFile,
     SeedInstall,
     SeedInterface,
     SeedModel,
     SeedStylus,
     SeedUser,
-    deep_merge,
     derive_salt,
     render_meta_data,
     render_user_data,
