@@ -163,6 +163,75 @@ def run_in_lan(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[byt
     return proc
 
 
+class LanDhcp:
+    """A DHCP server on the lab LAN (busybox ``udhcpd`` on ``br0``) handing out fixed leases by MAC.
+
+    ``with LanDhcp({"52:54:00:5e:00:61": "10.251.0.61"}) as dhcp:`` serves those leases, with the LAN's gateway as
+    router and DNS server, until the block ends. Only guests whose seed asks for DHCP send requests, so guests with
+    static addresses on the same LAN are unaffected. The two-address dynamic pool (.250-.251) is never meant to be
+    used: a guest that gets one of those was not in ``leases``. :attr:`log_path` is udhcpd's output.
+    """
+
+    def __init__(self, leases: dict[str, str]) -> None:
+        """Describe the server; nothing runs until :meth:`start` / ``__enter__``."""
+        for address in leases.values():
+            _check_node_address(address)
+        self.leases = {mac.lower(): address for mac, address in leases.items()}
+        self._workdir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        """udhcpd's log (stdout and stderr), once started."""
+        return self._workdir / "udhcpd.log" if self._workdir else None
+
+    def start(self) -> LanDhcp:
+        """Start udhcpd in the LAN namespace (creating the LAN if needed)."""
+        _require_root()
+        busybox = require_tool("busybox", "busybox-static")
+        ensure_lan()
+        self.stop()
+        self._workdir = Path(tempfile.mkdtemp(prefix="pplab-dhcp-"))
+        conf = self._workdir / "udhcpd.conf"
+        lines = [
+            f"interface {BRIDGE}",
+            "start 10.251.0.250",
+            "end 10.251.0.251",
+            f"lease_file {self._workdir / 'udhcpd.leases'}",
+            f"pidfile {self._workdir / 'udhcpd.pid'}",
+            "opt subnet 255.255.255.0",
+            f"opt router {GATEWAY}",
+            f"opt dns {GATEWAY}",
+            "opt lease 3600",
+            *(f"static_lease {mac} {address}" for mac, address in self.leases.items()),
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        (self._workdir / "udhcpd.leases").touch()
+        with (self._workdir / "udhcpd.log").open("wb") as log:
+            self._proc = run_in_lan(
+                [busybox, "udhcpd", "-f", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def is_running(self) -> bool:
+        """True while udhcpd runs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop udhcpd; a no-op if not running."""
+        kill_group(self._proc)
+        self._proc = None
+
+    def __enter__(self) -> LanDhcp:
+        return self.start()
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.stop()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
 class SshdNode:
     """A "node" with its own address running a private OpenSSH sshd, for readiness tests.
 
