@@ -194,6 +194,29 @@ def baseline(state: dict[str, Any], iso: Path, seeds: list[Path], rerun: bool) -
     return {"wall_s": time.monotonic() - t0, "uploaded_bytes": uploaded}
 
 
+def plan_data(state: dict[str, Any], iso: Path, n: int, *, prefix: str, folder: str) -> dict[str, Any]:
+    """An edge plan of ``n`` nodes with static addresses on the bench's vcsim; each half has its prefix and folder."""
+    return {
+        "name": "bench",
+        "profile": "edge",
+        "iso": {"source": str(iso)},
+        "cluster": {"name": "node", "vip": "10.251.1.250", "dns": ["10.251.0.1"],
+                    "node_account": {"password": f"env:{PASSWORD_ENV}"}},
+        "nodes": {"count": n, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 16,
+                  "network": {"mode": "static", "gateway": "10.251.0.1",
+                              "addresses": [f"10.251.{1 + i // 200}.{10 + i % 200}/16" for i in range(n)]}},
+        "platform": {
+            "provider": "vsphere", "server": state["host"], "port": state["port"], "username": "admin",
+            "password": f"env:{PASSWORD_ENV}", "thumbprint": state["thumbprint"], "datacenter": "DC0",
+            "cluster": "DC0_C0", "datastore": "datastore1", "network": "VM Network", "vm_prefix": prefix,
+            "media_folder": folder,
+        },
+        "readiness": {"ssh": False},
+        "handoff": {"kind": "none"},
+        "concurrency": min(n, 32),
+    }  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------- provider
 
 
@@ -209,25 +232,7 @@ def provider_half(
     load_provider_class("vsphere")  # pyVmomi stays unimported until the first call that needs vCenter
     import_s = time.monotonic() - t0
     n = len(seeds)
-    plan = parse_plan(
-        {
-            "name": "bench",
-            "profile": "edge",
-            "iso": {"source": str(iso)},
-            "cluster": {"name": "node", "vip": "10.251.0.200", "dns": ["10.251.0.1"],
-                        "node_account": {"password": f"env:{PASSWORD_ENV}"}},
-            "nodes": {"count": n, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 16},
-            "platform": {
-                "provider": "vsphere", "server": state["host"], "port": state["port"], "username": "admin",
-                "password": f"env:{PASSWORD_ENV}", "thumbprint": state["thumbprint"], "datacenter": "DC0",
-                "cluster": "DC0_C0", "datastore": "datastore1", "network": "VM Network", "vm_prefix": "prov-",
-                "media_folder": "bench-provider",
-            },
-            "readiness": {"ssh": False},
-            "handoff": {"kind": "none"},
-            "concurrency": min(n, 32),
-        }
-    )  # fmt: skip
+    plan = parse_plan(plan_data(state, iso, n, prefix="prov-", folder="bench-provider"))
     names = [s.name for s in plan.node_specs()]
     context = ProviderContext(
         deployment="bench", state_dir=state_dir, log=get_logger("bench").bind(provider="vsphere"),
@@ -269,27 +274,7 @@ def pipeline_half(state: dict[str, Any], iso: Path, n: int, state_dir: Path) -> 
     from palette_provision.plan import parse_plan
 
     import_s = time.monotonic() - t0
-    plan = parse_plan(
-        {
-            "name": "bench",
-            "profile": "edge",
-            "iso": {"source": str(iso)},
-            "cluster": {"name": "node", "vip": "10.251.1.250", "dns": ["10.251.0.1"],
-                        "node_account": {"password": f"env:{PASSWORD_ENV}"}},
-            "nodes": {"count": n, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 16,
-                      "network": {"mode": "static", "gateway": "10.251.0.1",
-                                  "addresses": [f"10.251.{1 + i // 200}.{10 + i % 200}/16" for i in range(n)]}},
-            "platform": {
-                "provider": "vsphere", "server": state["host"], "port": state["port"], "username": "admin",
-                "password": f"env:{PASSWORD_ENV}", "thumbprint": state["thumbprint"], "datacenter": "DC0",
-                "cluster": "DC0_C0", "datastore": "datastore1", "network": "VM Network", "vm_prefix": "pipe-",
-                "media_folder": "bench-pipeline",
-            },
-            "readiness": {"ssh": False},
-            "handoff": {"kind": "none"},
-            "concurrency": min(n, 32),
-        }
-    )  # fmt: skip
+    plan = parse_plan(plan_data(state, iso, n, prefix="pipe-", folder="bench-pipeline"))
     with Deployment(plan, state_dir=state_dir) as deployment:
         report = deployment.apply(until="power_on")
         staged = deployment.journal.step("stage_media")

@@ -34,7 +34,6 @@ from palette_provision.errors import (
     PaletteProvisionError,
     PlanError,
     PlanIssue,
-    ProviderError,
 )
 from palette_provision.handoff.base import ClusterFormer
 from palette_provision.journal import GLOBAL, Journal
@@ -288,30 +287,29 @@ class Deployment(PhaseActions):
             at = next(i for i, (name, _, _) in enumerate(chain) if name == user_step.after) + 1
             chain.insert(at, (user_step.name, self._user_action(user_step, node, machine), None))
         current = chain[0][0]
+
+        def run_chain() -> None:
+            nonlocal current
+            for phase, action, recheck in chain:
+                current = phase
+                data = self._step(phase, node.name, action, recheck=recheck)
+                if phase == "stage_seed":
+                    got["seed"] = StagedMedia.from_record(data["staged"])
+                elif phase == "provision":
+                    got["machine"] = Machine.from_record(data["machine"])
+                    result.machine_id = got["machine"].id
+                result.timings[phase] = float(data.get("seconds", 0.0))
+                result.phase = phase
+                if phase == until:
+                    return
+
         try:
-            started_over = False
-            while True:
-                try:
-                    for phase, action, recheck in chain:
-                        current = phase
-                        data = self._step(phase, node.name, action, recheck=recheck)
-                        if phase == "stage_seed":
-                            got["seed"] = StagedMedia.from_record(data["staged"])
-                        elif phase == "provision":
-                            got["machine"] = Machine.from_record(data["machine"])
-                            result.machine_id = got["machine"].id
-                        result.timings[phase] = float(data.get("seconds", 0.0))
-                        result.phase = phase
-                        if phase == until:
-                            break
-                    break
-                except StartOver as over:
-                    if started_over:  # a machine that vanishes again at once: report it, do not loop
-                        raise ProviderError(
-                            f"the machine {over.gone.name} is gone again", provider=self.plan.platform.provider
-                        ) from None
-                    started_over = True
-                    self._start_over(node, over.gone)
+            try:
+                run_chain()
+            except StartOver as over:
+                # Once: the reset provision step runs again instead of being re-checked, so this cannot recur.
+                self._start_over(node, over.gone)
+                run_chain()
             result.status = "ready"
         except PaletteProvisionError as exc:
             result.status, result.phase, result.error = "failed", current, str(exc)

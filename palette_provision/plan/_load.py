@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
     return plan
 
 
+@functools.cache
 def _no_alias_loader() -> Any:
     """Safe YAML without aliases: a plan never needs them, and alias bombs would stall validation.
 

@@ -79,6 +79,7 @@ def _get(doc: Any, path: tuple[str, ...]) -> Any:
 
 
 def library_key_issues(base: Mapping[str, Any], merged: Mapping[str, Any]) -> list[PlanIssue]:
+    """What ``merged`` (the user-data with ``user_data_extra``) broke of ``base``, one issue per key."""
     issues: list[PlanIssue] = []
     for rule in LIBRARY_KEYS:
         where = "user_data_extra." + ".".join(rule.path)

@@ -37,7 +37,7 @@ class Placement:
     network_name: str
     dvs_uuid: str | None
     portgroup_key: str | None
-    datastore_browser: Any = None
+    datastore_browser: Any  # read with the datastore, for the media folder's searches
 
     @property
     def distributed(self) -> bool:
@@ -56,8 +56,14 @@ def _missing(field: str, kind: str, name: str, existing: Sequence[str], where: s
     )
 
 
-def _by_name(found: list[tuple[Any, dict[str, Any]]], name: str) -> list[tuple[Any, dict[str, Any]]]:
-    return [(o, p) for o, p in found if p.get("name") == name]
+def _pick(
+    found: list[tuple[Any, dict[str, Any]]], name: str, *, field: str, kind: str, where: str = ""
+) -> tuple[Any, dict[str, Any]]:
+    """The first of ``found`` named ``name`` (object, properties), or the error naming ``field`` and what exists."""
+    for obj, props in found:
+        if props.get("name") == name:
+            return obj, props
+    raise _missing(field, kind, name, [p.get("name", "?") for _, p in found], where)
 
 
 def _walk(
@@ -79,11 +85,7 @@ def _walk(
         children = session.props(node, [child_prop]).get(child_prop) or []
         typed = [c for c in children if isinstance(c, getattr(vim, kind))]
         named = session.props_many(typed, ["name"])
-        match = _by_name(named, part)
-        if not match:
-            where = "/".join(trail) or "the root"
-            raise _missing(field, label, part, [p.get("name", "?") for _, p in named], where)
-        node = match[0][0]
+        node, _ = _pick(named, part, field=field, kind=label, where="/".join(trail) or "the root")
         trail.append(part)
     return node
 
@@ -105,43 +107,16 @@ def _compute(session: VsphereSession, s: VsphereSettings, host_folder: Any) -> t
     pool = None
     if s.cluster is not None:
         clusters = session.list_view(host_folder, "ClusterComputeResource", ["name", "resourcePool", "host"])
-        match = _by_name(clusters, s.cluster)
-        if not match:
-            raise _missing(
-                "platform.cluster",
-                "cluster",
-                s.cluster,
-                [p["name"] for _, p in clusters],
-                s.datacenter,
-            )
-        cprops = match[0][1]
+        _, cprops = _pick(clusters, s.cluster, field="platform.cluster", kind="cluster", where=s.datacenter)
         pool = cprops.get("resourcePool")
         if s.esxi_host is not None:
             members = session.props_many(list(cprops.get("host") or []), ["name"])
-            hmatch = _by_name(members, s.esxi_host)
-            if not hmatch:
-                raise _missing(
-                    "platform.esxi_host",
-                    "host",
-                    s.esxi_host,
-                    [p["name"] for _, p in members],
-                    s.cluster,
-                )
-            host = hmatch[0][0]
+            host, _ = _pick(members, s.esxi_host, field="platform.esxi_host", kind="host", where=s.cluster)
     else:
         assert s.esxi_host is not None  # the settings model requires cluster or esxi_host
         hosts = session.list_view(host_folder, "HostSystem", ["name", "parent"])
-        hmatch = _by_name(hosts, s.esxi_host)
-        if not hmatch:
-            raise _missing(
-                "platform.esxi_host",
-                "host",
-                s.esxi_host,
-                [p["name"] for _, p in hosts],
-                s.datacenter,
-            )
-        host = hmatch[0][0]
-        pool = session.props(hmatch[0][1]["parent"], ["resourcePool"]).get("resourcePool")
+        host, hprops = _pick(hosts, s.esxi_host, field="platform.esxi_host", kind="host", where=s.datacenter)
+        pool = session.props(hprops["parent"], ["resourcePool"]).get("resourcePool")
     if pool is None:
         raise ConfigurationError(
             "the cluster or host has no resource pool",
@@ -187,15 +162,7 @@ def resolve_placement(session: VsphereSession, s: VsphereSettings) -> Placement:
     dcs = session.list_view(
         session.content.rootFolder, "Datacenter", ["name", "parent", "vmFolder", "hostFolder", "datastore", "network"]
     )
-    match = _by_name(dcs, s.datacenter)
-    if not match:
-        raise _missing(
-            "platform.datacenter",
-            "datacenter",
-            s.datacenter,
-            [p["name"] for _, p in dcs],
-        )
-    dc, dcp = match[0]
+    dc, dcp = _pick(dcs, s.datacenter, field="platform.datacenter", kind="datacenter")
     root_pool, host = _compute(session, s, dcp["hostFolder"])
     pool = _walk(
         session, root_pool, s.resource_pool,
@@ -209,16 +176,7 @@ def resolve_placement(session: VsphereSession, s: VsphereSettings) -> Placement:
         list(dcp.get("datastore") or []),
         ["name", "summary.freeSpace", "summary.capacity", "summary.accessible", "browser"],
     )
-    ds_match = _by_name(stores, s.datastore)
-    if not ds_match:
-        raise _missing(
-            "platform.datastore",
-            "datastore",
-            s.datastore,
-            [p["name"] for _, p in stores],
-            s.datacenter,
-        )
-    ds, dsp = ds_match[0]
+    ds, dsp = _pick(stores, s.datastore, field="platform.datastore", kind="datastore", where=s.datacenter)
     if dsp.get("summary.accessible") is False:
         raise ConfigurationError(
             f"datastore {s.datastore!r} is not accessible",

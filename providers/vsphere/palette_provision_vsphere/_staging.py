@@ -62,7 +62,6 @@ class Stager:
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._folder_ready = False
-        self._browser: Any = placement.datastore_browser
         self._listing: dict[str, FileStat] | None = None
         self._digests = verified or VerifiedMedia(None)
         #: Locators verified present in this process: creating a VM need not look again.
@@ -121,9 +120,7 @@ class Stager:
 
     def _search(self, patterns: list[str]) -> dict[str, FileStat] | None:
         """Size and modification time of the files in our folder matching ``patterns``; ``None`` without folder."""
-        if self._browser is None:
-            self._browser = self._session.props(self._placement.datastore, ["browser"])["browser"]
-        browser = self._browser
+        browser = self._placement.datastore_browser
         spec = vim.host.DatastoreBrowser.SearchSpec(
             matchPattern=patterns,
             details=vim.host.DatastoreBrowser.FileInfo.Details(fileSize=True, modification=True),
