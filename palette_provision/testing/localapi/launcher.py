@@ -65,37 +65,29 @@ class SimulatorHandle:
         """An ``httpx.Client`` on :attr:`url` trusting the simulator certificate."""
         return httpx.Client(base_url=self.url, verify=self.ssl_context(), **kwargs)
 
-    def state(self) -> dict[str, Any]:
-        """``GET /__sim__/state``."""
+    def _control(self, method: str, path: str, **request: Any) -> dict[str, Any]:
+        """One call to the simulator's control API; its JSON answer."""
         with self.client(timeout=10) as client:
-            response = client.get("/__sim__/state")
+            response = client.request(method, path, **request)
             response.raise_for_status()
             result: dict[str, Any] = response.json()
             return result
+
+    def state(self) -> dict[str, Any]:
+        """``GET /__sim__/state``."""
+        return self._control("GET", "/__sim__/state")
 
     def set_knobs(self, **changes: Any) -> dict[str, Any]:
         """``POST /__sim__/knobs`` with ``changes``; return the knobs now in force."""
-        with self.client(timeout=10) as client:
-            response = client.post("/__sim__/knobs", json=changes)
-            response.raise_for_status()
-            result: dict[str, Any] = response.json()
-            return result
+        return self._control("POST", "/__sim__/knobs", json=changes)
 
     def reset_knobs(self, **knobs: Any) -> dict[str, Any]:
         """Return every knob to its default, then apply ``knobs``."""
-        with self.client(timeout=10) as client:
-            response = client.post("/__sim__/knobs", params={"replace": "true"}, json=knobs)
-            response.raise_for_status()
-            result: dict[str, Any] = response.json()
-            return result
+        return self._control("POST", "/__sim__/knobs", params={"replace": "true"}, json=knobs)
 
     def reset(self, **knobs: Any) -> dict[str, Any]:
         """Factory-reset the node (``POST /__sim__/reset``) with knobs = defaults + ``knobs``."""
-        with self.client(timeout=10) as client:
-            response = client.post("/__sim__/reset", json=knobs)
-            response.raise_for_status()
-            result: dict[str, Any] = response.json()
-            return result
+        return self._control("POST", "/__sim__/reset", json=knobs)
 
     def peak_rss_kib(self) -> int:
         """Peak resident set size of the process (``VmHWM`` in ``/proc/<pid>/status``), KiB."""
