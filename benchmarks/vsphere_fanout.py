@@ -236,7 +236,7 @@ def provider_half(
     names = [s.name for s in plan.node_specs()]
     context = ProviderContext(
         deployment="bench", state_dir=state_dir, log=get_logger("bench").bind(provider="vsphere"),
-        owned_machine_names=frozenset(f"prov-{x}" for x in names) if rerun else frozenset(),
+        owned_machines=dict.fromkeys(names) if rerun else {},
     )  # fmt: skip
     provider = create_provider("vsphere", plan.platform_settings, context)
     provider.preflight(plan)
@@ -250,7 +250,7 @@ def provider_half(
         # The core builds the seeds, so it knows their digests, as it does the ISO's from its cache.
         digest = hashlib.sha256(seed.read_bytes()).hexdigest()
         staged_seed = provider.stage_media(MediaFile("seed", seed, seed.stat().st_size, seed.name, digest, node.name))
-        machine = provider.find_machine(node) or provider.create_machine(node, [staged_iso, staged_seed])
+        machine = provider.find_machine(node, None) or provider.create_machine(node, [staged_iso, staged_seed])
         if provider.power_state(machine) is not PowerState.ON:  # as the pipeline does: look, then act
             provider.power_on(machine)
         return staged_seed.uploaded_bytes, provider.discover_address(machine, node) or node.static_ip

@@ -181,7 +181,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider})
     else:
-        print(f"{args.plan}: valid ({plan.nodes.count} node(s) on {plan.platform.provider})")
+        print(f"{args.plan}: valid ({plan.node_count} node(s) on {plan.platform.provider})")
     return EXIT_OK
 
 
@@ -301,8 +301,12 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     from palette_provision.seed import write_seeds
 
     plan = _load(args)
+    written = write_seeds(plan, args.out)
+    paths = [p for seed in written for p in seed.paths]
     # With --json, stdout carries only the JSON document: the fingerprints go to stderr.
-    paths = write_seeds(plan, args.out, out=sys.stderr if args.json else sys.stdout)
+    keys = sys.stderr if args.json else sys.stdout
+    for seed in written:
+        print(f"{seed.node}  {seed.host_key_fingerprint}  {seed.host_key_public}", file=keys)
     if args.json:
         _print_json({"seeds": [str(p) for p in paths]})
     else:

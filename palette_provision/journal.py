@@ -38,9 +38,22 @@ from typing import Any
 from palette_provision.errors import JournalError
 from palette_provision.secrets import known_secret_values
 
-__all__ = ["Journal", "ResourceRecord", "StepRecord"]
+__all__ = ["GLOBAL", "Fact", "Journal", "ResourceRecord", "StepRecord"]
 
-SCHEMA_VERSION = "1"
+#: 2: per-node phases renamed (``provision`` -> ``acquire``, ``attach_media`` -> ``insert_media``), machine
+#: resources carry their lifecycle, media insertions and boot overrides are resources.
+SCHEMA_VERSION = "2"
+
+
+class Fact:
+    """The journal's fact keys, in one place: what the core, the readiness ladder and the hand-off record per node."""
+
+    ADDRESS = "address"
+    HOST_KEY_PUBLIC = "host_key_public"
+    HOST_KEY_FINGERPRINT = "host_key_fingerprint"
+    POWER_ON_REQUESTED_AT = "power_on_requested_at"
+    LOCAL_API_CERT = "local_api_cert_sha256"
+    EDGE_HOST_ID = "edge_host_id"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,10 +118,11 @@ class ResourceRecord:
 class Journal:
     """The deployment's journal. Thread-safe; one writer process at a time (an exclusive file lock)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int, *, readonly: bool = False) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self._lock_fd = lock_fd
+        self._readonly = readonly
         self.path = path
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -146,13 +160,49 @@ class Journal:
         elif existing != deployment:
             journal.close()
             raise JournalError(f"journal {path} belongs to deployment {existing!r}, not {deployment!r}")
+        elif journal.meta("schema") != SCHEMA_VERSION:
+            version = journal.meta("schema")
+            journal.close()
+            raise JournalError(
+                f"journal {path} has schema version {version}, this palette-provision writes {SCHEMA_VERSION}: "
+                "finish or destroy that deployment with the version that made it"
+            )
         if fingerprint is not None:
             journal._set_meta("plan_fingerprint", fingerprint)
+        return journal
+
+    @classmethod
+    def open_readonly(cls, path: Path, *, deployment: str) -> Journal:
+        """A read-only view of the journal at ``path``, taking no lock: ``status`` and ``plan`` read it while another
+        process applies. With no journal there, an empty view (every step pending), and nothing is created.
+
+        Raises:
+            JournalError: the file belongs to another deployment or is unreadable.
+        """
+        try:
+            if path.is_file():
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                       timeout=30)
+                conn.execute("SELECT 1 FROM meta LIMIT 1")
+            else:
+                conn = sqlite3.connect(":memory:", check_same_thread=False)
+                conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {path} is unreadable: {exc}") from exc
+        journal = cls(conn, path, -1, readonly=True)
+        existing = journal.meta("deployment")
+        if existing is not None and existing != deployment:
+            journal.close()
+            raise JournalError(f"journal {path} belongs to deployment {existing!r}, not {deployment!r}")
         return journal
 
     def close(self) -> None:
         """Close the database and release the lock. Safe to call twice."""
         with self._lock:
+            if self._readonly:
+                self._conn.close()
+                self._readonly = False
+                return
             if self._lock_fd >= 0:
                 self._conn.close()
                 os.close(self._lock_fd)

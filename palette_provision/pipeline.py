@@ -2,14 +2,18 @@
 
 ::
 
-    preflight ─▶ stage_media ─┬─▶ per node (thread pool, bounded by plan.concurrency):
-                              │     stage_seed ─▶ provision ─▶ attach_media ─▶ power_on ─▶ await_install
-                              │     ─▶ boot_from_disk ─▶ await_ready
-                              └─▶ handoff (once every node is ready)
+    preflight ─▶ stage_media (boot-from-media only, on its own thread) ─────────────┐ the ISO, when a node needs it
+              └▶ per node (thread pool, bounded by plan.concurrency and the provider's per-key limits):
+                   boot-from-media: stage_seed ─▶ acquire ─▶ insert_media ─▶ boot_once_from_cd ─▶ power_on
+                                    ─▶ await_install ─▶ boot_from_disk ─▶ await_ready
+                   deploy-image:    stage_seed ─▶ acquire ─▶ deploy_image ─▶ await_deployed ─▶ await_ready
+              ─▶ handoff (once every node is ready; its sub-steps run through the same step machinery)
 
-Every phase observes before it acts, and every step is journaled (see :mod:`palette_provision.journal`), so
-``apply`` after any failure, Ctrl-C or SIGKILL resumes without repeating side effects. One node's failure is
-reported with its phase and last state while the other nodes finish.
+The phases and the install methods are one table, :mod:`palette_provision.phases`. Every phase observes before it
+acts, and every step is journaled (see :mod:`palette_provision.journal`), so ``apply`` after any failure, Ctrl-C
+or SIGKILL resumes without repeating side effects. One node's failure is reported with its phase and last state
+while the other nodes finish. ``destroy`` reads the journal and undoes what it recorded, by the machine's
+lifecycle: created machines are deleted, allocated ones released, enrolled ones restored.
 
 Example::
 
@@ -21,39 +25,52 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from palette_provision._phases import ACTIONS, Outcome, PhaseActions, StartOver, _handoff_from_data, _last_state
+from palette_provision import _deployment_phases as global_act
+from palette_provision._phases import StartOver
+from palette_provision._run import NodeRun, Outcome
 from palette_provision.errors import (
     PaletteProvisionError,
     PlanError,
     PlanIssue,
+    ReadinessError,
+    WaitFailed,
+    WaitTimeout,
 )
 from palette_provision.handoff.base import ClusterFormer
-from palette_provision.journal import GLOBAL, Journal
+from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.log import get_logger
+from palette_provision.phases import DEPLOYMENT_PHASES, Phase, chain_for, required_capabilities, stages_iso
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
+    ConcurrencyLimits,
+    InstallMethod,
+    Lifecycle,
     Machine,
-    Machines,
+    MediaFile,
+    MediaLocating,
     MediaStaging,
-    Power,
+    Provider,
     ProviderContext,
+    SeedFormat,
     StagedMedia,
+    missing_capabilities,
 )
 from palette_provision.registry import create_provider
 from palette_provision.report import Event, EventSink, NodeResult, PlannedAction, Report
-from palette_provision.steps import NODE_PHASES, NodeStep, NodeStepContext, check_node_steps
+from palette_provision.steps import NodeStep, NodeStepContext, check_node_steps
 
-__all__ = ["GLOBAL_PHASES", "NODE_PHASES", "Deployment", "NodeStep", "NodeStepContext", "default_state_dir"]
+__all__ = ["Deployment", "NodeStep", "NodeStepContext", "default_state_dir"]
 
-GLOBAL_PHASES = ("preflight", "stage_media", "handoff")
+_SEED_SUFFIX = {SeedFormat.CIDATA_ISO: "iso", SeedFormat.CIDATA_DISK: "img", SeedFormat.USER_DATA: "user-data"}
 
 
 def default_state_dir(plan: DeploymentPlan) -> Path:
@@ -61,10 +78,16 @@ def default_state_dir(plan: DeploymentPlan) -> Path:
     return plan.base_dir / ".palette-provision" / plan.name
 
 
-class Deployment(PhaseActions):
+#: One entry of a node's chain: a built-in phase or a user's step.
+ChainEntry = Phase | NodeStep
+
+
+class Deployment:
     """One plan being applied (or destroyed) against its platform, with its journal.
 
     Construction does no platform I/O; the provider connects on first use and :meth:`close` releases it.
+    ``validate``-like uses (:meth:`check`, :meth:`actions`, :meth:`status`) never create, lock or write the journal
+    or the state folder: they read the journal read-only, also while another process applies.
 
     Args:
         plan: a validated plan (its ``platform_settings`` set by :func:`~palette_provision.plan.parse_plan`).
@@ -75,7 +98,7 @@ class Deployment(PhaseActions):
         node_steps: your own per-node phases (:class:`~palette_provision.steps.NodeStep`), journaled like ours.
 
     Raises:
-        PlanError: a node step with a bad name or anchor.
+        PlanError: a node step with a bad name.
     """
 
     def __init__(
@@ -84,7 +107,7 @@ class Deployment(PhaseActions):
         *,
         state_dir: Path | None = None,
         on_event: EventSink | None = None,
-        provider: Any = None,
+        provider: Provider | None = None,
         former: ClusterFormer | None = None,
         node_steps: Sequence[NodeStep] = (),
     ) -> None:
@@ -97,52 +120,71 @@ class Deployment(PhaseActions):
         self._former = former
         self._journal: Journal | None = None
         self._emit_lock = threading.Lock()
+        self._limits: dict[str, threading.BoundedSemaphore] = {}
+        self._limits_lock = threading.Lock()
         self.log = get_logger("palette_provision.pipeline", deployment=plan.name, provider=plan.platform.provider)
 
     # ----------------------------------------------------------------------------------------- plumbing
     @property
+    def journal_path(self) -> Path:
+        """Where the journal is (or will be)."""
+        return self.state_dir / "journal.sqlite"
+
+    @property
     def journal(self) -> Journal:
-        """The journal, opened on first use."""
+        """The journal, opened for writing (and locked) on first use: by ``apply`` and ``destroy`` only."""
         if self._journal is None:
             self._journal = Journal.open(
-                self.state_dir / "journal.sqlite", deployment=self.plan.name, fingerprint=self.plan.fingerprint()
+                self.journal_path, deployment=self.plan.name, fingerprint=self.plan.fingerprint()
             )
             self._journal.set_meta("provider", self.plan.platform.provider)
         return self._journal
 
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Journal]:
+        """The open journal, or a read-only view of the file (empty when there is none): no lock, no write."""
+        if self._journal is not None:
+            yield self._journal
+            return
+        view = Journal.open_readonly(self.journal_path, deployment=self.plan.name)
+        try:
+            yield view
+        finally:
+            view.close()
+
     @property
-    def provider(self) -> Any:
+    def provider(self) -> Provider:
         """The provider, built on first use (construction does no I/O)."""
         if self._provider is None:
-            owned = self._owned_machine_names()
             context = ProviderContext(
                 deployment=self.plan.name,
                 state_dir=self.state_dir / "providers" / self.plan.platform.provider,
                 log=get_logger("palette_provision.provider", provider=self.plan.platform.provider),
-                owned_machine_names=frozenset(owned),
+                owned_machines=self._owned_machines(),
             )
             self._provider = create_provider(self.plan.platform.provider, self.plan.platform_settings, context)
         return self._provider
 
-    def _owned_machine_names(self) -> set[str]:
-        # A node whose provision step ever started is ours: the machine may exist without a journal record if
-        # the process died between the create call and the journal write.
-        names: set[str] = set()
-        for rec in self.journal.steps():
-            if rec.phase == "provision":
-                names.add(rec.node)
-        for res in self.journal.resources():
-            if res.kind == "machine":
-                names.add(str(res.data.get("name", res.node)))
-        return names
+    def _owned_machines(self) -> dict[str, Machine | None]:
+        # A node whose acquire step ever started is ours, even without a machine record: the run may have died
+        # between the create call and the journal write.
+        with self._reader() as journal:
+            owned: dict[str, Machine | None] = {rec.node: None for rec in journal.steps() if rec.phase == "acquire"}
+            for res in journal.resources(live_only=True):
+                if res.kind == "machine":
+                    owned[res.node] = Machine.from_record(res.data)
+        return owned
 
     def close(self) -> None:
-        """Release the provider's sessions and the journal lock. Safe to call twice."""
-        if self._provider is not None:
-            self._provider.close()
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        """Release the provider's sessions and the journal lock. Safe to call twice; one failing does not skip the
+        other."""
+        try:
+            if self._provider is not None:
+                self._provider.close()
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
 
     def __enter__(self) -> Deployment:
         return self
@@ -161,6 +203,134 @@ class Deployment(PhaseActions):
             with self._emit_lock:
                 self._on_event(event)
 
+    # ----------------------------------------------------------------------------------------- the shape
+    @property
+    def install_method(self) -> InstallMethod:
+        """The plan's ``install_method``, else the provider's preferred one."""
+        if self.plan.install_method is not None:
+            return InstallMethod(self.plan.install_method)
+        return InstallMethod(self.provider.install_methods[0])
+
+    def chain(self) -> list[ChainEntry]:
+        """The per-node chain of the install method, with the user's steps after their anchors."""
+        entries: list[ChainEntry] = list(chain_for(self.install_method))
+        for step in reversed(self._node_steps):
+            at = next((i for i, e in enumerate(entries) if e.name == step.after), None)
+            if at is not None:
+                entries.insert(at + 1, step)
+        return entries
+
+    def check(self) -> None:
+        """Everything that can be checked without the platform: the provider's ``validate``, the install method,
+        the capabilities its chain needs, the user's step anchors. Reads nothing but the plan.
+
+        Raises:
+            PlanError: every problem at once, with its field path.
+        """
+        provider = self.provider
+        issues = list(provider.validate(self.plan))
+        methods = [InstallMethod(m) for m in provider.install_methods]
+        name = self.plan.platform.provider
+        if self.plan.install_method is not None and InstallMethod(self.plan.install_method) not in methods:
+            supported = ", ".join(m.value for m in methods)
+            issues.append(PlanIssue("install_method", f"provider {name} supports {supported}"))
+        else:
+            missing = missing_capabilities(provider, required_capabilities(self.install_method, provider.lifecycle))
+            if missing:
+                issues.append(PlanIssue(
+                    "platform.provider",
+                    f"provider {name} ({Lifecycle(provider.lifecycle).value} machines) lacks what the "
+                    f"{self.install_method.value} install method needs: {', '.join(missing)}",
+                ))
+            try:
+                check_node_steps(self._node_steps, [p.name for p in chain_for(self.install_method)])
+            except PlanError as exc:
+                issues.extend(exc.issues)
+        if issues:
+            raise PlanError(issues, source=f"provider {name}")
+
+    # ----------------------------------------------------------------------------------------- dry run
+    def actions(self) -> list[PlannedAction]:
+        """What ``apply`` would do, phase by phase, read from the plan and the journal only (no platform I/O)."""
+        self.check()
+        planned: list[PlannedAction] = []
+        with self._reader() as journal:
+
+            def add(phase: str, node: str, action: str) -> None:
+                rec = journal.step(phase, node)
+                state: Any = "pending" if rec is None else rec.status
+                planned.append(PlannedAction(phase, node, action, state))
+
+            add("preflight", GLOBAL, DEPLOYMENT_PHASES["preflight"].description)
+            if stages_iso(self.install_method):
+                add("stage_media", GLOBAL, DEPLOYMENT_PHASES["stage_media"].description)
+            for spec in self.plan.node_specs():
+                for entry in self.chain():
+                    add(entry.name, spec.name, entry.description or f"your step {entry.name}")
+            if self.plan.handoff.kind != "none":
+                add("handoff", GLOBAL, f"{DEPLOYMENT_PHASES['handoff'].description} ({self.plan.handoff.kind})")
+                for step, where, description in self._former_or_default().steps(self.plan):
+                    add(step, where, description)
+        return planned
+
+    def _former_or_default(self) -> ClusterFormer:
+        if self._former is None:
+            from palette_provision.handoff import former_for
+
+            self._former = former_for(self.plan)
+        return self._former
+
+    # ----------------------------------------------------------------------------------------- apply
+    def apply(self, *, until: str | None = None) -> Report:
+        """Run every phase (or the per-node phases up to and including ``until``); return the report.
+
+        Per-node failures are in the report, not raised. With ``until``, nodes that got there are ``ready`` in the
+        report's sense of "done as asked", and there is no hand-off; a later ``apply`` continues from there.
+
+        Raises:
+            PlanError: the plan does not fit the provider (nothing touched).
+            ConfigurationError: preflight rejected the platform settings (nothing changed).
+            ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
+        """
+        self.check()
+        names = [e.name for e in self.chain()]
+        if until is not None and until not in names:
+            raise PlanError([PlanIssue("until", f"not a per-node phase: {until} (phases: {', '.join(names)})")])
+        specs = self.plan.node_specs()
+        report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
+        self._step("preflight", GLOBAL, lambda: global_act.preflight(self), always=True)
+        iso: Future[StagedMedia] | None = None
+        iso_pool = None
+        if stages_iso(self.install_method):
+            iso_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iso")
+            # Nodes render and stage their seeds and get their machines while the ISO uploads; only insert_media
+            # waits for it.
+            iso = iso_pool.submit(self._staged_iso)
+        try:
+            workers = max(1, min(self.plan.concurrency, len(specs)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
+                runs = [NodeRun(self, spec, result, iso) for spec, result in zip(specs, report.nodes, strict=True)]
+                for future in [pool.submit(self._run_node, run, until) for run in runs]:
+                    future.result()
+            if iso is not None:
+                iso.result()  # a failed upload is the deployment's failure (exit 4), once every node stopped
+        finally:
+            if iso_pool is not None:
+                iso_pool.shutdown(wait=True)
+        if until is None and all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
+            try:
+                report.handoff = global_act.handoff_result(self._step("handoff", GLOBAL, lambda: global_act.handoff(
+                    self, self._former_or_default())))
+            except PaletteProvisionError as exc:
+                report.handoff_error = str(exc)
+        report.finished_at = time.time()
+        return report
+
+    def _staged_iso(self) -> StagedMedia:
+        data = self._step("stage_media", GLOBAL, lambda: global_act.stage_iso(self), always=True)
+        return StagedMedia.from_record(data["staged"])
+
+    # ----------------------------------------------------------------------------------------- steps
     def _step(
         self,
         phase: str,
@@ -170,7 +340,7 @@ class Deployment(PhaseActions):
         always: bool = False,
         recheck: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
-        """Run one journaled step: skip it when done, else begin/act/finish.
+        """Run one journaled step: skip it when done, else begin, act, finish (or fail, and re-raise).
 
         ``always``: run it again even when done. ``recheck``: for a done step, look at the platform; it returns the
         step's data when the recorded outcome still holds (nothing is written), or ``None`` to run the step again.
@@ -186,220 +356,187 @@ class Deployment(PhaseActions):
                 self._emit(node, phase, "skipped", "done in an earlier run, and still so on the platform")
                 return data
         journal.begin(phase, node)
-        self._emit(node, phase, "started", ACTIONS.get(phase, phase))
+        self._emit(node, phase, "started", self._describe(phase))
         t0 = time.monotonic()
-        outcome = action()
+        try:
+            outcome = action()
+        except Exception as exc:
+            message = error_text(exc)
+            state = last_state(exc)
+            journal.fail(phase, node, message, {"last_state": state})
+            self._emit(node, phase, "failed", message, last_state=state)
+            if not isinstance(exc, PaletteProvisionError):
+                self.log.exception("step_unexpected_error", node=node, phase=phase)
+            raise
         outcome.data.setdefault("seconds", round(time.monotonic() - t0, 3))
         journal.finish(phase, node, outcome.data, outcome.resources)
         self._emit(node, phase, "done", **{k: v for k, v in outcome.data.items() if k != "machine"})
         return outcome.data
 
-    def _has(self, capability: type) -> bool:
-        return isinstance(self.provider, capability)
+    def _describe(self, phase: str) -> str:
+        if phase in DEPLOYMENT_PHASES:
+            return DEPLOYMENT_PHASES[phase].description
+        entry = next((e for e in self.chain() if e.name == phase), None)
+        return (entry.description or f"your step {phase}") if entry is not None else phase
 
-    # ----------------------------------------------------------------------------------------- dry run
-    def actions(self) -> list[PlannedAction]:
-        """What ``apply`` would do, phase by phase, read from the plan and the journal only (no platform I/O)."""
-        planned: list[PlannedAction] = []
-        journal = self.journal
-
-        def state(phase: str, node: str) -> Any:
-            rec = journal.step(phase, node)
-            return "pending" if rec is None else rec.status
-
-        for phase in ("preflight", "stage_media"):
-            planned.append(PlannedAction(phase, GLOBAL, ACTIONS[phase], state(phase, GLOBAL)))
-        for node in self.plan.node_specs():
-            for phase, action in self._node_phase_names():
-                planned.append(PlannedAction(phase, node.name, action, state(phase, node.name)))
-        if self.plan.handoff.kind != "none":
-            action = f"{ACTIONS['handoff']} ({self.plan.handoff.kind})"
-            planned.append(PlannedAction("handoff", GLOBAL, action, state("handoff", GLOBAL)))
-        return planned
-
-    def _node_phase_names(self) -> list[tuple[str, str]]:
-        """Every per-node phase in order, built-in and the user's, with what it does."""
-        names = [(phase, ACTIONS[phase]) for phase in NODE_PHASES]
-        for step in reversed(self._node_steps):
-            at = next(i for i, (name, _) in enumerate(names) if name == step.after) + 1
-            names.insert(at, (step.name, step.description or f"your step {step.name}"))
-        return names
-
-    # ----------------------------------------------------------------------------------------- apply
-    def apply(self, *, until: str | None = None) -> Report:
-        """Run every phase (or the per-node phases up to and including ``until``); return the report.
-
-        Per-node failures are in the report, not raised. With ``until``, nodes that got there are ``ready`` in the
-        report's sense of "done as asked", and there is no hand-off; a later ``apply`` continues from there.
-
-        Raises:
-            PlanError: the provider's ``validate`` rejected the plan (nothing touched).
-            ConfigurationError: preflight rejected the platform settings (nothing changed).
-            ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
-        """
-        phases = [name for name, _ in self._node_phase_names()]
-        if until is not None and until not in phases:
-            raise PlanError([PlanIssue("until", f"not a per-node phase: {until!r} (phases: {', '.join(phases)})")])
-        specs = self.plan.node_specs()
-        report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
-        issues = self.provider.validate(self.plan)
-        if issues:
-            raise PlanError(issues, source=f"provider {self.plan.platform.provider}")
-        self._step("preflight", GLOBAL, self._preflight, always=True)
-        iso = StagedMedia.from_record(self._step("stage_media", GLOBAL, self._stage_iso, always=True)["staged"])
-        workers = max(1, min(self.plan.concurrency, len(specs), getattr(self.provider, "max_parallel", 1 << 16)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
-            pairs = zip(specs, report.nodes, strict=True)
-            futures = [pool.submit(self._run_node, spec, iso, result, until) for spec, result in pairs]
-            for future in futures:
-                future.result()
-        if until is None and all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
-            try:
-                result_data = self._step("handoff", GLOBAL, lambda: self._handoff(report))
-                report.handoff = _handoff_from_data(result_data)
-            except PaletteProvisionError as exc:
-                self.journal.fail("handoff", GLOBAL, str(exc))
-                self._emit(GLOBAL, "handoff", "failed", str(exc))
-                report.handoff_error = str(exc)
-        report.finished_at = time.time()
-        return report
+    @contextlib.contextmanager
+    def _slot(self, node: NodeSpec) -> Iterator[None]:
+        """One of the node's key's slots (``ConcurrencyLimits``), held while a step acts on the platform."""
+        provider: Any = self.provider
+        if not isinstance(provider, ConcurrencyLimits):
+            yield
+            return
+        key, limit = provider.concurrency_key(node)
+        with self._limits_lock:
+            semaphore = self._limits.setdefault(key, threading.BoundedSemaphore(max(1, int(limit))))
+        with semaphore:
+            yield
 
     # ----------------------------------------------------------------------------------------- per node
-    def _run_node(self, node: NodeSpec, iso: StagedMedia, result: NodeResult, until: str | None = None) -> None:
-        journal = self.journal
-        got: dict[str, Any] = {}  # what earlier steps produced: the staged seed, the machine
+    def _run_entry(self, run: NodeRun, entry: ChainEntry) -> dict[str, Any]:
+        if isinstance(entry, NodeStep):
+            return self._step(entry.name, run.node.name, lambda: self._user_action(entry, run))
+        phase = entry
 
-        def machine() -> Machine:
-            return got["machine"]  # type: ignore[no-any-return]
+        def action() -> Outcome:
+            if not phase.acts:
+                return phase.act(run)
+            with self._slot(run.node):
+                return phase.act(run)
 
-        Recheck = Callable[[dict[str, Any]], dict[str, Any] | None]
-        chain: list[tuple[str, Callable[[], Outcome], Recheck | None]] = [
-            ("stage_seed", lambda: self._stage_seed(node), None),
-            # Looked at again: the machine may have been deleted since the journal recorded it.
-            ("provision", lambda: self._provision(node, iso, got["seed"]), lambda data: self._recheck(node, data)),
-            ("attach_media", lambda: self._attach(machine(), iso, got["seed"]), None),
-            ("power_on", lambda: self._power_on(machine()), None),
-            ("await_install", lambda: self._await_install(machine()), None),
-            ("boot_from_disk", lambda: self._boot_from_disk(node, machine(), got["seed"]), None),
-            ("await_ready", lambda: self._await_ready(node, machine()), None),
-        ]
-        for user_step in reversed(self._node_steps):
-            at = next(i for i, (name, _, _) in enumerate(chain) if name == user_step.after) + 1
-            chain.insert(at, (user_step.name, self._user_action(user_step, node, machine), None))
-        current = chain[0][0]
+        recheck = None if phase.recheck is None else (lambda data: phase.recheck(run, data))  # type: ignore[misc]
+        data = self._step(phase.name, run.node.name, action, recheck=recheck)
+        if phase.load is not None:
+            phase.load(run, data)
+        return data
+
+    def _run_node(self, run: NodeRun, until: str | None = None) -> None:
+        result, node = run.result, run.node
+        current = ""
 
         def run_chain() -> None:
             nonlocal current
-            for phase, action, recheck in chain:
-                current = phase
-                data = self._step(phase, node.name, action, recheck=recheck)
-                if phase == "stage_seed":
-                    got["seed"] = StagedMedia.from_record(data["staged"])
-                elif phase == "provision":
-                    got["machine"] = Machine.from_record(data["machine"])
-                    result.machine_id = got["machine"].id
-                result.timings[phase] = float(data.get("seconds", 0.0))
-                result.phase = phase
-                if phase == until:
+            for entry in self.chain():
+                current = entry.name
+                data = self._run_entry(run, entry)
+                result.timings[entry.name] = float(data.get("seconds", 0.0))
+                result.phase = entry.name
+                if entry.name == until:
                     return
 
         try:
             try:
                 run_chain()
             except StartOver as over:
-                # Once: the reset provision step runs again instead of being re-checked, so this cannot recur.
+                # Once: the reset acquire step runs again instead of being re-checked, so this cannot recur.
                 self._start_over(node, over.gone)
                 run_chain()
             result.status = "ready"
-        except PaletteProvisionError as exc:
-            result.status, result.phase, result.error = "failed", current, str(exc)
-            result.last_state = _last_state(exc)
-            journal.fail(current, node.name, str(exc), {"last_state": result.last_state})
-            self._emit(node.name, current, "failed", str(exc), last_state=result.last_state)
-        except Exception as exc:  # a bug or an untranslated vendor error: report it on this node only
+        except Exception as exc:  # a failed step was journaled and emitted by _step; a bug is reported here only
             result.status, result.phase = "failed", current
-            result.error = f"unexpected {type(exc).__name__}: {exc}"
-            journal.fail(current, node.name, result.error)
-            self._emit(node.name, current, "failed", result.error)
-            self.log.exception("node_unexpected_error", node=node.name, phase=current)
-        facts = journal.facts(node.name)
-        result.address = facts.get("address")
-        result.host_key_fingerprint = facts.get("host_key_fingerprint")
-        result.evidence = journal.evidence(node.name)
+            result.error = error_text(exc)
+            result.last_state = last_state(exc)
+        facts = self.journal.facts(node.name)
+        result.address = facts.get(Fact.ADDRESS)
+        result.host_key_fingerprint = facts.get(Fact.HOST_KEY_FINGERPRINT)
+        result.evidence = self.journal.evidence(node.name)
 
-    # ----------------------------------------------------------------------------------------- destroy
-    def destroy(self, *, purge_media: bool = False) -> list[dict[str, Any]]:
-        """Undo what the journal recorded, newest first; resumable. Keeps the staged ISO unless ``purge_media``.
+    def _start_over(self, node: NodeSpec, gone: Machine) -> None:
+        """Forget every per-node step of ``node`` (and the gone machine) so its chain runs again from the seed.
 
-        Returns one entry per resource: kind, id, node and what happened (``deleted``, ``kept``).
-
-        Raises:
-            ProviderError: a deletion failed; what was deleted before it stays recorded, so a re-run continues.
+        From the seed, not from the machine: once the node had installed, its seed was deleted from the platform
+        and locally, and a new machine needs one (with a new host key, recorded as the seed is rendered).
         """
-        journal = self.journal
-        done: list[dict[str, Any]] = []
-        self._adopt_unrecorded_machines()
-        for res in reversed(journal.resources(live_only=True)):
-            entry = {"kind": res.kind, "id": res.external_id, "node": res.node}
-            if res.kind == "machine":
-                machine = Machine.from_record(res.data)
-                self._emit(res.node, "destroy", "started", f"delete machine {machine.name}")
-                if self._has(Power):
-                    self.provider.power_off(machine)
-                if self._has(Machines):
-                    self.provider.delete_machine(machine)
-                entry["result"] = "deleted"
-            elif res.kind == "media":
-                staged = StagedMedia.from_record(res.data)
-                if staged.role == "appliance-iso" and not purge_media:
-                    entry["result"] = "kept"
-                    done.append(entry)
-                    continue
-                self._emit(res.node, "destroy", "started", f"remove {staged.locator}")
-                if self._has(MediaStaging):
-                    self.provider.unstage_media(staged)
-                entry["result"] = "deleted"
-            else:
-                entry["result"] = "unknown kind, left alone"
-                done.append(entry)
-                continue
-            journal.mark_destroyed(res.kind, res.external_id)
-            self._emit(res.node, "destroy", "done", entry["result"])
-            done.append(entry)
-        for spec in self.plan.node_specs():
-            self._seed_path(spec).unlink(missing_ok=True)
-        for rec in journal.steps():
-            journal.reset_step(rec.phase, rec.node)
-        return done
+        self._emit(node.name, "acquire", "progress", f"the recorded machine {gone.name} is gone; starting over")
+        for entry in self.chain():
+            self.journal.reset_step(entry.name, node.name)
+        for res in self.journal.resources(live_only=True):
+            about = res.external_id if res.kind == "machine" else res.data.get("machine", {}).get("id")
+            if res.node == node.name and about == gone.id:
+                self.journal.mark_destroyed(res.kind, res.external_id)
+        self.journal.set_fact(node.name, Fact.POWER_ON_REQUESTED_AT, None)
 
-    def _adopt_unrecorded_machines(self) -> None:
-        # A provision step that started but never finished may have created a machine the journal does not
-        # list (killed between the create call and the journal write): find it so destroy removes it too.
-        recorded = {res.node for res in self.journal.resources() if res.kind == "machine"}
-        for spec in self.plan.node_specs():
-            rec = self.journal.step("provision", spec.name)
-            if rec is None or spec.name in recorded or not self._has(Machines):
-                continue
-            machine = self.provider.find_machine(spec)
-            if machine is not None:
-                self.journal.add_resource(
-                    "machine", self.plan.platform.provider, spec.name, machine.id, machine.to_record()
-                )
+    def _user_action(self, step: NodeStep, run: NodeRun) -> Outcome:
+        context = NodeStepContext(
+            plan=self.plan,
+            node=run.node,
+            machine=run.machine_,
+            facts=self.journal.facts(run.node.name),
+            log=self.log.bind(node=run.node.name, phase=step.name),
+        )
+        return Outcome(dict(step.run(context) or {}))
 
-    # ----------------------------------------------------------------------------------------- status
+    # ----------------------------------------------------------------------------------------- media
+    def seed_path(self, node: NodeSpec, fmt: SeedFormat = SeedFormat.CIDATA_ISO) -> Path:
+        """Where ``node``'s rendered seed of form ``fmt`` lives until the node has installed (mode 0600)."""
+        return self.state_dir / "seeds" / f"{node.name}.{_SEED_SUFFIX[fmt]}"
+
+    def stage_file(self, file: MediaFile, progress: Callable[[int, int | None], None] | None = None) -> StagedMedia:
+        """Stage through the provider, journaling the locator first when the provider can tell it beforehand."""
+        provider: Any = self.provider
+        if isinstance(provider, MediaLocating):
+            locator = provider.locate_media(file)
+            intent = StagedMedia(file.role, locator, file.sha256 or "", file.size, 0, file.node)
+            record = {**intent.to_record(), "pending": True}
+            self.journal.add_resource("media", self.plan.platform.provider, file.node or GLOBAL, locator, record)
+        if not isinstance(provider, MediaStaging):
+            raise PlanError([PlanIssue("platform.provider", "this provider cannot stage media")])
+        return provider.stage_media(file, progress)
+
+    def progress(self, node: str, phase: str) -> Callable[[int, int | None], None]:
+        """A progress callback emitting ``progress`` events (bytes, total, MiB/s) at most twice a second."""
+        started = time.monotonic()
+        last = [0.0]
+
+        def progress(done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.5 or (total is not None and done >= total):
+                last[0] = now
+                rate = done / 2**20 / max(now - started, 1e-6)
+                self._emit(node, phase, "progress", bytes=done, total=total, rate_mib_s=round(rate, 1))
+
+        return progress
+
+    # ----------------------------------------------------------------------------------------- destroy, status
+    def destroy(self, *, purge_media: bool = False) -> list[dict[str, Any]]:
+        """Undo what the journal recorded, newest first, by lifecycle; resumable. Keeps the staged ISO unless
+        ``purge_media``. See :func:`palette_provision._destroy.destroy`."""
+        from palette_provision._destroy import destroy
+
+        return destroy(self, purge_media=purge_media)
+
     def status(self) -> dict[str, Any]:
-        """What the journal says: each step's state, the live resources and each node's facts. No platform I/O."""
-        journal = self.journal
-        return {
-            "deployment": self.plan.name,
-            "journal": str(journal.path),
-            "steps": [
-                {"phase": s.phase, "node": s.node, "status": s.status, "attempts": s.attempts, "error": s.error}
-                for s in journal.steps()
-            ],
-            "resources": [
-                {"kind": r.kind, "id": r.external_id, "node": r.node, "destroyed": r.destroyed_at is not None}
-                for r in journal.resources()
-            ],
-            "nodes": {spec.name: journal.facts(spec.name) for spec in self.plan.node_specs()},
-        }
+        """What the journal says: each step's state, the live resources and each node's facts.
+
+        No platform I/O, no lock, no write: safe while another process applies.
+        """
+        with self._reader() as journal:
+            return {
+                "deployment": self.plan.name,
+                "journal": str(self.journal_path),
+                "steps": [
+                    {"phase": s.phase, "node": s.node, "status": s.status, "attempts": s.attempts, "error": s.error}
+                    for s in journal.steps()
+                ],
+                "resources": [
+                    {"kind": r.kind, "id": r.external_id, "node": r.node, "destroyed": r.destroyed_at is not None}
+                    for r in journal.resources()
+                ],
+                "nodes": {spec.name: journal.facts(spec.name) for spec in self.plan.node_specs()},
+            }
+
+
+def error_text(exc: BaseException) -> str:
+    """What the report and the journal say of a failure: our errors' own words, else the unexpected type."""
+    return str(exc) if isinstance(exc, PaletteProvisionError) else f"unexpected {type(exc).__name__}: {exc}"
+
+
+def last_state(exc: BaseException) -> str | None:
+    """The last platform state a failure saw, for the report."""
+    if isinstance(exc, WaitTimeout) and exc.last_state is not None:
+        return str(getattr(exc.last_state, "value", exc.last_state))
+    if isinstance(exc, WaitFailed):
+        return str(getattr(exc.state, "value", exc.state))
+    if isinstance(exc, ReadinessError):
+        return f"rung {exc.rung}"
+    return None

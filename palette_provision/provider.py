@@ -1,12 +1,32 @@
-"""The provider interface: small capability protocols a platform composes.
+"""The provider interface: small capability protocols that compose the way platforms do.
 
 A provider is a class registered under the entry-point group ``palette_provision.providers``. It declares its typed
-settings (``settings_model``, the schema of the plan's ``platform`` section), is built without I/O, and implements
-the capabilities its platform offers. The core asks ``isinstance(provider, Power)`` and so on; there are no
-``NotImplementedError`` stubs. No vendor type crosses this line: providers take and return the plain data types
-below, and translate vendor errors into :mod:`palette_provision.errors` at their boundary.
+settings (``settings_model``, the schema of the plan's ``platform`` section), optionally a per-node settings model
+(``node_settings_model``: a BMC, a MAC, a MAAS system id), where its machines come from (``lifecycle``) and which
+install methods it supports (``install_methods``). It is built without I/O and implements the capabilities its
+platform offers; the core asks ``isinstance(provider, Power)`` and so on, and before anything runs it checks that
+the provider has every capability the chosen install method needs (:func:`missing_capabilities`).
 
-A minimal provider::
+The capabilities, after Ironic's hardware interfaces:
+
+============================  ==========================================================================
+where machines come from      exactly one, named by ``lifecycle``: :class:`CreatesMachines` (a VM),
+                              :class:`AllocatesMachines` (from a pool, like MAAS), :class:`EnrollsMachines`
+                              (a rack server that already exists)
+:class:`Power`                read, on, off; :class:`PowerHistory` (optional) when it last powered on
+:class:`BootDeviceControl`    boot from ``cd``, ``disk`` or ``pxe``, once or persistently; clear the override
+:class:`VirtualMedia`         slots by kind (CD, removable disk): insert, verify, eject
+:class:`MediaStaging`         put files where machines can boot them (+ :class:`MediaLocating`, advised)
+:class:`ImageDeployment`      deploy an image with user-data and report the platform's deployment state
+:class:`SeedDelivery`         optional: which form of the seed the machine reads (ISO, disk image, text)
+:class:`AddressDiscovery`     optional: the node's address as the platform knows it
+:class:`ConcurrencyLimits`    optional: a key per machine (its BMC, its vCenter) and a limit per key
+============================  ==========================================================================
+
+No vendor type crosses this line: providers take and return the plain data types below, and translate vendor
+errors into :mod:`palette_provision.errors` at their boundary.
+
+A minimal provider of VMs::
 
     class MyCloudSettings(BaseModel):
         endpoint: str
@@ -15,18 +35,21 @@ A minimal provider::
     class MyCloudProvider:
         name = "mycloud"
         settings_model = MyCloudSettings
+        node_settings_model = None                      # no per-node settings
+        lifecycle = Lifecycle.CREATED
+        install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
 
         def __init__(self, settings: MyCloudSettings, context: ProviderContext) -> None: ...
         def validate(self, plan: DeploymentPlan) -> list[PlanIssue]: return []
         def preflight(self, plan: DeploymentPlan) -> None: ...
         def close(self) -> None: ...
-        # plus the capabilities: MediaStaging, Machines, Power, BootMedia, AddressDiscovery
+        # plus CreatesMachines, Power, VirtualMedia, BootDeviceControl, MediaStaging (the boot-from-media needs)
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -38,11 +61,21 @@ from palette_provision.plan import DeploymentPlan, NodeSpec
 
 __all__ = [
     "AddressDiscovery",
-    "BootMedia",
+    "AllocatesMachines",
+    "BootDevice",
+    "BootDeviceControl",
+    "ConcurrencyLimits",
+    "CreatesMachines",
+    "DeployState",
+    "DeployStatus",
+    "EnrollsMachines",
+    "ImageDeployment",
+    "InstallMethod",
+    "Lifecycle",
     "Machine",
-    "Machines",
     "MediaFile",
     "MediaLocating",
+    "MediaSlot",
     "MediaStaging",
     "Power",
     "PowerHistory",
@@ -50,11 +83,32 @@ __all__ = [
     "ProgressCallback",
     "Provider",
     "ProviderContext",
+    "SeedDelivery",
+    "SeedFormat",
+    "SlotKind",
     "StagedMedia",
+    "VirtualMedia",
+    "capabilities_of",
+    "missing_capabilities",
 ]
 
 #: Called by long operations with (bytes done, bytes total or None).
 ProgressCallback = Callable[[int, "int | None"], None]
+
+
+class Lifecycle(str, enum.Enum):
+    """Where a provider's machines come from, and so what ``destroy`` does to them."""
+
+    CREATED = "created"  # made for the deployment (a VM): destroy deletes it
+    ALLOCATED = "allocated"  # taken from a pool (MAAS): destroy releases it
+    ENROLLED = "enrolled"  # existed before (a rack server): destroy powers it off, ejects, clears boot overrides
+
+
+class InstallMethod(str, enum.Enum):
+    """How a machine gets the appliance installed (each is a chain of phases; see :mod:`palette_provision.phases`)."""
+
+    BOOT_FROM_MEDIA = "boot-from-media"  # boot the appliance ISO with the seed beside it; the installer powers off
+    DEPLOY_IMAGE = "deploy-image"  # the platform writes an image and passes the seed as user-data (MAAS)
 
 
 class PowerState(str, enum.Enum):
@@ -63,6 +117,64 @@ class PowerState(str, enum.Enum):
     ON = "on"
     OFF = "off"
     UNKNOWN = "unknown"
+
+
+class BootDevice(str, enum.Enum):
+    """A boot device override."""
+
+    CD = "cd"
+    DISK = "disk"
+    PXE = "pxe"
+
+
+class SlotKind(str, enum.Enum):
+    """A virtual-media slot: a CD/DVD drive or a removable disk (USB stick, floppy)."""
+
+    CD = "cd"
+    REMOVABLE_DISK = "removable-disk"
+
+
+class SeedFormat(str, enum.Enum):
+    """The forms of one seed: a NoCloud ``cidata`` ISO, a ``cidata`` FAT disk image, or the user-data as text."""
+
+    CIDATA_ISO = "cidata-iso"
+    CIDATA_DISK = "cidata-disk"
+    USER_DATA = "user-data"
+
+
+class DeployState(str, enum.Enum):
+    """Where an image deployment is, in the core's words (a provider maps its platform's states)."""
+
+    DEPLOYING = "deploying"
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeployStatus:
+    """An image deployment's state, with the platform's own word for it (``Failed deployment``...)."""
+
+    state: DeployState
+    platform_state: str = ""
+
+    def __str__(self) -> str:
+        return self.platform_state or self.state.value
+
+
+@dataclass(frozen=True, order=True)
+class MediaSlot:
+    """One virtual-media slot of a machine.
+
+    ``preinserted`` names what an operator already put there (``"appliance-iso"``): the core then checks it with
+    :meth:`VirtualMedia.inserted_media` if it can, never ejects it, and does not insert the ISO anywhere else.
+    """
+
+    kind: SlotKind
+    index: int = 0
+    preinserted: Literal["appliance-iso"] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}{self.index}"
 
 
 @dataclass(frozen=True)
@@ -112,7 +224,7 @@ class StagedMedia:
 
 @dataclass(frozen=True)
 class Machine:
-    """A machine the provider created or allocated for a node. ``id`` is the platform's identifier."""
+    """A machine the provider created, allocated or enrolled for a node. ``id`` is the platform's identifier."""
 
     node: str
     id: str
@@ -135,24 +247,30 @@ class Machine:
 class ProviderContext:
     """What the core hands a provider when building it.
 
-    ``owned_machine_names``: names the journal says this deployment created or started creating, so a provider's
-    duplicate-name check can tell ours from someone else's. ``state_dir``: a folder the provider may use for its
-    own cache (kept between runs; the vSphere provider records verified media there). ``log``: a logger with
-    ``provider`` bound, called like structlog's (:class:`palette_provision.log.Logger`; a structlog logger works too).
+    ``owned_machines``: node name -> the machine the journal recorded for it (or ``None`` when the node's
+    acquisition started but no machine was recorded: the run died in between), so a provider's clash check can
+    tell ours from someone else's. ``state_dir``: a folder the provider may use for its own cache (kept between
+    runs). ``log``: a logger with ``provider`` bound, called like structlog's (:class:`palette_provision.log.Logger`).
     """
 
     deployment: str
     state_dir: Path
     log: Any
-    owned_machine_names: frozenset[str] = frozenset()
+    owned_machines: Mapping[str, Machine | None] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Provider(Protocol):
-    """What every provider is: named, typed settings, a fast ``validate``, a live ``preflight``, ``close``."""
+    """What every provider is: named, typed settings, a lifecycle, install methods, ``validate``, ``preflight``."""
 
     name: ClassVar[str]
     settings_model: ClassVar[type[BaseModel]]
+    #: The schema of each entry of the plan's ``nodes.hosts`` beyond the core's keys, or ``None`` (none taken).
+    node_settings_model: ClassVar[type[BaseModel] | None]
+    #: Where this provider's machines come from (may depend on its settings: read from the instance).
+    lifecycle: Lifecycle
+    #: The install methods it supports, preferred first (the plan's ``install_method`` chooses among them).
+    install_methods: tuple[InstallMethod, ...]
 
     def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
         """Check the plan against what this platform can do. Fast, no I/O, no side effects."""
@@ -171,53 +289,65 @@ class Provider(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------------------------- machines
 @runtime_checkable
-class MediaStaging(Protocol):
-    """Put media where machines can boot it, content-addressed and idempotent."""
+class CreatesMachines(Protocol):
+    """Machines made for the deployment (VMs). ``destroy`` deletes them."""
 
-    def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
-        """Stage ``media`` unless an identical copy is already there; return where it is."""
-        ...
-
-    def unstage_media(self, staged: StagedMedia) -> None:
-        """Remove staged media. Removing what is already gone is not an error."""
-        ...
-
-
-@runtime_checkable
-class MediaLocating(Protocol):
-    """Optional, and strongly advised for media staging: say where ``stage_media`` will put a file, without I/O.
-
-    The core journals that locator *before* uploading, so a run killed mid-upload still lets ``destroy`` remove
-    the file (a seed holds a private host key and a password hash: it must never be left behind).
-    """
-
-    def locate_media(self, media: MediaFile) -> str:
-        """The locator ``stage_media(media)`` returns. Pure: no I/O."""
-        ...
-
-
-@runtime_checkable
-class Machines(Protocol):
-    """Create (or allocate), find and delete the machines."""
-
-    def find_machine(self, node: NodeSpec) -> Machine | None:
-        """Return the machine for ``node`` if it exists on the platform.
+    def find_machine(self, node: NodeSpec, record: Machine | None) -> Machine | None:
+        """The node's machine if it exists on the platform; ``record`` is what the journal holds, if anything.
 
         Its ``attributes`` may be a subset of what :meth:`create_machine` reported: for the same ``id``, the core
         keeps the attributes it recorded before unless they are reported anew.
         """
         ...
 
-    def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
-        """Create the machine for ``node`` sized per the plan; ``media`` is what it should boot from (CD order)."""
+    def create_machine(self, node: NodeSpec, media: Sequence[StagedMedia]) -> Machine:
+        """Create the machine for ``node``, sized per the plan, powered off.
+
+        ``media`` are the boot media already staged for it (the ISO may still be uploading): a hint a provider may
+        use to attach them at creation. :meth:`VirtualMedia.insert_media` is still called and must then change
+        nothing.
+        """
         ...
 
     def delete_machine(self, machine: Machine) -> None:
-        """Delete (or release) the machine; powering it off first is the provider's job."""
+        """Delete the machine (powered off first if needed). Already gone is success."""
         ...
 
 
+@runtime_checkable
+class AllocatesMachines(Protocol):
+    """Machines taken from a pool (MAAS). ``destroy`` releases them."""
+
+    def find_machine(self, node: NodeSpec, record: Machine | None) -> Machine | None:
+        """The machine this deployment holds for ``node``: by ``record`` (a system id) or, without one, by the
+        provider's own marks (an owner tag, ``agent_name``); ``None`` if it holds none."""
+        ...
+
+    def allocate_machine(self, node: NodeSpec) -> Machine:
+        """Allocate a machine for ``node`` (per its constraints), marked as this deployment's."""
+        ...
+
+    def release_machine(self, machine: Machine) -> None:
+        """Give the machine back to the pool. Already released is success."""
+        ...
+
+
+@runtime_checkable
+class EnrollsMachines(Protocol):
+    """Machines that exist already (rack servers behind a BMC). ``destroy`` restores them; nothing is deleted."""
+
+    def enroll_machine(self, node: NodeSpec, record: Machine | None) -> Machine:
+        """Resolve and check the node's machine (reach its BMC, find the system); idempotent.
+
+        Raises:
+            ConfigurationError: the machine cannot be reached or identified, naming the node's setting at fault.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------------------------- power and boot
 @runtime_checkable
 class Power(Protocol):
     """Power control."""
@@ -253,18 +383,97 @@ class PowerHistory(Protocol):
 
 
 @runtime_checkable
-class BootMedia(Protocol):
-    """Attach boot media and boot once from it; detach after install."""
+class BootDeviceControl(Protocol):
+    """Which device the machine boots from next (once) or from now on (persistent)."""
 
-    def attach_media(self, machine: Machine, media: list[StagedMedia]) -> None:
-        """Attach ``media`` (CD 1 = appliance ISO, CD 2 = seed) and make the next boot use it. Idempotent."""
+    def set_boot_device(self, machine: Machine, device: BootDevice, *, persistent: bool) -> None:
+        """Make the machine boot from ``device``: the next boot only, or every boot. Idempotent.
+
+        A platform without one-time overrides (a VM's boot order) sets it persistently; one whose BMC is known
+        to ignore one-time overrides sets it persistently too. Either way the core records the override, and
+        ``destroy`` calls :meth:`clear_boot_override` on machines it did not create.
+        """
         ...
 
-    def detach_media(self, machine: Machine) -> None:
-        """Detach all boot media so the machine boots from its disk. Idempotent."""
+    def clear_boot_override(self, machine: Machine) -> None:
+        """Return to the machine's own boot order. Nothing to clear is success."""
         ...
 
 
+@runtime_checkable
+class VirtualMedia(Protocol):
+    """Virtual-media slots (a VM's CD drives, a BMC's virtual CD and removable disk)."""
+
+    def media_slots(self, machine: Machine) -> Sequence[MediaSlot]:
+        """The slots the core may use, in order; a slot an operator filled is marked ``preinserted``."""
+        ...
+
+    def insert_media(self, machine: Machine, media: Mapping[MediaSlot, StagedMedia]) -> None:
+        """Insert each staged file into its slot, replacing what is there; nothing to change is success.
+
+        One call for every slot, so a platform that reconfigures a machine as a whole does it once.
+        """
+        ...
+
+    def inserted_media(self, machine: Machine) -> Mapping[MediaSlot, str]:
+        """What each non-empty slot holds, as the locator :meth:`insert_media` was given (verify)."""
+        ...
+
+    def eject_media(self, machine: Machine, slots: Sequence[MediaSlot]) -> None:
+        """Empty the slots. Already empty, or a machine that no longer exists, is success."""
+        ...
+
+
+@runtime_checkable
+class SeedDelivery(Protocol):
+    """Optional: the seed's form for a node (default: a ``cidata`` ISO in a second CD; user-data text for images)."""
+
+    def seed_format(self, node: NodeSpec) -> SeedFormat:
+        """Which form of the seed this node's machine reads."""
+        ...
+
+
+@runtime_checkable
+class ImageDeployment(Protocol):
+    """Deploy an image onto the machine with the seed as user-data; the platform powers the machine itself."""
+
+    def deploy_image(self, machine: Machine, node: NodeSpec, user_data: bytes) -> None:
+        """Start the deployment, unless it already runs or is done. ``user_data`` holds secrets: never log it."""
+        ...
+
+    def deploy_status(self, machine: Machine) -> DeployStatus:
+        """Where the deployment is, with the platform's own word for it."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------- media
+@runtime_checkable
+class MediaStaging(Protocol):
+    """Put media where machines can boot it, content-addressed and idempotent."""
+
+    def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
+        """Stage ``media`` unless an identical copy is already there; return where it is."""
+        ...
+
+    def unstage_media(self, staged: StagedMedia) -> None:
+        """Remove staged media. Removing what is already gone is not an error."""
+        ...
+
+
+@runtime_checkable
+class MediaLocating(Protocol):
+    """Optional, and strongly advised for media staging: say where ``stage_media`` will put a file, without I/O.
+
+    The core journals that locator *before* uploading, so a run killed mid-upload still lets ``destroy`` remove
+    the file (a seed holds a private host key and a password hash: it must never be left behind).
+    """
+
+    def locate_media(self, media: MediaFile) -> str:
+        """The locator ``stage_media(media)`` returns. Pure: no I/O."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------- the rest
 @runtime_checkable
 class AddressDiscovery(Protocol):
     """Learn a node's address from the platform (VMware Tools, BMC, MAAS)."""
@@ -274,17 +483,55 @@ class AddressDiscovery(Protocol):
         ...
 
 
+@runtime_checkable
+class ConcurrencyLimits(Protocol):
+    """Optional: how many nodes may act on the platform at once, per key.
+
+    The core runs every acting step of a node (not its waits) while holding one of ``limit`` slots of the node's
+    key, across the whole fan-out: one BMC per machine with limit 1 means one command at a time per BMC; one
+    vCenter for every node with limit 8 means 8 concurrent reconfigurations.
+    """
+
+    def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
+        """The node's key (its BMC's address, the vCenter's host) and the limit for that key (>= 1)."""
+        ...
+
+
+#: Every capability, by the name errors and ``capabilities_of`` use.
 CAPABILITIES: dict[str, type] = {
+    "creates_machines": CreatesMachines,
+    "allocates_machines": AllocatesMachines,
+    "enrolls_machines": EnrollsMachines,
+    "power": Power,
+    "power_history": PowerHistory,
+    "boot_device": BootDeviceControl,
+    "virtual_media": VirtualMedia,
     "media_staging": MediaStaging,
     "media_locating": MediaLocating,
-    "machines": Machines,
-    "power": Power,
-    "boot_media": BootMedia,
+    "image_deployment": ImageDeployment,
+    "seed_delivery": SeedDelivery,
     "address_discovery": AddressDiscovery,
-    "power_history": PowerHistory,
+    "concurrency_limits": ConcurrencyLimits,
 }
+
+#: The machine-source capability each lifecycle needs.
+LIFECYCLE_CAPABILITY: dict[Lifecycle, type] = {
+    Lifecycle.CREATED: CreatesMachines,
+    Lifecycle.ALLOCATED: AllocatesMachines,
+    Lifecycle.ENROLLED: EnrollsMachines,
+}
+
+
+def capability_name(capability: type) -> str:
+    """The name of a capability protocol (``VirtualMedia`` -> ``virtual_media``)."""
+    return next((name for name, proto in CAPABILITIES.items() if proto is capability), capability.__name__)
 
 
 def capabilities_of(provider: object) -> list[str]:
     """Names of the capability protocols ``provider`` implements."""
     return [name for name, proto in CAPABILITIES.items() if isinstance(provider, proto)]
+
+
+def missing_capabilities(provider: object, needed: Sequence[type]) -> list[str]:
+    """Names of the capabilities in ``needed`` that ``provider`` lacks (empty: it has them all)."""
+    return [capability_name(proto) for proto in needed if not isinstance(provider, proto)]

@@ -1,6 +1,8 @@
 """Your own per-node phases, run by the pipeline like its own: journaled, resumable, reported.
 
-A :class:`NodeStep` runs for every node right after the built-in phase it names in ``after``. Its function gets a
+A :class:`NodeStep` runs for every node right after the built-in phase it names in ``after``, which may be any
+phase of the node's install method (:data:`palette_provision.phases.CHAINS`); before ``acquire`` the context's
+``machine`` is ``None``. Its function gets a
 :class:`NodeStepContext` and returns a JSON-able mapping (recorded in the journal, never secrets) or ``None``. Once
 a step has finished for a node, a re-run skips it; a step interrupted by a crash runs again, so make it idempotent
 (observe, then act), like the built-in phases. Raising fails that node in that step, with the message in the
@@ -28,29 +30,19 @@ from palette_provision.errors import PlanError, PlanIssue
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import Machine
 
-__all__ = ["NODE_PHASES", "NodeStep", "NodeStepContext", "check_node_steps"]
-
-#: The built-in per-node phases, in order.
-NODE_PHASES = (
-    "stage_seed",
-    "provision",
-    "attach_media",
-    "power_on",
-    "await_install",
-    "boot_from_disk",
-    "await_ready",
-)
+__all__ = ["NodeStep", "NodeStepContext", "check_node_steps"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
 class NodeStepContext:
-    """What a :class:`NodeStep` gets: the plan, the node, its machine, the journal's facts about it, a logger."""
+    """What a :class:`NodeStep` gets: the plan, the node, its machine (``None`` before ``acquire``), the journal's
+    facts about it, a logger."""
 
     plan: DeploymentPlan
     node: NodeSpec
-    machine: Machine
+    machine: Machine | None
     facts: Mapping[str, Any]
     log: Any
 
@@ -65,26 +57,28 @@ class NodeStep:
     description: str = ""
 
 
-def check_node_steps(steps: Sequence[NodeStep]) -> None:
-    """Check names and anchors.
+def check_node_steps(steps: Sequence[NodeStep], chain: Sequence[str] | None = None) -> None:
+    """Check names and anchors (against ``chain``, the chosen install method's phases, when given).
 
     Raises:
         PlanError: a name that is not snake_case, clashes with a built-in phase or another step, or an ``after``
-            that is not a built-in per-node phase.
+            that is not a per-node phase (of ``chain``).
     """
+    from palette_provision.phases import ALL_NODE_PHASES, DEPLOYMENT_PHASES
+
+    anchors = tuple(chain) if chain is not None else ALL_NODE_PHASES
     issues = []
     seen: set[str] = set()
     for i, step in enumerate(steps):
         if not _NAME.match(step.name):
-            issues.append(PlanIssue(f"node_steps.{i}.name", "must be snake_case (a-z, 0-9, _), at most 63 characters"))
-        elif step.name in NODE_PHASES or step.name in ("preflight", "stage_media", "handoff"):
-            issues.append(PlanIssue(f"node_steps.{i}.name", f"{step.name!r} is a built-in phase"))
+            issues.append(PlanIssue(f"node_steps[{i}].name", "must be snake_case (a-z, 0-9, _), at most 63 characters"))
+        elif step.name in ALL_NODE_PHASES or step.name in DEPLOYMENT_PHASES:
+            issues.append(PlanIssue(f"node_steps[{i}].name", f"{step.name} is a built-in phase"))
         elif step.name in seen:
-            issues.append(PlanIssue(f"node_steps.{i}.name", f"{step.name!r} is used twice"))
+            issues.append(PlanIssue(f"node_steps[{i}].name", f"{step.name} is used twice"))
         seen.add(step.name)
-        if step.after not in NODE_PHASES:
-            issues.append(
-                PlanIssue(f"node_steps.{i}.after", f"not a per-node phase: {step.after!r} ({', '.join(NODE_PHASES)})")
-            )
+        if step.after not in anchors:
+            issues.append(PlanIssue(f"node_steps[{i}].after", f"not a per-node phase of this install method: "
+                                    f"{step.after} (phases: {', '.join(anchors)})"))
     if issues:
         raise PlanError(issues, source="node_steps")

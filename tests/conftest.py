@@ -53,7 +53,7 @@ def base_plan(tmp: Path, count: int = 3) -> dict[str, Any]:
             "state_file": str(tmp / "platform.json"),
             "install_seconds": 0.3,
         },
-        "timeouts": {"install": 20, "ready": 20, "power": 20},
+        "timeouts": {"install": 20, "ready": 20},
     }
 
 

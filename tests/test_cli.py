@@ -61,7 +61,7 @@ def test_plan_is_a_dry_run(
         "action": "check the plan against the platform (log in, resolve objects, capacity, name clashes)",
     }
     assert not (tmp_path / "platform.json").exists()
-    assert "+ provision       palette-2" in cli("plan", str(plan)).stdout
+    assert "+ acquire         palette-2" in cli("plan", str(plan)).stdout
 
 
 def test_apply_status_destroy(
@@ -101,9 +101,9 @@ def test_apply_with_a_failed_node_exits_1(plan_dict: dict[str, Any], write_plan:
     result = cli("apply", str(plan), "--json")
     assert result.code == 1
     nodes = {n["name"]: n for n in result.json()["nodes"]}
-    assert nodes["palette-3"]["phase"] == "provision" and nodes["palette-3"]["status"] == "failed"
+    assert nodes["palette-3"]["phase"] == "acquire" and nodes["palette-3"]["status"] == "failed"
     text = cli("apply", str(plan))
-    assert text.code == 1 and "failed in provision" in text.stdout and "FAILED" in text.stdout
+    assert text.code == 1 and "failed in acquire" in text.stdout and "FAILED" in text.stdout
 
 
 def test_preflight_rejection_exits_3_and_changes_nothing(

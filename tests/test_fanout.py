@@ -63,8 +63,8 @@ def test_nodes_run_in_parallel(tmp_path: Path) -> None:
     # Each node's every call takes 0.3 s: serial work would interleave nothing; parallel work overlaps phases.
     report, events = _deploy(tmp_path, count=4, profile="edge", slow={f"palette-{i}": 0.3 for i in range(1, 5)})
     assert report.ok
-    starts = [e for e in events if e.phase == "provision" and e.status == "started"]
-    dones = [e for e in events if e.phase == "provision" and e.status == "done"]
+    starts = [e for e in events if e.phase == "acquire" and e.status == "started"]
+    dones = [e for e in events if e.phase == "acquire" and e.status == "done"]
     assert max(s.at for s in starts) < min(d.at for d in dones), "provisioning did not overlap across nodes"
 
 
@@ -79,17 +79,23 @@ def test_dry_run_lists_actions_without_side_effects(tmp_path: Path) -> None:
     with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:
         actions = d.actions()
     assert not (tmp_path / "platform.json").exists()
+    assert not (tmp_path / "state").exists(), "the dry run creates no journal and no state folder"
     assert [a.phase for a in actions[:3]] == ["preflight", "stage_media", "stage_seed"]
     assert {a.state for a in actions} == {"pending"}
-    assert actions[-1].phase == "handoff" and "inventory" in actions[-1].action
-    assert len(actions) == 2 + 3 * 7 + 1
+    assert [a.phase for a in actions if a.node == "palette-1"] == [
+        "stage_seed", "acquire", "insert_media", "boot_once_from_cd", "power_on", "await_install", "boot_from_disk",
+        "await_ready",
+    ]
+    # The hand-off and its journaled sub-steps are in the dry run too.
+    assert [a.phase for a in actions[-2:]] == ["handoff", "handoff.inventory"] and "inventory" in actions[-2].action
+    assert len(actions) == 2 + 3 * 8 + 2
 
 
 def test_until_stops_every_node_after_that_phase_and_a_later_apply_continues(tmp_path: Path) -> None:
     plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
     with Deployment(plan, state_dir=tmp_path / "state") as d:
-        partial = d.apply(until="provision")
-    assert [(n.status, n.phase) for n in partial.nodes] == [("ready", "provision")] * 3
+        partial = d.apply(until="acquire")
+    assert [(n.status, n.phase) for n in partial.nodes] == [("ready", "acquire")] * 3
     assert partial.handoff is None
     state = read_state(tmp_path / "platform.json")
     assert len(state["machines"]) == 3 and all(m["power"] == "off" for m in state["machines"].values())

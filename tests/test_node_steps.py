@@ -57,11 +57,11 @@ def test_a_failing_step_fails_only_its_node_and_names_the_step(tmp_path: Path) -
 
 
 def test_steps_appear_in_the_dry_run_and_until_accepts_them(tmp_path: Path) -> None:
-    steps = [NodeStep("tag_vm", after="provision", run=lambda ctx: None, description="tag the VM for billing")]
+    steps = [NodeStep("tag_vm", after="acquire", run=lambda ctx: None, description="tag the VM for billing")]
     plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
     with Deployment(plan, state_dir=tmp_path / "state", node_steps=steps) as d:
         phases = [(a.phase, a.action) for a in d.actions() if a.node == "palette-1"]
-    assert phases[1:3] == [("provision", phases[1][1]), ("tag_vm", "tag the VM for billing")]
+    assert phases[1:3] == [("acquire", phases[1][1]), ("tag_vm", "tag the VM for billing")]
     report, _ = _deploy(tmp_path, steps, until="tag_vm")
     assert [n.phase for n in report.nodes] == ["tag_vm"] * 3
     assert all(m["power"] == "off" for m in read_state(tmp_path / "platform.json")["machines"].values())
@@ -74,9 +74,9 @@ def test_until_the_first_phase_stops_before_provisioning(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("step", "path"), [
-    (NodeStep("Bad Name", after="provision", run=lambda c: None), "node_steps.0.name"),
-    (NodeStep("power_on", after="provision", run=lambda c: None), "node_steps.0.name"),
-    (NodeStep("fine", after="handoff", run=lambda c: None), "node_steps.0.after"),
+    (NodeStep("Bad Name", after="acquire", run=lambda c: None), "node_steps[0].name"),
+    (NodeStep("power_on", after="acquire", run=lambda c: None), "node_steps[0].name"),
+    (NodeStep("fine", after="handoff", run=lambda c: None), "node_steps[0].after"),
 ])
 def test_bad_steps_are_refused_before_anything_runs(tmp_path: Path, step: NodeStep, path: str) -> None:
     plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)

@@ -101,7 +101,7 @@ def test_static_network_rules(plan_dict: dict[str, Any]) -> None:
     )
     assert issues["nodes.network.addresses"] == "static mode needs one address per node: 3, got 2"
     assert issues["nodes.network.gateway"] == "static mode needs a gateway"
-    assert issues["nodes.network.addresses.1"] == "10.251.0.11 is used twice"
+    assert issues["nodes.network.addresses[1]"] == "10.251.0.11 is used twice"
 
 
 def test_gateway_outside_subnet_and_vip_clash(plan_dict: dict[str, Any]) -> None:
@@ -113,8 +113,8 @@ def test_gateway_outside_subnet_and_vip_clash(plan_dict: dict[str, Any]) -> None
     with pytest.raises(PlanError) as info:
         parse_plan(data)
     found = {(i.path, i.message) for i in info.value.issues}
-    assert ("nodes.network.addresses.1", "gateway 192.168.9.1 is outside 10.251.0.0/24") in found
-    assert ("nodes.network.addresses.0", "a node address cannot be the cluster VIP") in found
+    assert ("nodes.network.addresses[1]", "gateway 192.168.9.1 is outside 10.251.0.0/24") in found
+    assert ("nodes.network.addresses[0]", "a node address cannot be the cluster VIP") in found
 
 
 def test_unknown_fields_are_rejected_with_their_path(plan_dict: dict[str, Any]) -> None:

@@ -20,22 +20,22 @@ from .conftest import base_plan
 class ListingProvider(FakeProvider):
     """Answers find_machine from a cheap listing, without the MAC (as the vSphere provider does on a re-run)."""
 
-    def find_machine(self, node: NodeSpec) -> Machine | None:
-        found = super().find_machine(node)
+    def find_machine(self, node: NodeSpec, record: Machine | None) -> Machine | None:
+        found = super().find_machine(node, record)
         return None if found is None else Machine(found.node, found.id, found.name, {"listed": "yes"})
 
 
 def _listing_provider(plan: DeploymentPlan, state: Path) -> ListingProvider:
     # What the core would hand it: every node's machine is this deployment's.
     context = ProviderContext(
-        plan.name, state / "providers" / "fake", get_logger("tests"), frozenset(plan.node_names())
+        plan.name, state / "providers" / "fake", get_logger("tests"), dict.fromkeys(plan.node_names())
     )
     return ListingProvider(plan.platform_settings, context)
 
 
 def _provision_rows(state: Path) -> dict[str, tuple[float | None, dict[str, Any]]]:
     with Journal.open(state / "journal.sqlite", deployment="test-deploy", create=False) as journal:
-        return {s.node: (s.finished_at, s.data) for s in journal.steps() if s.phase == "provision"}
+        return {s.node: (s.finished_at, s.data) for s in journal.steps() if s.phase == "acquire"}
 
 
 def test_an_unchanged_machine_is_checked_not_rewritten_and_keeps_what_was_recorded(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_an_unchanged_machine_is_checked_not_rewritten_and_keeps_what_was_record
     with Deployment(plan, state_dir=state, provider=_listing_provider(plan, state), on_event=events.append) as d:
         report = d.apply(until="power_on")
     assert report.ok
-    checked = [e for e in events if e.phase == "provision"]
+    checked = [e for e in events if e.phase == "acquire"]
     assert {e.status for e in checked} == {"skipped"} and len(checked) == 3
     assert all("still so on the platform" in e.message for e in checked)
     # Nothing rewritten: same finish time, same data, so the MAC the listing left out is still recorded, for the
@@ -76,10 +76,10 @@ def test_a_machine_deleted_behind_our_back_is_rebuilt_and_the_others_left_alone(
     with Deployment(plan, state_dir=state, provider=_listing_provider(plan, state), on_event=events.append) as d:
         report = d.apply(until="power_on")
     assert report.ok
-    redone = {e.node for e in events if e.phase == "provision" and e.status == "done"}
+    redone = {e.node for e in events if e.phase == "acquire" and e.status == "done"}
     assert redone == {gone}
     rows = _provision_rows(state)
-    assert rows[gone][1]["created"] is True and rows[gone][1]["machine"]["id"] != old_id
+    assert rows[gone][1]["how"] == "created" and rows[gone][1]["machine"]["id"] != old_id
     after = read_state(platform)
     creates = [a for a in after["actions"] if a["op"] == "create_machine"]
     assert len(creates) == 4  # three on the first run, the deleted one again

@@ -27,7 +27,7 @@ BOUNDARIES = [
     ("preflight", "*"),
     ("stage_media", "*"),
     ("stage_seed", "palette-2"),
-    ("provision", "palette-2"),
+    ("acquire", "palette-2"),
     ("power_on", "palette-2"),
     ("await_install", "palette-2"),
     ("boot_from_disk", "palette-2"),
@@ -38,7 +38,7 @@ INSIDE = [
     "stage_media:palette-2",
     "create_machine:palette-2",
     "power_on:palette-2",
-    "detach_media:palette-2",
+    "eject_media:palette-2",
     "unstage_media:palette-2",
 ]
 

@@ -134,7 +134,7 @@ def test_pipeline_logs_carry_context(tmp_path: Path) -> None:
         d.apply()
     node_events = [e for e in logs if e.get("node") == "palette-1" and e["event"].startswith("phase_")]
     assert node_events and all(e["provider"] == "fake" for e in node_events)
-    assert {e["phase"] for e in node_events} >= {"provision", "power_on", "await_install"}
+    assert {e["phase"] for e in node_events} >= {"acquire", "power_on", "await_install"}
     assert NODE_PASSWORD not in repr(logs)
 
 

@@ -24,14 +24,14 @@ from palette_provision.seed import (
     HostKey,
     SeedModel,
     build_seed_iso,
-    deep_merge,
     render_meta_data,
     render_user_data,
     sha512_crypt,
-    ssh_fingerprint,
     write_seed,
     write_seeds,
 )
+from palette_provision.seed._extra import deep_merge
+from palette_provision.seed._hostkey import ssh_fingerprint
 
 PASSWORD = "correct-horse-battery-staple"
 USER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop admin@laptop"
@@ -383,26 +383,27 @@ def test_write_seed_replaces_an_older_world_readable_file_atomically(tmp_path: P
     assert target.stat().st_ino != inode_before  # a rename, never an in-place rewrite
 
 
-def test_write_seeds_writes_every_node_0600_prints_fingerprints_and_records_them(tmp_path: Path) -> None:
+def test_write_seeds_writes_every_node_0600_returns_fingerprints_and_records_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = make_plan()
-    out = io.StringIO()
     keys = {"pal-1": HostKey.generate()}
     with Journal.open(tmp_path / "journal.db", deployment="lab") as journal:
-        paths = write_seeds(plan, tmp_path / "seeds", host_keys=keys, journal=journal, out=out)
+        written = write_seeds(plan, tmp_path / "seeds", host_keys=keys, journal=journal)
         facts = journal.facts("pal-1")
+    paths = [p for seed in written for p in seed.paths]
     names = [p.name for p in paths]
     assert names == [f"pal-{i}.{ext}" for i in (1, 2, 3) for ext in ("iso", "user-data")]
     assert all(mode_of(p) == 0o600 for p in paths)
     assert (tmp_path / "seeds" / "pal-1.iso").read_bytes() == build_seed_iso(plan, plan.node_specs()[0], keys["pal-1"])
-    printed = out.getvalue()
-    assert keys["pal-1"].fingerprint in printed
-    assert printed.count("SHA256:") == 3
-    assert PASSWORD not in printed and "PRIVATE" not in printed
+    assert written[0].host_key_fingerprint == keys["pal-1"].fingerprint
+    assert [w.host_key_fingerprint.startswith("SHA256:") for w in written] == [True] * 3
+    assert keys["pal-1"].public_line not in capsys.readouterr().out  # the CLI prints keys; the library does not
     assert facts == {"host_key_public": keys["pal-1"].public_line, "host_key_fingerprint": keys["pal-1"].fingerprint}
 
 
 def test_write_seeds_writes_nothing_when_a_seed_is_invalid(tmp_path: Path) -> None:
     plan = make_plan(user_data_extra={"install": {"poweroff": False}})
     with pytest.raises(PlanError):
-        write_seeds(plan, tmp_path / "seeds", out=io.StringIO())
+        write_seeds(plan, tmp_path / "seeds")
     assert not (tmp_path / "seeds").exists()

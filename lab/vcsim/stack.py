@@ -184,7 +184,7 @@ class VsphereLab:
             "handoff": {"kind": "palette-local-api", "output_dir": str(self.workdir / "out")},
             # TCG guests on two cores: an "install" plus a boot takes ~30-90 s per node under load.
             "timeouts": {
-                "power": 120, "install": 900, "ready": 600, "configured": 300, "link": 300,
+                "install": 900, "ready": 600, "configured": 300, "link": 300,
                 "content_sync": 300, "cluster": 300,
             },
             "concurrency": 8,

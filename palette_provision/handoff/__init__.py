@@ -67,6 +67,10 @@ class NoHandoff:
 
     kind = "none"
 
+    def steps(self, plan: DeploymentPlan) -> list[tuple[str, str, str]]:
+        """No sub-steps."""
+        return []
+
     def form(self, context: HandoffContext) -> HandoffResult:
         """Return a result that names the ready nodes and does nothing else."""
         return HandoffResult(kind=self.kind, details={"nodes": [n.name for n in context.nodes]})

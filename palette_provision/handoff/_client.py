@@ -34,7 +34,7 @@ from palette_provision.errors import (
     TransientError,
     WaitTimeout,
 )
-from palette_provision.journal import Journal
+from palette_provision.journal import Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.secrets import Secret, known_secret_values
 from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context
@@ -44,7 +44,7 @@ __all__ = ["CERT_FACT", "LocalApiClient", "LocalApiError", "LocalApiUnavailable"
 
 #: Journal fact (per node) holding the pinned SHA-256 of the node's Local API certificate. The readiness ladder
 #: may already have written it; whoever sees the certificate first records it.
-CERT_FACT = "local_api_cert_sha256"
+CERT_FACT = Fact.LOCAL_API_CERT
 
 #: Session length the Local API gives without ``extendedSession`` (reference §1.7), used when the token's own
 #: ``exp`` claim cannot be read.

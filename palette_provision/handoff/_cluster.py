@@ -251,36 +251,51 @@ def form_cluster(session: Session) -> tuple[dict[str, Any], Path]:
     """Create (or adopt) the cluster, wait until it is ``Running`` and ``Healthy``, save its kubeconfig (0600)."""
     journal, plan = session.context.journal, session.context.plan
     name = plan.cluster.name
-    with step_errors(CLUSTER_STEP):
-        if not journal.is_done(CLUSTER_STEP):
-            journal.begin(CLUSTER_STEP)
-            session.checkpoint(f"{CLUSTER_STEP}:begin")
-            _adopt_or_create(session)
-        leader = session.api(session.leader)
-        seen: list[str] = []
+    created = journal.is_done(CLUSTER_STEP)
+    got: dict[str, Any] = {}
 
-        def note(details: dict[str, Any] | None) -> None:
-            state = "/".join(s for s in _state(details) if s)
-            if not seen or seen[-1] != state:
-                seen.append(state)
-                session.emit(CLUSTER_STEP, "cluster_state", cluster=name, state=state)
-
-        def failed(details: dict[str, Any] | None) -> str | None:
-            state, _ = _state(details)
-            if state == "Error":
-                return str(((details or {}).get("status") or {}).get("clusterStateReason") or "cluster failed")
-            if state == "Deleting":
-                return "the cluster is being deleted"
-            return None
-
-        details = session.wait(
-            CLUSTER_STEP, lambda: leader.get_optional(DETAILS), what=f"cluster {name} to be Running and Healthy",
-            timeout=plan.timeouts.cluster, failed=failed, events=lambda: cluster_events(session), on_state=note,
-            until=lambda d: _state(d) == ("Running", "Healthy") and bool((d or {}).get("status", {}).get("kubeconfig")),
-        )
-        assert details is not None
+    def run() -> dict[str, Any]:
+        with step_errors(CLUSTER_STEP):
+            if not created:
+                session.checkpoint(f"{CLUSTER_STEP}:begin")
+                _adopt_or_create(session)
+            got["details"] = _await_running(session)
         kubeconfig = session.context.output_dir / f"{name}.kubeconfig"
-        write_private(kubeconfig, decode_kubeconfig(str(details["status"]["kubeconfig"])))
-        journal.finish(CLUSTER_STEP, data={"cluster": name, "state": "Running", "kubeconfig": str(kubeconfig)})
+        write_private(kubeconfig, decode_kubeconfig(str(got["details"]["status"]["kubeconfig"])))
+        return {"cluster": name, "state": "Running", "kubeconfig": str(kubeconfig)}
+
+    # Always: a done cluster step still reads the cluster's state (the report needs it) and rewrites its kubeconfig.
+    data = session.context.run_step(CLUSTER_STEP, run, always=True)
+    kubeconfig = Path(data["kubeconfig"])
     session.emit(CLUSTER_STEP, "cluster_running", cluster=name, kubeconfig=str(kubeconfig))
-    return details, kubeconfig
+    return got["details"], kubeconfig
+
+
+def _await_running(session: Session) -> dict[str, Any]:
+    plan = session.context.plan
+    name = plan.cluster.name
+    leader = session.api(session.leader)
+    seen: list[str] = []
+
+    def note(details: dict[str, Any] | None) -> None:
+        state = "/".join(s for s in _state(details) if s)
+        if not seen or seen[-1] != state:
+            seen.append(state)
+            session.emit(CLUSTER_STEP, "cluster_state", cluster=name, state=state)
+
+    def failed(details: dict[str, Any] | None) -> str | None:
+        state, _ = _state(details)
+        if state == "Error":
+            return str(((details or {}).get("status") or {}).get("clusterStateReason") or "cluster failed")
+        if state == "Deleting":
+            return "the cluster is being deleted"
+        return None
+
+    details = session.wait(
+        CLUSTER_STEP, lambda: leader.get_optional(DETAILS), what=f"cluster {name} to be Running and Healthy",
+        timeout=plan.timeouts.cluster, failed=failed, events=lambda: cluster_events(session), on_state=note,
+        until=lambda d: _state(d) == ("Running", "Healthy") and bool((d or {}).get("status", {}).get("kubeconfig")),
+    )
+    if not isinstance(details, dict):
+        raise HandoffError(CLUSTER_STEP, f"{session.leader.name} answered the cluster details with no object")
+    return details

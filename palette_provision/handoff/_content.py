@@ -97,17 +97,22 @@ def _already_uploaded(session: Session, path: Path, size: int, expected: str | N
 
 def upload_content(session: Session) -> None:
     """Upload ``plan.content`` to the leader once (an identical earlier upload is adopted), then verify it."""
+    if session.context.plan.content is not None:
+        session.context.run_step(CONTENT_STEP, lambda: _upload(session))
+
+
+def _upload(session: Session) -> dict[str, Any]:
     plan, journal = session.context.plan, session.context.journal
-    if plan.content is None or journal.is_done(CONTENT_STEP):
-        return
-    journal.begin(CONTENT_STEP)
+    content = plan.content
+    if content is None:
+        return {}
     session.checkpoint(f"{CONTENT_STEP}:begin")
-    path = plan.resolve_path(plan.content.path)
+    path = plan.resolve_path(content.path)
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise HandoffError(CONTENT_STEP, f"cannot read the content bundle {path}: {exc.strerror}") from exc
-    expected = plan.content.sha256.lower() if plan.content.sha256 else None
+    expected = content.sha256.lower() if content.sha256 else None
     with step_errors(CONTENT_STEP):
         details = _already_uploaded(session, path, size, expected)
         if details is not None:
@@ -130,7 +135,7 @@ def upload_content(session: Session) -> None:
                 CONTENT_STEP, f"{path} has sha256 {digest}, but the plan's content.sha256 is {expected}"
             )
     journal.cache_digest(path, digest)
-    journal.finish(CONTENT_STEP, data={"file": path.name, "bytes": size, "sha256": digest, "upload_path": upload_path})
+    return {"file": path.name, "bytes": size, "sha256": digest, "upload_path": upload_path}
 
 
 def _send(session: Session, path: Path, size: int) -> tuple[str, str | None]:
@@ -175,10 +180,12 @@ def _synced(text: Any) -> bool:
 
 def wait_content_synced(session: Session) -> None:
     """Wait until every peer reports the content synced (link status) and the leader lists nothing pending."""
-    plan, journal = session.context.plan, session.context.journal
-    if plan.content is None or journal.is_done(SYNC_STEP):
-        return
-    journal.begin(SYNC_STEP)
+    if session.context.plan.content is not None:
+        session.context.run_step(SYNC_STEP, lambda: _await_synced(session))
+
+
+def _await_synced(session: Session) -> dict[str, Any]:
+    plan = session.context.plan
     leader = session.api(session.leader)
 
     def probe() -> dict[str, Any]:
@@ -203,4 +210,4 @@ def wait_content_synced(session: Session) -> None:
         session.wait(SYNC_STEP, probe, what="the content to sync to every node", timeout=plan.timeouts.content_sync,
                      until=done, failed=failed)
     session.emit(SYNC_STEP, "content_synced", nodes=[n.name for n in session.context.nodes])
-    journal.finish(SYNC_STEP)
+    return {}

@@ -37,23 +37,23 @@ def wait_configured(session: Session) -> None:
     journal = session.context.journal
     timeout = session.context.plan.timeouts.configured
     for node in session.context.nodes:
-        with step_errors(CONFIGURED_STEP):
-            if not journal.is_done(CONFIGURED_STEP, node.name):
-                journal.begin(CONFIGURED_STEP, node.name)
-            api = session.api(node)
+        api = session.api(node)
 
-            def probe(api: Any = api, node: ReadyNode = node) -> HostFacts:
-                return HostFacts.from_info(api.get(HOST_INFO), node.address, node.name)
-
-            facts = session.wait(
-                CONFIGURED_STEP, probe, what=f"{node.name} to report configurationStatus 'configured'",
-                timeout=timeout, until=lambda f: f.configuration == "configured",
-            )
+        def configured(api: Any = api, node: ReadyNode = node) -> dict[str, Any]:
+            with step_errors(CONFIGURED_STEP):
+                facts = session.wait(
+                    CONFIGURED_STEP, lambda: HostFacts.from_info(api.get(HOST_INFO), node.address, node.name),
+                    what=f"{node.name} to report configurationStatus 'configured'",
+                    timeout=timeout, until=lambda f: f.configuration == "configured",
+                )
             if not facts.host_id:
                 raise HandoffError(CONFIGURED_STEP, f"{node.name}: host info has no metadata.id")
             session.facts[node.name] = facts
             journal.set_fact(node.name, HOST_ID_FACT, facts.host_id)
-            journal.finish(CONFIGURED_STEP, node.name, {"host_id": facts.host_id, "ip": facts.ip})
+            return {"host_id": facts.host_id, "ip": facts.ip}
+
+        # Always: later steps need every node's host facts, read afresh (a done node is just looked at again).
+        session.context.run_step(CONFIGURED_STEP, configured, node=node.name, always=True)
     session.emit(CONFIGURED_STEP, "hosts_configured", nodes=[n.name for n in session.context.nodes])
 
 
@@ -143,28 +143,38 @@ def _start_link(session: Session, follower: ReadyNode) -> None:
 
 def link_followers(session: Session) -> None:
     """Link every follower to the leader (a no-op for one node, and for links that exist already)."""
+    session.context.run_step(LINK_STEP, lambda: _link_all(session))
+    session.checkpoint(f"{LINK_STEP}:done")
+
+
+def _link_failure(status: dict[str, Any]) -> str | None:
+    return (status.get("errorMessage") or "link failed") if status.get("status") == "Failed" else None
+
+
+def _link_all(session: Session) -> dict[str, Any]:
     journal = session.context.journal
     followers = session.followers
-    if journal.is_done(LINK_STEP):
-        return
-    journal.begin(LINK_STEP)
     session.checkpoint(f"{LINK_STEP}:begin")
     timeout = session.context.plan.timeouts.link
     with step_errors(LINK_STEP):
         pending = [f for f in followers if not journal.is_done(LINK_STEP, f.name)]
         for follower in pending:
-            journal.begin(LINK_STEP, follower.name)
             _start_link(session, follower)
         for follower in pending:
             api = session.api(follower)
-            session.wait(
-                LINK_STEP, lambda api=api: api.get(LINK_STATUS),  # type: ignore[misc]
-                what=f"{follower.name} to link to {session.leader.name}", timeout=timeout,
-                until=lambda s: s.get("status") == "Completed",
-                failed=lambda s: (s.get("errorMessage") or "link failed") if s.get("status") == "Failed" else None,
-            )
-            journal.finish(LINK_STEP, follower.name, {"leader": session.leader.name})
-            session.emit(LINK_STEP, "follower_linked", follower=follower.name, leader=session.leader.name)
+
+            def linked(api: Any = api, follower: ReadyNode = follower) -> dict[str, Any]:
+                with step_errors(LINK_STEP):
+                    session.wait(
+                        LINK_STEP, lambda: api.get(LINK_STATUS),
+                        what=f"{follower.name} to link to {session.leader.name}", timeout=timeout,
+                        until=lambda s: s.get("status") == "Completed",
+                        failed=_link_failure,
+                    )
+                session.emit(LINK_STEP, "follower_linked", follower=follower.name, leader=session.leader.name)
+                return {"leader": session.leader.name}
+
+            session.context.run_step(LINK_STEP, linked, node=follower.name)
         if followers:
             want = {session.facts[f.name].host_id for f in followers}
             session.wait(
@@ -173,5 +183,4 @@ def link_followers(session: Session) -> None:
                 until=lambda s: s.get("status") == "Completed" and want <= _peer_ids(s),
                 failed=lambda s: (s.get("errorMessage") or "link failed") if s.get("status") == "Failed" else None,
             )
-    journal.finish(LINK_STEP, data={"leader": session.leader.name, "followers": [f.name for f in followers]})
-    session.checkpoint(f"{LINK_STEP}:done")
+    return {"leader": session.leader.name, "followers": [f.name for f in followers]}

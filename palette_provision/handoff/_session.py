@@ -18,6 +18,7 @@ from palette_provision.errors import (
 )
 from palette_provision.handoff._client import LocalApiClient
 from palette_provision.handoff.base import HandoffContext, ReadyNode
+from palette_provision.journal import Fact
 from palette_provision.waiting import Backoff, wait_for
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ HOST_INFO = "/v1/edge-mgmt/edgehosts/current"
 LINK_STATUS = "/v1/edge-mgmt/edgehosts/current/link/status"
 
 #: Journal fact (per node) with the node's edge host id (``metadata.id``): not a secret, useful to reports.
-HOST_ID_FACT = "edge_host_id"
+HOST_ID_FACT = Fact.EDGE_HOST_ID
 
 
 @dataclass

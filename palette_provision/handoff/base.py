@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from palette_provision.journal import Journal
+from palette_provision.journal import GLOBAL, Journal
 from palette_provision.plan import DeploymentPlan
 
-__all__ = ["ClusterFormer", "HandoffContext", "HandoffResult", "ReadyNode"]
+__all__ = ["ClusterFormer", "HandoffContext", "HandoffResult", "ReadyNode", "StepRunner"]
+
+#: Runs one journaled sub-step: ``step(name, action, node="*", always=False)`` returns the step's recorded data.
+#: ``action`` returns a JSON-able mapping (or ``None``); a done step is skipped unless ``always``.
+StepRunner = Callable[..., dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,26 @@ class HandoffContext:
     output_dir: Path
     log: Any
     emit: Callable[[str, str, Mapping[str, Any]], None] = lambda _step, _msg, _data: None
+    step: StepRunner | None = None
+
+    def run_step(
+        self, name: str, action: Callable[[], Mapping[str, Any] | None], *, node: str = GLOBAL, always: bool = False
+    ) -> dict[str, Any]:
+        """Run a sub-step through the deployment's step machinery (events, dry run, journal), or, for a hand-off
+        run on its own, straight on the journal: skipped when done (unless ``always``), failed when it raises."""
+        if self.step is not None:
+            return self.step(name, action, node=node, always=always)
+        rec = self.journal.step(name, node)
+        if rec is not None and rec.status == "done" and not always:
+            return rec.data
+        self.journal.begin(name, node)
+        try:
+            data = dict(action() or {})
+        except Exception as exc:
+            self.journal.fail(name, node, str(exc))
+            raise
+        self.journal.finish(name, node, data)
+        return data
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,10 @@ class HandoffResult:
 @runtime_checkable
 class ClusterFormer(Protocol):
     """A hand-off: given ready nodes, form the cluster (or hand the nodes over)."""
+
+    def steps(self, plan: DeploymentPlan) -> list[tuple[str, str, str]]:
+        """The journaled sub-steps :meth:`form` runs, as (step, node or ``*``, description), for the dry run."""
+        ...
 
     def form(self, context: HandoffContext) -> HandoffResult:
         """Run the hand-off; resumable through ``context.journal``.

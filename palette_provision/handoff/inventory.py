@@ -27,11 +27,13 @@ import yaml
 
 from palette_provision.errors import HandoffError
 from palette_provision.handoff.base import HandoffContext, HandoffResult, ReadyNode
+from palette_provision.journal import Fact
+from palette_provision.plan import DeploymentPlan
 
 __all__ = ["HOST_KEY_PUBLIC_FACT", "Inventory", "ansible_group_name"]
 
 #: Journal fact (per node) holding the node's SSH host public key line, written when its seed is rendered.
-HOST_KEY_PUBLIC_FACT = "host_key_public"
+HOST_KEY_PUBLIC_FACT = Fact.HOST_KEY_PUBLIC
 INVENTORY_STEP = "handoff.inventory"
 
 
@@ -80,10 +82,21 @@ class Inventory:
 
     kind = "inventory"
 
+    def steps(self, plan: DeploymentPlan) -> list[tuple[str, str, str]]:
+        """The one sub-step, for the dry run."""
+        return [(INVENTORY_STEP, "*", f"write the Ansible inventory, known_hosts and nodes.json to "
+                 f"{plan.handoff.output_dir}")]
+
     def form(self, context: HandoffContext) -> HandoffResult:
         """Write the three files (idempotent: a re-run rewrites them from the same facts)."""
+        data = context.run_step(INVENTORY_STEP, lambda: self._write_files(context), always=True)
+        files = tuple(Path(f) for f in data["files"])
+        context.emit(INVENTORY_STEP, "inventory_written", {"files": [str(f) for f in files]})
+        details = {"group": data["group"], "unpinned": data["unpinned"]}
+        return HandoffResult(kind=self.kind, files=files, details=details)
+
+    def _write_files(self, context: HandoffContext) -> dict[str, Any]:
         journal, plan = context.journal, context.plan
-        journal.begin(INVENTORY_STEP)
         out = context.output_dir
         out.mkdir(parents=True, exist_ok=True)
         inventory_path, known_hosts_path, report_path = out / "inventory.yaml", out / "known_hosts", out / "nodes.json"
@@ -144,9 +157,7 @@ class Inventory:
             context.log.warning("inventory_host_key_unknown", nodes=unpinned,
                                 detail="no host key recorded: OpenSSH will refuse these hosts until one is added")
         files = (inventory_path, known_hosts_path, report_path)
-        journal.finish(INVENTORY_STEP, data={"files": [str(f) for f in files]})
-        context.emit(INVENTORY_STEP, "inventory_written", {"files": [str(f) for f in files]})
-        return HandoffResult(kind=self.kind, files=files, details={"group": group, "unpinned": unpinned})
+        return {"files": [str(f) for f in files], "group": group, "unpinned": unpinned}
 
     @staticmethod
     def _check_key(node: ReadyNode, public: str) -> str:

@@ -36,6 +36,7 @@ from palette_provision.handoff._content import CONTENT_STEP, SYNC_STEP, upload_c
 from palette_provision.handoff._link import CONFIGURED_STEP, LINK_STEP, link_followers, wait_configured
 from palette_provision.handoff._session import Session
 from palette_provision.handoff.base import HandoffContext, HandoffResult, ReadyNode
+from palette_provision.plan import DeploymentPlan
 from palette_provision.waiting import Backoff
 
 __all__ = [
@@ -100,6 +101,21 @@ class PaletteLocalApi:
         self._backoff = backoff
         self._checkpoint = checkpoint
         self._client_factory = client_factory or default_client
+
+    def steps(self, plan: DeploymentPlan) -> list[tuple[str, str, str]]:
+        """The journaled sub-steps, for the dry run."""
+        names = plan.node_names()
+        leader = plan.handoff.leader or names[0]
+        steps = [(CONFIGURED_STEP, name, "wait until the node's Local API reports it configured") for name in names]
+        followers = [n for n in names if n != leader]
+        steps.append((LINK_STEP, "*", f"link {len(followers)} follower(s) to the leader {leader}"))
+        steps += [(LINK_STEP, name, f"wait until {name} is linked to {leader}") for name in followers]
+        if plan.content is not None:
+            steps.append((CONTENT_STEP, "*", f"upload the content bundle {plan.content.path} to the leader"))
+            steps.append((SYNC_STEP, "*", "wait until the content is synced to every node"))
+        steps.append((CLUSTER_STEP, "*", f"create the cluster {plan.cluster.name}, wait for Running and Healthy, "
+                      "save its kubeconfig"))
+        return steps
 
     def form(self, context: HandoffContext) -> HandoffResult:
         """Run (or resume) the formation and return the cluster's state, endpoint and kubeconfig path."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +14,67 @@ from palette_provision.plan._models import DeploymentPlan
 from palette_provision.plan._rules import _rule_issues
 
 
+def field_path(loc: Sequence[Any], prefix: str = "") -> str:
+    """A field path as users read it: ``nodes.hosts[1].bmc.address`` (list indexes in brackets)."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
 def _issue_from_pydantic(err: Mapping[str, Any], prefix: str = "") -> PlanIssue:
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     # Only the message: pydantic's 'input' may hold a secret typed inline by mistake.
-    return PlanIssue(path, str(err.get("msg", "invalid value")))
+    return PlanIssue(field_path(err.get("loc", ()), prefix), str(err.get("msg", "invalid value")))
 
 
-def _platform_issues(plan_platform: Any, context: dict[str, Any]) -> tuple[list[PlanIssue], Any]:
+def _platform_issues(data: Mapping[str, Any], context: dict[str, Any]) -> tuple[list[PlanIssue], Any, list[Any]]:
+    """Validate the ``platform`` section and every ``nodes.hosts`` entry's provider keys with the provider's models."""
     from palette_provision.errors import ProviderNotFound
     from palette_provision.registry import load_provider_class
 
+    plan_platform = data.get("platform")
     if not isinstance(plan_platform, Mapping) or not isinstance(plan_platform.get("provider"), str):
-        return [], None
+        return [], None, []
     name = plan_platform["provider"]
     try:
         provider_cls = load_provider_class(name)
     except ProviderNotFound as exc:
-        return [PlanIssue("platform.provider", str(exc))], None
+        return [PlanIssue("platform.provider", str(exc))], None, []
+    issues: list[PlanIssue] = []
     options = {k: v for k, v in plan_platform.items() if k != "provider"}
+    settings = None
     try:
-        return [], provider_cls.settings_model.model_validate(options, context=context)
+        settings = provider_cls.settings_model.model_validate(options, context=context)
     except ValidationError as exc:
-        return [_issue_from_pydantic(e, "platform") for e in exc.errors()], None
+        issues.extend(_issue_from_pydantic(e, "platform") for e in exc.errors())
+    nodes = data.get("nodes")
+    hosts = nodes.get("hosts") if isinstance(nodes, Mapping) else None
+    node_settings: list[Any] = []
+    if not isinstance(hosts, list):
+        return issues, settings, node_settings
+    model = getattr(provider_cls, "node_settings_model", None)
+    for i, host in enumerate(hosts):
+        if not isinstance(host, Mapping):
+            continue  # the core's model reports it
+        own = {k: v for k, v in host.items() if k not in _CORE_HOST_KEYS}
+        if model is None:
+            issues.extend(
+                PlanIssue(f"nodes.hosts[{i}].{key}", f"provider {name!r} takes no per-node settings") for key in own
+            )
+            node_settings.append(None)
+            continue
+        try:
+            node_settings.append(model.model_validate(own, context=context))
+        except ValidationError as exc:
+            issues.extend(_issue_from_pydantic(e, f"nodes.hosts[{i}]") for e in exc.errors())
+            node_settings.append(None)
+    return issues, settings, node_settings
+
+
+_CORE_HOST_KEYS = frozenset({"name", "address"})
 
 
 def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
@@ -60,13 +98,14 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
         issues.extend(_issue_from_pydantic(e) for e in exc.errors())
     except (TypeError, ValueError, RecursionError) as exc:
         issues.append(PlanIssue("", f"unreadable plan structure ({type(exc).__name__})"))
-    platform_issues, settings = _platform_issues(data.get("platform"), context)
+    platform_issues, settings, node_settings = _platform_issues(data, context)
     issues.extend(platform_issues)
     if plan is not None:
         issues.extend(_rule_issues(plan))
     if issues or plan is None:
         raise PlanError(issues or [PlanIssue("", "invalid plan")], source)
     plan._settings = settings
+    plan._node_settings = tuple(node_settings)
     plan._base_dir = base_dir
     return plan
 

@@ -184,11 +184,36 @@ class NetworkSettings(_Model):
     interface: str = Field(default="eth0", description="NIC name on the node the settings apply to.")
 
 
-class NodesSettings(_Model):
-    """The machines: how many, how big, their disks, firmware and network."""
+class HostEntry(BaseModel):
+    """One node listed by itself in ``nodes.hosts``: its name, its static address, and the provider's settings.
 
-    count: int = Field(description="Number of nodes: 1 or 3 for the appliance, >= 1 for edge.")
+    Every key besides ``name`` and ``address`` belongs to the provider's ``node_settings_model`` (a BMC, a MAC, a
+    MAAS system id...) and is validated by it, with the field path ``nodes.hosts[i].<key>``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str | None = Field(default=None, description="Node name (default <cluster.name>-<n>).")
+    address: ipaddress.IPv4Interface | None = Field(
+        default=None, description="Static mode: this node's address with prefix (instead of network.addresses)."
+    )
+
+    @property
+    def provider_settings(self) -> dict[str, Any]:
+        """The keys that belong to the provider's per-node settings, unvalidated."""
+        return dict(self.model_extra or {})
+
+
+class NodesSettings(_Model):
+    """The machines: how many (or which), how big, their disks, firmware and network."""
+
+    count: int | None = Field(
+        default=None, description="Number of nodes: 1 or 3 for the appliance, >= 1 for edge (default: len(hosts))."
+    )
     names: list[str] | None = Field(default=None, description="Node names; default <cluster.name>-<n>.")
+    hosts: list[HostEntry] | None = Field(
+        default=None, description="The nodes one by one, each with its name, address and platform settings."
+    )
     size: SizeTier | None = Field(default=None, description="Size tier; or give cpus and memory_gb.")
     cpus: int | None = Field(default=None, ge=1)
     memory_gb: int | None = Field(default=None, ge=1)
@@ -206,16 +231,10 @@ class PlatformSection(BaseModel):
 
     provider: str = Field(description="Registered provider name, e.g. 'vsphere'.")
 
-    @property
-    def options(self) -> dict[str, Any]:
-        """The provider's own settings (everything but ``provider``), unvalidated."""
-        return dict(self.model_extra or {})
-
 
 class Timeouts(_Model):
     """Deadlines in seconds, sized for the appliance (install >= 15 min, cluster creation 20-30 min)."""
 
-    power: float = Field(default=300, gt=0, description="A power operation to take effect.")
     install: float = Field(default=3600, gt=0, description="The installer to finish and power the node off.")
     ready: float = Field(default=1200, gt=0, description="A node to climb the readiness ladder after boot.")
     configured: float = Field(default=1800, gt=0, description="Local API: host configured.")
@@ -264,6 +283,9 @@ class NodeSpec(_Model):
     address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
     dns: tuple[ipaddress.IPv4Address, ...] = ()
+    settings: Any = Field(
+        default=None, description="The provider's per-node settings (its node_settings_model), or None.", exclude=True
+    )
 
     @property
     def static_ip(self) -> str | None:
@@ -295,8 +317,12 @@ class DeploymentPlan(_Model):
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     concurrency: int = Field(default=8, ge=1, le=256, description="Nodes worked on at once.")
+    install_method: Literal["boot-from-media", "deploy-image"] | None = Field(
+        default=None, description="How nodes are installed (default: the provider's preferred method)."
+    )
 
     _settings: Any = PrivateAttr(default=None)
+    _node_settings: tuple[Any, ...] = PrivateAttr(default=())
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @field_validator("name")
@@ -321,19 +347,33 @@ class DeploymentPlan(_Model):
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
+    @property
+    def node_count(self) -> int:
+        """How many nodes: ``nodes.count``, else the number of ``nodes.hosts``."""
+        if self.nodes.count is not None:
+            return self.nodes.count
+        return len(self.nodes.hosts or ())
+
     def node_names(self) -> list[str]:
-        """The node names, in order."""
-        if self.nodes.names:
-            return list(self.nodes.names)
-        return [f"{self.cluster.name}-{i + 1}" for i in range(self.nodes.count)]
+        """The node names, in order: from ``nodes.hosts``, else ``nodes.names``, else ``<cluster.name>-<n>``."""
+        hosts = self.nodes.hosts or []
+        names = list(self.nodes.names or [])
+        out = []
+        for i in range(self.node_count):
+            host_name = hosts[i].name if i < len(hosts) else None
+            out.append(host_name or (names[i] if i < len(names) else f"{self.cluster.name}-{i + 1}"))
+        return out
 
     def node_specs(self) -> list[NodeSpec]:
         """One :class:`NodeSpec` per node, with sizes and addresses resolved."""
         cpus, memory_gb = _sizing(self.nodes)
         net = self.nodes.network
+        hosts = self.nodes.hosts or []
         specs = []
         for i, name in enumerate(self.node_names()):
             address = net.addresses[i] if net.mode == "static" and i < len(net.addresses) else None
+            if net.mode == "static" and i < len(hosts) and hosts[i].address is not None:
+                address = hosts[i].address
             specs.append(
                 NodeSpec(
                     index=i,
@@ -348,6 +388,7 @@ class DeploymentPlan(_Model):
                     address=address,
                     gateway=net.gateway if address else None,
                     dns=tuple(self.cluster.dns),
+                    settings=self._node_settings[i] if i < len(self._node_settings) else None,
                 )
             )
         return specs

@@ -19,11 +19,16 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
     issues: list[PlanIssue] = []
     add = issues.append
     nodes, profile = plan.nodes, plan.profile
+    count = plan.node_count
     min_cpu, min_mem, min_install, min_storage = PROFILE_MINIMUMS[profile]
-    if profile is Profile.APPLIANCE and nodes.count not in (1, 3):
-        add(PlanIssue("nodes.count", f"the appliance runs on 1 or 3 nodes, got {nodes.count}"))
-    elif nodes.count < 1:
-        add(PlanIssue("nodes.count", f"at least 1 node is needed, got {nodes.count}"))
+    if nodes.count is None and nodes.hosts is None:
+        add(PlanIssue("nodes.count", "give the number of nodes (nodes.count) or list them (nodes.hosts)"))
+    elif nodes.count is not None and nodes.hosts is not None and nodes.count != len(nodes.hosts):
+        add(PlanIssue("nodes.hosts", f"{len(nodes.hosts)} hosts listed for nodes.count {nodes.count}"))
+    elif profile is Profile.APPLIANCE and count not in (1, 3):
+        add(PlanIssue("nodes.count", f"the appliance runs on 1 or 3 nodes, got {count}"))
+    elif count < 1:
+        add(PlanIssue("nodes.count", f"at least 1 node is needed, got {count}"))
     if nodes.size is None and (nodes.cpus is None or nodes.memory_gb is None):
         add(PlanIssue("nodes.size", "give a size tier (small, medium, large) or both nodes.cpus and nodes.memory_gb"))
     cpus, mem = _sizing(nodes)
@@ -53,13 +58,18 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
         add(PlanIssue("nodes.secure_boot", "Secure Boot needs UEFI firmware"))
     names = plan.node_names()
     if nodes.names is not None:
-        if len(nodes.names) != nodes.count:
-            add(PlanIssue("nodes.names", f"{len(nodes.names)} names given for {nodes.count} nodes"))
+        if nodes.hosts is not None:
+            add(PlanIssue("nodes.names", "name the nodes in nodes.hosts or in nodes.names, not both"))
+        if len(nodes.names) != count:
+            add(PlanIssue("nodes.names", f"{len(nodes.names)} names given for {count} nodes"))
         for i, name in enumerate(nodes.names):
             if not _HOSTNAME.match(name):
-                add(PlanIssue(f"nodes.names.{i}", "must be lower-case letters, digits and '-', at most 63 characters"))
-        if len(set(nodes.names)) != len(nodes.names):
-            add(PlanIssue("nodes.names", "node names must be unique"))
+                add(PlanIssue(f"nodes.names[{i}]", "must be lower-case letters, digits and '-', at most 63 characters"))
+    for i, host in enumerate(nodes.hosts or []):
+        if host.name is not None and not _HOSTNAME.match(host.name):
+            add(PlanIssue(f"nodes.hosts[{i}].name", "must be lower-case letters, digits and '-', at most 63 characters"))
+    if len(set(names)) != len(names):
+        add(PlanIssue("nodes.hosts" if nodes.hosts is not None else "nodes.names", "node names must be unique"))
     issues.extend(_network_issues(plan, len(names)))
     if plan.handoff.leader is not None and plan.handoff.leader not in names:
         add(PlanIssue("handoff.leader", f"no node is named {plan.handoff.leader!r} (nodes: {', '.join(names)})"))
@@ -86,30 +96,34 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
 
 def _network_issues(plan: DeploymentPlan, count: int) -> list[PlanIssue]:
     net = plan.nodes.network
+    hosts = plan.nodes.hosts or []
     issues: list[PlanIssue] = []
+    host_addresses: list[tuple[str, ipaddress.IPv4Interface]] = []
+    for i, host in enumerate(hosts):
+        if host.address is not None:
+            host_addresses.append((f"nodes.hosts[{i}].address", host.address))
     if net.mode == "dhcp":
         if net.addresses:
             issues.append(PlanIssue("nodes.network.addresses", "static addresses given with mode: dhcp"))
+        issues.extend(PlanIssue(path, "a static address given with mode: dhcp") for path, _ in host_addresses)
         return issues
-    if len(net.addresses) != count:
-        issues.append(
-            PlanIssue(
-                "nodes.network.addresses", f"static mode needs one address per node: {count}, got {len(net.addresses)}"
-            )
-        )
+    if host_addresses and net.addresses:
+        issues.append(PlanIssue("nodes.network.addresses", "give addresses here or per host, not both"))
+    given = host_addresses or [(f"nodes.network.addresses[{i}]", a) for i, a in enumerate(net.addresses)]
+    if len(given) != count:
+        where = "nodes.hosts" if host_addresses else "nodes.network.addresses"
+        issues.append(PlanIssue(where, f"static mode needs one address per node: {count}, got {len(given)}"))
     if net.gateway is None:
         issues.append(PlanIssue("nodes.network.gateway", "static mode needs a gateway"))
     seen: set[ipaddress.IPv4Address] = set()
-    for i, iface in enumerate(net.addresses):
+    for path, iface in given:
         if iface.ip in seen:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", f"{iface.ip} is used twice"))
+            issues.append(PlanIssue(path, f"{iface.ip} is used twice"))
         seen.add(iface.ip)
         if iface.ip == plan.cluster.vip:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "a node address cannot be the cluster VIP"))
+            issues.append(PlanIssue(path, "a node address cannot be the cluster VIP"))
         if iface.network.prefixlen == 32:
-            issues.append(PlanIssue(f"nodes.network.addresses.{i}", "give the prefix length, e.g. 10.0.0.11/24"))
+            issues.append(PlanIssue(path, "give the prefix length, e.g. 10.0.0.11/24"))
         elif net.gateway is not None and net.gateway not in iface.network:
-            issues.append(
-                PlanIssue(f"nodes.network.addresses.{i}", f"gateway {net.gateway} is outside {iface.network}")
-            )
+            issues.append(PlanIssue(path, f"gateway {net.gateway} is outside {iface.network}"))
     return issues

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from palette_provision.journal import Fact
 from palette_provision.log import get_logger
 from palette_provision.secrets import Secret
 from palette_provision.waiting import Backoff
@@ -13,9 +14,9 @@ from palette_provision.waiting import Backoff
 #: The rungs, in climbing order.
 RUNGS = ("address", "ssh_banner", "host_key", "ssh_session", "local_api")
 #: Journal facts read and written by the ladder (public values only).
-FACT_HOST_KEY_PUBLIC = "host_key_public"
-FACT_HOST_KEY_FINGERPRINT = "host_key_fingerprint"
-FACT_LOCAL_API_CERT = "local_api_cert_sha256"
+FACT_HOST_KEY_PUBLIC = Fact.HOST_KEY_PUBLIC
+FACT_HOST_KEY_FINGERPRINT = Fact.HOST_KEY_FINGERPRINT
+FACT_LOCAL_API_CERT = Fact.LOCAL_API_CERT
 
 #: Polling cadence per node: 0.5 s then 1.1 s (+ up to 0.2 s jitter). Never more than two polls a second; about
 #: 50 TCP connections a minute while a node is down (the cap was 1.0 s: 56 a minute, too close to the target of

@@ -20,15 +20,16 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
-from palette_provision.journal import Journal
+from palette_provision.journal import Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.provider import SeedFormat
 from palette_provision.seed._extra import LIBRARY_KEYS, LibraryKey, deep_merge
+from palette_provision.seed._fat import build_cidata_disk
 from palette_provision.seed._hostkey import HOST_KEY_COMMENT, HostKey, ssh_fingerprint
 from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
 from palette_provision.seed._model import (
@@ -48,36 +49,39 @@ from palette_provision.seed._model import (
 from palette_provision.seed._sha512crypt import sha512_crypt
 
 __all__ = [
-    "CLOUD_CONFIG_HEADER",
-    "HOST_KEYS_STAGE",
-    "HOST_KEY_COMMENT",
-    "LIBRARY_KEYS",
     "SEED_VOLUME_LABEL",
-    "USERS_STAGE",
     "HostKey",
-    "LibraryKey",
-    "SeedFile",
-    "SeedInstall",
-    "SeedInterface",
     "SeedModel",
-    "SeedStylus",
-    "SeedUser",
+    "WrittenSeed",
+    "build_cidata_disk",
+    "build_cidata_iso",
+    "build_seed",
     "build_seed_iso",
-    "deep_merge",
-    "derive_salt",
     "render_meta_data",
     "render_user_data",
     "sha512_crypt",
-    "ssh_fingerprint",
     "write_seed",
     "write_seeds",
 ]
 
 _log = get_logger(__name__)
 
-#: Journal facts the seed records per node (public values only).
-FACT_HOST_KEY_PUBLIC = "host_key_public"
-FACT_HOST_KEY_FINGERPRINT = "host_key_fingerprint"
+
+def build_seed(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey, fmt: SeedFormat) -> bytes:
+    """``node``'s seed in the form ``fmt``: a NoCloud ``cidata`` ISO, a ``cidata`` FAT disk image, or the user-data.
+
+    One seed model, three packings; each reproducible (the same plan, node and key give the same bytes).
+
+    Raises:
+        PlanError: ``plan.user_data_extra`` removes or changes a key the library depends on.
+    """
+    user_data = render_user_data(plan, node, host_key).encode("utf-8")
+    if fmt is SeedFormat.USER_DATA:
+        return user_data
+    files = {"user-data": user_data, "meta-data": render_meta_data(plan, node).encode("utf-8")}
+    if fmt is SeedFormat.CIDATA_DISK:
+        return build_cidata_disk(files, SEED_VOLUME_LABEL)
+    return build_cidata_iso(files)
 
 
 def build_seed_iso(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> bytes:
@@ -98,46 +102,52 @@ def build_seed_iso(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> b
     return build_cidata_iso({"user-data": user_data.encode("utf-8"), "meta-data": meta_data.encode("utf-8")})
 
 
+@dataclass(frozen=True)
+class WrittenSeed:
+    """One node's seed files written by :func:`write_seeds`, with its host key's public half."""
+
+    node: str
+    host_key_fingerprint: str
+    host_key_public: str
+    paths: tuple[Path, ...]
+
+
 def write_seeds(
     plan: DeploymentPlan,
     out_dir: Path,
     *,
     host_keys: Mapping[str, HostKey] | None = None,
     journal: Journal | None = None,
-    out: TextIO | None = None,
-) -> list[Path]:
+) -> list[WrittenSeed]:
     """Write every node's seed into ``out_dir``: ``<node>.iso`` and ``<node>.user-data``, both mode 0600.
 
-    The ``palette-provision seed`` command. A host key is generated per node unless ``host_keys`` gives one (the
-    same keys give the same bytes). Each node's public host key and fingerprint are printed to ``out`` (default
-    stdout) and, with a ``journal``, recorded as the facts ``host_key_public`` and ``host_key_fingerprint``.
-    Returns the paths written, in node order (ISO then user-data).
+    The ``palette-provision seed`` command (which prints what this returns). A host key is generated per node unless
+    ``host_keys`` gives one (the same keys give the same bytes). With a ``journal``, each node's public host key and
+    fingerprint are recorded as the facts ``host_key_public`` and ``host_key_fingerprint``.
 
     Example::
 
-        paths = write_seeds(plan, Path("seeds"))
-        # node-1  SHA256:3n0i...  ssh-ed25519 AAAA... palette-provision-host-key
+        for seed in write_seeds(plan, Path("seeds")):
+            print(seed.node, seed.host_key_fingerprint, *seed.paths)
 
     Raises:
         PlanError: ``plan.user_data_extra`` is not acceptable (nothing is written then).
         OSError: ``out_dir`` cannot be created or written.
     """
-    stream = out if out is not None else sys.stdout
     rendered: list[tuple[NodeSpec, HostKey, str, bytes]] = []
     for node in plan.node_specs():
         key = (host_keys or {}).get(node.name) or HostKey.generate()
         user_data = render_user_data(plan, node, key)  # validate every node before writing any file
         rendered.append((node, key, user_data, build_seed_iso(plan, node, key)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
+    written: list[WrittenSeed] = []
     for node, key, user_data, iso in rendered:
         iso_path, ud_path = out_dir / f"{node.name}.iso", out_dir / f"{node.name}.user-data"
         write_seed(iso_path, iso)
         write_seed(ud_path, user_data.encode("utf-8"))
-        paths += [iso_path, ud_path]
         if journal is not None:
-            journal.set_fact(node.name, FACT_HOST_KEY_PUBLIC, key.public_line)
-            journal.set_fact(node.name, FACT_HOST_KEY_FINGERPRINT, key.fingerprint)
+            journal.set_fact(node.name, Fact.HOST_KEY_PUBLIC, key.public_line)
+            journal.set_fact(node.name, Fact.HOST_KEY_FINGERPRINT, key.fingerprint)
         _log.info("seed_written", node=node.name, path=str(iso_path), host_key_fingerprint=key.fingerprint)
-        print(f"{node.name}  {key.fingerprint}  {key.public_line}", file=stream)
-    return paths
+        written.append(WrittenSeed(node.name, key.fingerprint, key.public_line, (iso_path, ud_path)))
+    return written

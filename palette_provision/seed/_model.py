@@ -189,7 +189,7 @@ class SeedModel(_Part):
         else:
             nic = SeedInterface(type="dhcp")
         stylus = SeedStylus(
-            enable_multi_node=plan.profile is Profile.APPLIANCE or plan.nodes.count > 1,
+            enable_multi_node=plan.profile is Profile.APPLIANCE or plan.node_count > 1,
             local_ui_port=plan.handoff.local_api_port,
             ntp_servers=tuple(plan.cluster.ntp),
             interfaces={node.interface: nic},

@@ -1,52 +1,81 @@
-"""A fake provider for rehearsals and tests, with fault knobs.
+"""A fake provider for rehearsals and tests, playing the three machine lifecycles, with fault knobs.
 
 Its "platform" is a JSON file (``state_file``), so separate processes (a killed ``apply`` and its re-run) see the
 same machines, and every side effect is appended to an action log that tests read back with :func:`read_state`.
-Machines behave like the appliance: powered on with media attached they "install" for ``install_seconds`` and power
-themselves off; powered on without media they boot from disk and stay up.
+
+``lifecycle`` chooses what it plays:
+
+* ``created`` (default): VMs made per node, two CD drives, the seed as a ``cidata`` ISO; boot-from-media.
+* ``enrolled``: rack servers that exist already, one per BMC named in ``nodes.hosts[i].bmc``, each with a BMC-like
+  power, a one-time or persistent boot device, and a virtual CD plus a removable-disk slot (the seed goes there as
+  a ``cidata`` disk image); ``preinserted`` nodes have the ISO in their CD already, put there by an "operator".
+* ``allocated``: machines taken from a pool of ``pool_size``, marked with the deployment as ``agent_name``; the
+  deploy-image method (``Deploying`` -> ``Deployed``, or ``Failed deployment`` for nodes in ``deploy_fails``), and
+  boot-from-media as well (like MAAS with BMC access).
 
 Knobs (plan ``platform:`` section, ``provider: fake``)::
 
     platform:
       provider: fake
       state_file: fake-platform.json   # relative to the plan file
-      install_seconds: 0.5             # how long the installer runs
+      lifecycle: created               # created | enrolled | allocated
+      install_seconds: 0.5             # how long the installer (or an image deployment) runs
       power_delay_seconds: 0           # power changes take effect after this delay (clients must poll)
       fail: {node-2: power_on}         # this operation fails on this node (ProviderError)
       slow: {node-3: 1.5}              # seconds added to every call for this node
       flaky_power: 0.3                 # probability that a power call raises TransientError
       never_installs: [node-1]         # the installer never finishes (await_install times out)
-      ignores_eject: [node-1]          # detach is ignored, so the node installs again (a re-install loop)
+      ignores_eject: [node-1]          # eject and boot-device changes are ignored: the node installs again
+      preinserted: [node-1]            # enrolled: an operator inserted the ISO in the CD slot
+      deploy_fails: [node-2]           # allocated: the image deployment ends in "Failed deployment"
+      concurrency_limit: 2             # ConcurrencyLimits: at most this many nodes act at once (one key)
       kill_at: "create_machine:node-2" # SIGKILL this process right after that operation...
       kill_once_file: killed.flag      # ...once: only while this file does not exist
 
-Operations: ``stage_media``, ``unstage_media``, ``create_machine``, ``delete_machine``, ``power_on``,
-``power_off``, ``attach_media``, ``detach_media``, ``discover_address``.
+Operations (for ``fail``, ``kill_at`` and the action log): ``stage_media``, ``unstage_media``, ``create_machine``,
+``delete_machine``, ``allocate_machine``, ``release_machine``, ``enroll_machine``, ``power_on``, ``power_off``,
+``insert_media``, ``eject_media``, ``set_boot_device``, ``clear_boot_override``, ``deploy_image``,
+``discover_address``.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import hashlib
 import os
 import random
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from palette_provision.errors import AuthenticationError, ConfigurationError, PlanIssue, ProviderError, TransientError
 from palette_provision.media import CHUNK
 from palette_provision.plan import DeploymentPlan, NodeSpec, SecretRef
-from palette_provision.provider import Machine, MediaFile, PowerState, ProgressCallback, ProviderContext, StagedMedia
+from palette_provision.provider import (
+    BootDevice,
+    DeployState,
+    DeployStatus,
+    InstallMethod,
+    Lifecycle,
+    Machine,
+    MediaFile,
+    MediaSlot,
+    PowerState,
+    ProgressCallback,
+    ProviderContext,
+    SeedFormat,
+    SlotKind,
+    StagedMedia,
+)
+from palette_provision.testing._fake_platform import advance, new_machine, platform_state, read_state
 
-__all__ = ["FakeProvider", "FakeSettings", "read_state"]
+__all__ = ["FakeNodeSettings", "FakeProvider", "FakeSettings", "read_state"]
 
 
 class FakeSettings(BaseModel):
@@ -55,6 +84,7 @@ class FakeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     state_file: str = Field(default="fake-platform.json", description="The fake platform's state (JSON).")
+    lifecycle: Literal["created", "enrolled", "allocated"] = "created"
     install_seconds: float = Field(default=0.5, ge=0)
     power_delay_seconds: float = Field(default=0.0, ge=0)
     fail: dict[str, str] = Field(default_factory=dict, description="node -> operation that fails")
@@ -62,6 +92,10 @@ class FakeSettings(BaseModel):
     flaky_power: float = Field(default=0.0, ge=0, le=1)
     never_installs: list[str] = Field(default_factory=list)
     ignores_eject: list[str] = Field(default_factory=list)
+    preinserted: list[str] = Field(default_factory=list)
+    deploy_fails: list[str] = Field(default_factory=list)
+    pool_size: int = Field(default=8, ge=0)
+    concurrency_limit: int | None = Field(default=None, ge=1)
     addresses: dict[str, str] = Field(default_factory=dict, description="node -> address the platform reports")
     kill_at: str | None = None
     kill_once_file: str | None = None
@@ -80,12 +114,14 @@ class FakeSettings(BaseModel):
         return str(Path(base) / value)
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    """Read a fake platform's state: ``machines``, ``media`` and the ``actions`` log."""
-    if not path.exists():
-        return {"machines": {}, "media": {}, "actions": []}
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+class FakeNodeSettings(BaseModel):
+    """Per-node settings (``nodes.hosts[i]``): the server's BMC (enrolled), a BMC password, a MAC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    bmc: str | None = Field(default=None, description="Enrolled: the server's BMC address (its identity).")
+    bmc_password: SecretRef | None = None
+    mac: str | None = None
 
 
 class FakeProvider:
@@ -93,10 +129,17 @@ class FakeProvider:
 
     name: ClassVar[str] = "fake"
     settings_model: ClassVar[type[BaseModel]] = FakeSettings
+    node_settings_model: ClassVar[type[BaseModel] | None] = FakeNodeSettings
 
     def __init__(self, settings: FakeSettings, context: ProviderContext) -> None:
         self.settings = settings
         self.context = context
+        self.lifecycle = Lifecycle(settings.lifecycle)
+        self.install_methods: tuple[InstallMethod, ...] = (
+            (InstallMethod.DEPLOY_IMAGE, InstallMethod.BOOT_FROM_MEDIA)
+            if self.lifecycle is Lifecycle.ALLOCATED
+            else (InstallMethod.BOOT_FROM_MEDIA,)
+        )
         self._lock = threading.Lock()
         self._rng = random.Random(settings.seed)
 
@@ -108,14 +151,8 @@ class FakeProvider:
 
     @contextmanager
     def _state(self) -> Iterator[dict[str, Any]]:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(str(self.state_path) + ".lock", "w") as lock_fh:
-            fcntl.flock(lock_fh, fcntl.LOCK_EX)
-            state = read_state(self.state_path)
+        with self._lock, platform_state(self.state_path) as state:
             yield state
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-            os.replace(tmp, self.state_path)
 
     def _op(self, op: str, node: str | None) -> None:
         if node is not None and node in self.settings.slow:
@@ -136,19 +173,43 @@ class FakeProvider:
             flag.write_text("killed\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def _mac(self, index: int) -> str:
+        return f"52:54:00:{index:02x}:{self._rng.randrange(256):02x}:{self._rng.randrange(256):02x}"
+
+    def _find(self, state: dict[str, Any], machine: Machine) -> dict[str, Any] | None:
+        """The machine's dict, if it exists (and, for a pool machine, is still ours)."""
+        if self.lifecycle is Lifecycle.CREATED:
+            m = state["machines"].get(machine.node)
+            return m if m is not None and m["id"] == machine.id else None
+        if self.lifecycle is Lifecycle.ENROLLED:
+            found: dict[str, Any] | None = state["servers"].get(machine.id)
+            return found
+        m = state["pool"].get(machine.id)
+        return m if m is not None and m.get("owner") == self.context.deployment else None
+
+    def _machine(self, state: dict[str, Any], machine: Machine) -> dict[str, Any]:
+        m = self._find(state, machine)
+        if m is None:
+            raise ProviderError(f"machine {machine.id} does not exist", provider="fake", resource=machine.id)
+        advance(m, install_seconds=self.settings.install_seconds, installs=machine.node not in self.settings.never_installs)
+        return m
+
     # --------------------------------------------------------------------------------------- Provider
     def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
-        """Offline checks: the node count against ``max_nodes``; fault knobs naming unknown nodes."""
+        """Offline checks: node count, knobs naming unknown nodes, enrolled nodes without a BMC."""
         issues = []
-        if plan.nodes.count > self.settings.max_nodes:
-            issues.append(
-                PlanIssue("nodes.count", f"the fake platform holds at most {self.settings.max_nodes} machines")
-            )
+        if plan.node_count > self.settings.max_nodes:
+            issues.append(PlanIssue("nodes.count", f"the fake platform holds at most {self.settings.max_nodes} machines"))
         names = set(plan.node_names())
         for knob in ("fail", "slow", "addresses"):
             for node in getattr(self.settings, knob):
                 if node not in names:
                     issues.append(PlanIssue(f"platform.{knob}.{node}", "no node of that name in the plan"))
+        if self.lifecycle is Lifecycle.ENROLLED:
+            for node in plan.node_specs():
+                if node.settings is None or node.settings.bmc is None:
+                    where = f"nodes.hosts[{node.index}].bmc" if plan.nodes.hosts else "nodes.hosts"
+                    issues.append(PlanIssue(where, f"an enrolled machine needs its BMC ({node.name})"))
         return issues
 
     def preflight(self, plan: DeploymentPlan) -> None:
@@ -157,10 +218,12 @@ class FakeProvider:
         if expected is not None and (self.settings.password is None or self.settings.password != expected):
             raise AuthenticationError("the fake platform refused the login", field="platform.password", provider="fake")
         with self._state() as state:
+            if self.lifecycle is not Lifecycle.CREATED:
+                return
             for node in plan.node_names():
-                if node in state["machines"] and node not in self.context.owned_machine_names:
+                if node in state["machines"] and node not in self.context.owned_machines:
                     raise ConfigurationError(
-                        f"a machine named {node!r} already exists and this deployment did not create it",
+                        f"a machine named {node} already exists and this deployment did not create it",
                         field="nodes.names",
                         provider="fake",
                     )
@@ -168,15 +231,25 @@ class FakeProvider:
     def close(self) -> None:
         """Nothing to release."""
 
-    # --------------------------------------------------------------------------------------- media
+    def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
+        """One key for the whole fake platform, limited by ``concurrency_limit`` (unlimited: the node count)."""
+        return "fake", self.settings.concurrency_limit or self.settings.max_nodes
+
+    def seed_format(self, node: NodeSpec) -> SeedFormat:
+        """A VM reads a second CD; a BMC's second slot is a removable disk; a deployed image reads user-data."""
+        if self.lifecycle is Lifecycle.ENROLLED:
+            return SeedFormat.CIDATA_DISK
+        if self.lifecycle is Lifecycle.ALLOCATED and self.install_methods[0] is InstallMethod.DEPLOY_IMAGE:
+            return SeedFormat.USER_DATA
+        return SeedFormat.CIDATA_ISO
+
+    # --------------------------------------------------------------------------------------- media staging
     def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
         """Record the media under a content-addressed locator; skip when an identical copy is recorded."""
         self._op("stage_media", media.node)
         sha = media.sha256
         uploaded = 0
         if sha is None:
-            import hashlib
-
             digest = hashlib.sha256()
             with media.local_path.open("rb") as fh:
                 while chunk := fh.read(CHUNK):
@@ -209,66 +282,89 @@ class FakeProvider:
         self._maybe_kill("unstage_media", staged.node)
 
     # --------------------------------------------------------------------------------------- machines
-    def find_machine(self, node: NodeSpec) -> Machine | None:
-        """The machine named after the node, if any."""
+    def find_machine(self, node: NodeSpec, record: Machine | None) -> Machine | None:
+        """Created: the machine named after the node. Allocated: ours by ``record``'s id, else by agent name."""
         with self._state() as state:
-            m = state["machines"].get(node.name)
-        return None if m is None else Machine(node.name, m["id"], node.name, {"mac": m["mac"]})
+            if self.lifecycle is Lifecycle.CREATED:
+                m = state["machines"].get(node.name)
+                return None if m is None else Machine(node.name, m["id"], node.name, {"mac": m["mac"]})
+            for mid, m in state["pool"].items():
+                mine = m.get("owner") == self.context.deployment
+                if mine and ((record is not None and mid == record.id) or (record is None and m.get("node") == node.name)):
+                    return Machine(node.name, mid, mid, {"mac": m["mac"]})
+        return None
 
-    def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
-        """Create a powered-off machine with ``media`` attached."""
+    def create_machine(self, node: NodeSpec, media: Sequence[StagedMedia]) -> Machine:
+        """Create a powered-off VM with empty CD drives.
+
+        The ``media`` hint is ignored on purpose: whether the ISO is staged yet depends on timing, and the action
+        log the resume tests compare must not (``insert_media`` fills the drives, one logged action per node).
+        """
         self._op("create_machine", node.name)
-        mid = f"fake-{uuid.uuid4().hex[:12]}"
-        mac = f"52:54:00:{node.index:02x}:{self._rng.randrange(256):02x}:{self._rng.randrange(256):02x}"
+        mid, mac = f"fake-{uuid.uuid4().hex[:12]}", self._mac(node.index)
         with self._state() as state:
-            state["machines"][node.name] = {
-                "id": mid,
-                "mac": mac,
-                "cpus": node.cpus,
-                "memory_mb": node.memory_mb,
-                "power": "off",
-                "target": "off",
-                "effective_at": 0.0,
-                "media": [m.locator for m in media],
-                "powered_on_at": None,
-                "booted_from": None,
-                "installs": 0,
-            }
+            m = new_machine(mid, "created", mac, cpus=node.cpus, memory_mb=node.memory_mb)
+            state["machines"][node.name] = m
             self._record(state, "create_machine", node.name, id=mid)
         self._maybe_kill("create_machine", node.name)
         return Machine(node.name, mid, node.name, {"mac": mac})
 
     def delete_machine(self, machine: Machine) -> None:
-        """Delete the machine (gone already is fine)."""
+        """Delete the VM (gone already is fine)."""
         self._op("delete_machine", machine.node)
         with self._state() as state:
-            m = state["machines"].get(machine.node)
-            if m is not None and m["id"] == machine.id:
+            if self._find(state, machine) is not None:
                 del state["machines"][machine.node]
                 self._record(state, "delete_machine", machine.node, id=machine.id)
         self._maybe_kill("delete_machine", machine.node)
 
-    # --------------------------------------------------------------------------------------- power
-    def _advance(self, m: dict[str, Any], node: str) -> None:
-        now = time.time()
-        if m["target"] != m["power"] and now >= m["effective_at"]:
-            m["power"] = m["target"]
-            if m["power"] == "on":
-                m["powered_on_at"] = m["effective_at"]
-                m["booted_from"] = "cd" if m["media"] else "disk"
-        installing = m["power"] == "on" and m["booted_from"] == "cd" and node not in self.settings.never_installs
-        if installing and now - m["powered_on_at"] >= self.settings.install_seconds:
-            m["power"] = m["target"] = "off"
-            m["installs"] += 1
+    def allocate_machine(self, node: NodeSpec) -> Machine:
+        """Take a free pool machine, marked with the deployment (``agent_name``) and the node."""
+        self._op("allocate_machine", node.name)
+        with self._state() as state:
+            for i in range(self.settings.pool_size):
+                state["pool"].setdefault(f"pool-{i:03d}", new_machine(f"pool-{i:03d}", "allocated", self._mac(i)))
+            free = sorted(mid for mid, m in state["pool"].items() if m.get("owner") is None)
+            if not free:
+                raise ProviderError("no free machine in the fake pool", provider="fake", resource=node.name)
+            m = state["pool"][free[0]]
+            m.update(owner=self.context.deployment, node=node.name, deploy=None)
+            self._record(state, "allocate_machine", node.name, id=m["id"])
+        self._maybe_kill("allocate_machine", node.name)
+        return Machine(node.name, m["id"], m["id"], {"mac": m["mac"]})
 
+    def release_machine(self, machine: Machine) -> None:
+        """Give the machine back: powered off, slots empty, no owner (released already is fine)."""
+        self._op("release_machine", machine.node)
+        with self._state() as state:
+            m = self._find(state, machine)
+            if m is not None:
+                state["pool"][machine.id] = new_machine(machine.id, "allocated", m["mac"], installs=m["installs"])
+                self._record(state, "release_machine", machine.node, id=machine.id)
+        self._maybe_kill("release_machine", machine.node)
+
+    def enroll_machine(self, node: NodeSpec, record: Machine | None) -> Machine:
+        """The server behind the node's BMC (it exists already: first sight registers it, powered off)."""
+        self._op("enroll_machine", node.name)
+        bmc = node.settings.bmc if node.settings is not None else None
+        if bmc is None:
+            raise ConfigurationError(f"{node.name} names no BMC", field=f"nodes.hosts[{node.index}].bmc", provider="fake")
+        with self._state() as state:
+            if bmc not in state["servers"]:
+                server = new_machine(bmc, "enrolled", self._mac(node.index), boot_default="disk")
+                if node.name in self.settings.preinserted:
+                    server["slots"]["cd0"] = {"locator": "operator://palette.iso", "role": "operator-iso"}
+                state["servers"][bmc] = server
+            m = state["servers"][bmc]
+            if record is None or record.id != bmc:
+                self._record(state, "enroll_machine", node.name, id=bmc)
+        return Machine(node.name, bmc, f"server {bmc}", {"mac": m["mac"], "bmc": bmc})
+
+    # --------------------------------------------------------------------------------------- power
     def power_state(self, machine: Machine) -> PowerState:
         """The machine's power state (applies pending changes and the install cycle)."""
         with self._state() as state:
-            m = state["machines"].get(machine.node)
-            if m is None or m["id"] != machine.id:
-                raise ProviderError(f"machine {machine.id} does not exist", provider="fake", resource=machine.id)
-            self._advance(m, machine.node)
-            return PowerState(m["power"])
+            return PowerState(self._machine(state, machine)["power"])
 
     def _set_power(self, machine: Machine, target: str) -> None:
         op = f"power_{target}"
@@ -276,17 +372,16 @@ class FakeProvider:
         if self.settings.flaky_power and self._rng.random() < self.settings.flaky_power:
             raise TransientError(f"fake BMC busy during {op} (flaky_power knob)", provider="fake")
         with self._state() as state:
-            m = state["machines"].get(machine.node)
-            if m is None:
+            if self._find(state, machine) is None:
                 if target == "off":
                     return
                 raise ProviderError(f"machine {machine.id} does not exist", provider="fake", resource=machine.id)
-            self._advance(m, machine.node)
+            m = self._machine(state, machine)
             if m["target"] == target:
                 return
             m["target"] = target
             m["effective_at"] = time.time() + self.settings.power_delay_seconds
-            self._advance(m, machine.node)
+            advance(m, install_seconds=self.settings.install_seconds, installs=machine.node not in self.settings.never_installs)
             self._record(state, op, machine.node)
         self._maybe_kill(op, machine.node)
 
@@ -296,44 +391,124 @@ class FakeProvider:
         # Like a provider for an asynchronous BMC, wait until the change is applied before returning.
         time.sleep(self.settings.power_delay_seconds)
 
-    def last_power_on(self, machine: Machine) -> float | None:
-        """When the machine last powered on (PowerHistory)."""
-        with self._state() as state:
-            m = state["machines"].get(machine.node)
-            if m is None:
-                return None
-            self._advance(m, machine.node)
-            value = m.get("powered_on_at")
-            return None if value is None else float(value)
-
     def power_off(self, machine: Machine) -> None:
         """Power off (already off or gone: nothing happens)."""
         self._set_power(machine, "off")
 
-    # --------------------------------------------------------------------------------------- boot media
-    def attach_media(self, machine: Machine, media: list[StagedMedia]) -> None:
-        """Attach ``media`` unless it already is."""
-        self._op("attach_media", machine.node)
-        locators = [m.locator for m in media]
+    def last_power_on(self, machine: Machine) -> float | None:
+        """When the machine last powered on (PowerHistory)."""
         with self._state() as state:
-            m = state["machines"][machine.node]
-            if m["media"] != locators:
-                m["media"] = locators
-                self._record(state, "attach_media", machine.node)
-        self._maybe_kill("attach_media", machine.node)
+            if self._find(state, machine) is None:
+                return None
+            value = self._machine(state, machine).get("powered_on_at")
+            return None if value is None else float(value)
 
-    def detach_media(self, machine: Machine) -> None:
-        """Detach all media (a node in ``ignores_eject`` keeps it, like a BMC that ignores the eject)."""
-        self._op("detach_media", machine.node)
+    # --------------------------------------------------------------------------------------- boot and media
+    def set_boot_device(self, machine: Machine, device: BootDevice, *, persistent: bool) -> None:
+        """Set the boot device (a VM's boot order is always persistent); ignored for ``ignores_eject`` nodes."""
+        self._op("set_boot_device", machine.node)
+        if machine.node in self.settings.ignores_eject and device is BootDevice.DISK:
+            return
+        once = not persistent and self.lifecycle is not Lifecycle.CREATED
+        with self._state() as state:
+            m = self._machine(state, machine)
+            if (m["boot"], m["boot_once"]) != (device.value, once):
+                m["boot"], m["boot_once"] = device.value, once
+                self._record(state, "set_boot_device", machine.node, device=device.value, persistent=not once)
+        self._maybe_kill("set_boot_device", machine.node)
+
+    def clear_boot_override(self, machine: Machine) -> None:
+        """Back to the machine's own boot order (disk)."""
+        self._op("clear_boot_override", machine.node)
+        with self._state() as state:
+            m = self._find(state, machine)
+            if m is not None and (m["boot"], m["boot_once"]) != (m.get("boot_default", "disk"), False):
+                m["boot"], m["boot_once"] = m.get("boot_default", "disk"), False
+                self._record(state, "clear_boot_override", machine.node)
+
+    def media_slots(self, machine: Machine) -> list[MediaSlot]:
+        """A VM's two CD drives, or a BMC's CD (maybe holding an operator's ISO) and removable disk."""
+        with self._state() as state:
+            m = self._machine(state, machine)
+        slots = []
+        for name, held in m["slots"].items():
+            kind = SlotKind.CD if name.startswith("cd") else SlotKind.REMOVABLE_DISK
+            operator = held is not None and held["role"] == "operator-iso"
+            slots.append(MediaSlot(kind, int(name[-1]), "appliance-iso" if operator else None))
+        return slots
+
+    def insert_media(self, machine: Machine, media: Mapping[MediaSlot, StagedMedia]) -> None:
+        """Put each file in its slot unless it is there already."""
+        self._op("insert_media", machine.node)
+        with self._state() as state:
+            m = self._machine(state, machine)
+            changed = []
+            for slot, item in media.items():
+                name = str(slot).replace("removable-disk", "usb")
+                if name not in m["slots"]:
+                    raise ProviderError(f"{machine.name} has no slot {slot}", provider="fake", resource=machine.id)
+                if (m["slots"][name] or {}).get("locator") != item.locator:
+                    m["slots"][name] = {"locator": item.locator, "role": item.role}
+                    changed.append(name)
+            if changed:
+                self._record(state, "insert_media", machine.node, slots=changed)
+        self._maybe_kill("insert_media", machine.node)
+
+    def inserted_media(self, machine: Machine) -> dict[MediaSlot, str]:
+        """What each filled slot holds."""
+        return {
+            slot: held["locator"]
+            for slot, held in zip(self.media_slots(machine), self._slots(machine), strict=True)
+            if held is not None
+        }
+
+    def _slots(self, machine: Machine) -> list[dict[str, Any] | None]:
+        with self._state() as state:
+            return list(self._machine(state, machine)["slots"].values())
+
+    def eject_media(self, machine: Machine, slots: Sequence[MediaSlot]) -> None:
+        """Empty the slots (``ignores_eject`` nodes keep them, like a BMC that ignores the eject)."""
+        self._op("eject_media", machine.node)
         if machine.node in self.settings.ignores_eject:
             return
         with self._state() as state:
-            m = state["machines"][machine.node]
-            if m["media"]:
-                m["media"] = []
-                self._record(state, "detach_media", machine.node)
-        self._maybe_kill("detach_media", machine.node)
+            m = self._find(state, machine)
+            if m is None:
+                return
+            for slot in slots:
+                name = str(slot).replace("removable-disk", "usb")
+                if m["slots"].get(name) is not None:
+                    m["slots"][name] = None
+                    self._record(state, "eject_media", machine.node, slot=name)
+        self._maybe_kill("eject_media", machine.node)
 
+    # --------------------------------------------------------------------------------------- image deployment
+    def deploy_image(self, machine: Machine, node: NodeSpec, user_data: bytes) -> None:
+        """Start deploying (the platform powers the machine itself); a running or done deployment is left be."""
+        self._op("deploy_image", node.name)
+        with self._state() as state:
+            m = self._machine(state, machine)
+            if m.get("deploy") in ("deploying", "deployed"):
+                return
+            m.update(deploy="deploying", deploy_started=time.time(), user_data_sha256=hashlib.sha256(user_data).hexdigest())
+            self._record(state, "deploy_image", node.name, id=machine.id)
+        self._maybe_kill("deploy_image", node.name)
+
+    def deploy_status(self, machine: Machine) -> DeployStatus:
+        """``Deploying`` for ``install_seconds``, then ``Deployed`` (powered on from disk) or ``Failed deployment``."""
+        with self._state() as state:
+            m = self._machine(state, machine)
+            if m.get("deploy") == "deploying" and time.time() - m["deploy_started"] >= self.settings.install_seconds:
+                if machine.node in self.settings.deploy_fails:
+                    m["deploy"] = "failed"
+                else:
+                    m.update(deploy="deployed", power="on", target="on", booted_from="disk", powered_on_at=time.time())
+            state_name = m.get("deploy") or "allocated"
+        words = {"deploying": "Deploying", "deployed": "Deployed", "failed": "Failed deployment"}
+        states = {"deployed": DeployState.DEPLOYED, "failed": DeployState.FAILED}
+        return DeployStatus(states.get(state_name, DeployState.DEPLOYING), words.get(state_name, "Allocated"))
+
+    # --------------------------------------------------------------------------------------- address
     def discover_address(self, machine: Machine, node: NodeSpec) -> str | None:
         """The address from the ``addresses`` knob, else ``None`` (the core then uses the static address)."""
         self._op("discover_address", node.name)

@@ -192,8 +192,11 @@ def create_vm(
     )
     # The disk's key is only known now: vCenter renumbers devices, and vcsim 0.24.2 would keep a temporary
     # (negative) key in bootOrder verbatim. So the boot order is a second, small reconfigure. The same read gives
-    # the Machine: the reconfigure changes no device.
+    # the Machine: the reconfigure changes no device. Without media (the ISO still uploading), insert_media sets the
+    # boot order together with the CDs, in its one reconfigure.
     p = session.props(vm, [*_MACHINE_PROPS, "config.bootOptions"])
+    if not media:
+        return _machine(vm, node.name, p)
     disks = sorted(
         (d for d in p["config.hardware.device"] if isinstance(d, vim.vm.device.VirtualDisk)),
         key=lambda d: d.unitNumber,

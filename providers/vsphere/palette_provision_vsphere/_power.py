@@ -17,7 +17,8 @@ from palette_provision_vsphere._session import (
     vim,
 )
 
-__all__ = ["POWER_STATES", "attach", "best_address", "detach", "last_power_on", "set_power"]
+__all__ = ["POWER_STATES", "attach", "best_address", "cd_locators", "detach", "last_power_on", "set_boot_order",
+           "set_power"]
 
 #: vSphere's power states mapped to ours. A suspended VM is neither on nor off.
 POWER_STATES: dict[str, PowerState] = {
@@ -107,6 +108,32 @@ def attach(session: VsphereSession, vm: Any, name: str, media: list[StagedMedia]
         bootOptions=with_boot_order(options, disks[0].key if disks else None),
     )
     session.run_task(lambda: vm.ReconfigVM_Task(spec=spec), f"attaching boot media to {name}", name)
+    return True
+
+
+def cd_locators(session: VsphereSession, vm: Any) -> dict[int, str]:
+    """CD unit number -> the ISO it holds, for every CD with an ISO backing."""
+    devices, _ = _config(session, vm)
+    return {
+        int(d.unitNumber): str(d.backing.fileName)
+        for d in devices
+        if isinstance(d, vim.vm.device.VirtualCdrom) and getattr(d.backing, "fileName", None)
+    }
+
+
+def set_boot_order(session: VsphereSession, vm: Any, name: str, *, cd_first: bool) -> bool:
+    """CD then disk, or the disk alone; reconfigure only when it differs. Returns True when reconfigured.
+
+    vSphere has no one-time boot device: the boot order is the VM's setting until changed again.
+    """
+    devices, options = _config(session, vm)
+    order = list(getattr(options, "bootOrder", None) or [])
+    is_cd_first = bool(order) and isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice)
+    if is_cd_first == cd_first and order:
+        return False
+    disks = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)), key=lambda d: d.unitNumber)
+    spec = vim.vm.ConfigSpec(bootOptions=with_boot_order(options, disks[0].key if disks else None, cd_first=cd_first))
+    session.run_task(lambda: vm.ReconfigVM_Task(spec=spec), f"setting the boot order of {name}", name)
     return True
 
 

@@ -6,6 +6,7 @@ pyVmomi and httpx are imported on first use (:meth:`VsphereProvider._backend`), 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,11 +18,16 @@ from palette_provision.errors import (
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
+    BootDevice,
+    InstallMethod,
+    Lifecycle,
     Machine,
     MediaFile,
+    MediaSlot,
     PowerState,
     ProgressCallback,
     ProviderContext,
+    SlotKind,
     StagedMedia,
 )
 from pydantic import BaseModel
@@ -37,6 +43,8 @@ __all__ = ["VsphereProvider"]
 
 _MAX_NAME = 80  # vSphere's limit on a VM name
 _MAX_CPUS = 768
+#: A VM's two CD drives on its AHCI controller: unit 0 for the appliance ISO, unit 1 for the seed.
+_SLOTS = (MediaSlot(SlotKind.CD, 0), MediaSlot(SlotKind.CD, 1))
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,9 @@ class VsphereProvider:
 
     name: ClassVar[str] = "vsphere"
     settings_model: ClassVar[type[BaseModel]] = VsphereSettings
+    node_settings_model: ClassVar[type[BaseModel] | None] = None
+    lifecycle = Lifecycle.CREATED
+    install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
 
     def __init__(self, settings: VsphereSettings, context: ProviderContext) -> None:
         self.settings = settings
@@ -69,8 +80,11 @@ class VsphereProvider:
         self._absent: set[str] = set()
         # Our VMs as preflight listed them, for find_machine's first look at each node.
         self._observed: dict[str, Machine] = {}
-        # VM id -> the media it was created with in this process (create_machine), for attach_media's first call.
+        # VM id -> the media it was created with in this process (create_machine), for insert_media's first call.
         self._fresh_media: dict[str, list[str]] = {}
+        # VM id -> the boot order this process last set or saw ("cd" first, or "disk"), so set_boot_device right
+        # after insert_media or eject_media (which set it in the same reconfigure) needs no read.
+        self._boot: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -169,8 +183,9 @@ class VsphereProvider:
     def _is_ours(self, name: str, note: str | None) -> bool:
         from palette_provision_vsphere._machines import owner_of
 
+        owned = {self.vm_name(node) for node in self.context.owned_machines}
         return (
-            name in self.context.owned_machine_names
+            name in owned
             or name in self._created
             or owner_of(note) == self.context.deployment
         )
@@ -198,8 +213,10 @@ class VsphereProvider:
     def _vm(self, machine: Machine) -> Any:
         return self._backend().session.ref("VirtualMachine", machine.id)
 
-    def find_machine(self, node: NodeSpec) -> Machine | None:
+    def find_machine(self, node: NodeSpec, record: Machine | None = None) -> Machine | None:
         """The VM ``<vm_prefix><node>`` if it exists and is ours (journal, this run, or its annotation).
+
+        VMs are found by name (``record``, the journal's, is not needed: a name is unique in our folder).
 
         Raises:
             ProviderError: several VMs carry the name (vcsim allows it), or the one that does is not ours.
@@ -251,12 +268,20 @@ class VsphereProvider:
         self._known[name] = str(vm._moId)
         return machine_of(backend.session, vm, node.name)
 
-    def create_machine(self, node: NodeSpec, media: list[StagedMedia]) -> Machine:
-        """Create the node's VM (or return it if this deployment already made it), booting from ``media``."""
+    def create_machine(self, node: NodeSpec, media: Sequence[StagedMedia]) -> Machine:
+        """Create the node's VM (or return it if this deployment already made it).
+
+        With the appliance ISO among ``media`` (staged already), the VM is built with both CDs and boots CD first;
+        without it (still uploading), with no CD: ``insert_media`` adds them and the boot order in one reconfigure.
+        """
         from palette_provision_vsphere._machines import create_vm
 
         backend = self._backend()
-        self._check_media(backend, media)
+        media = sorted(media, key=lambda m: m.role != "appliance-iso")
+        if not any(m.role == "appliance-iso" for m in media):
+            media = []
+        if media:
+            self._check_media(backend, media)
         name = self.vm_name(node)
         if name in self._absent:
             # find_machine saw no such VM an instant ago (the pipeline always asks first): listing every VM
@@ -277,8 +302,11 @@ class VsphereProvider:
             deployment=self.context.deployment,
         )
         self._known[name] = machine.id
-        # Built with exactly these media and CD-first boot order a moment ago: attach_media has nothing to check.
-        self._fresh_media[machine.id] = [m.locator for m in media]
+        if media:
+            # Built with exactly these media and CD-first boot order a moment ago: insert_media and set_boot_device
+            # have nothing to check.
+            self._fresh_media[machine.id] = [m.locator for m in media]
+            self._boot[machine.id] = "cd"
         self._log.info(
             "vm_created",
             node=node.name,
@@ -288,7 +316,7 @@ class VsphereProvider:
         )
         return machine
 
-    def _check_media(self, backend: _Backend, media: list[StagedMedia]) -> None:
+    def _check_media(self, backend: _Backend, media: Sequence[StagedMedia]) -> None:
         if not 1 <= len(media) <= 2:
             raise ProviderError(
                 f"1 or 2 media (ISO, seed) can be attached, got {len(media)}",
@@ -351,30 +379,69 @@ class VsphereProvider:
 
     # ---------------------------------------------------------------------------------------- boot media
 
-    def attach_media(self, machine: Machine, media: list[StagedMedia]) -> None:
-        """Make CD 1 = ISO, CD 2 = seed and boot CD first; no change when already so."""
+    def media_slots(self, machine: Machine) -> list[MediaSlot]:
+        """Two CD drives on the VM's AHCI controller (no I/O: the provider builds every VM that way)."""
+        return list(_SLOTS)
+
+    def insert_media(self, machine: Machine, media: Mapping[MediaSlot, StagedMedia]) -> None:
+        """Make CD 1 = ISO, CD 2 = seed, in one reconfigure that also boots CD first; no change when already so."""
         from palette_provision_vsphere._power import attach
 
+        ordered = [media[slot] for slot in sorted(media)]
+        if sorted(media) != list(_SLOTS)[: len(ordered)]:
+            raise ProviderError(f"vSphere CDs are filled in order from cd0, got {sorted(map(str, media))}",
+                                provider=self.name, resource=machine.name)
         backend = self._backend()
-        self._check_media(backend, media)
+        self._check_media(backend, ordered)
         with self._lock:
             fresh = self._fresh_media.pop(machine.id, None)
-        if fresh == [m.locator for m in media]:
+        if fresh == [m.locator for m in ordered]:
             return
-        if attach(backend.session, self._vm(machine), machine.name, media):
-            self._log.info(
-                "media_attached",
-                node=machine.node,
-                vm=machine.name,
-                media=[m.locator for m in media],
-            )
+        if attach(backend.session, self._vm(machine), machine.name, ordered):
+            self._log.info("media_attached", node=machine.node, vm=machine.name, media=[m.locator for m in ordered])
+        self._boot[machine.id] = "cd"
 
-    def detach_media(self, machine: Machine) -> None:
-        """Remove the CD drives (the VM must be off) and boot from disk; no change when none are left."""
+    def inserted_media(self, machine: Machine) -> dict[MediaSlot, str]:
+        """What the VM's CDs hold, by unit."""
+        from palette_provision_vsphere._power import cd_locators
+
+        held = cd_locators(self._backend().session, self._vm(machine))
+        return {slot: held[slot.index] for slot in _SLOTS if slot.index in held}
+
+    def eject_media(self, machine: Machine, slots: Sequence[MediaSlot]) -> None:
+        """Remove the CD drives (the VM must be off) and boot from disk; no change when none are left.
+
+        Every CD goes, whatever ``slots`` names: the VM is ours and nothing but our media were in its drives.
+        """
         from palette_provision_vsphere._power import detach
+        from palette_provision_vsphere._session import VsphereTaskError
 
-        if detach(self._backend().session, self._vm(machine), machine.name):
-            self._log.info("media_detached", node=machine.node, vm=machine.name)
+        try:
+            if detach(self._backend().session, self._vm(machine), machine.name):
+                self._log.info("media_detached", node=machine.node, vm=machine.name)
+        except VsphereTaskError as exc:
+            if exc.fault != "ManagedObjectNotFound":  # a deleted VM holds no media
+                raise
+        self._boot[machine.id] = "disk"
+
+    def set_boot_device(self, machine: Machine, device: BootDevice, *, persistent: bool) -> None:
+        """Set the VM's boot order: CD then disk, or the disk alone. vSphere has no one-time boot device, so this
+        is always persistent (the core records it either way)."""
+        from palette_provision_vsphere._power import set_boot_order
+
+        if device is BootDevice.PXE:
+            raise ProviderError("network boot is not offered by this provider", provider=self.name,
+                                resource=machine.name)
+        want = "cd" if device is BootDevice.CD else "disk"
+        if self._boot.get(machine.id) == want:
+            return
+        if set_boot_order(self._backend().session, self._vm(machine), machine.name, cd_first=want == "cd"):
+            self._log.info("boot_order_set", node=machine.node, vm=machine.name, first=want)
+        self._boot[machine.id] = want
+
+    def clear_boot_override(self, machine: Machine) -> None:
+        """Boot from disk (the VM's own order once installed)."""
+        self.set_boot_device(machine, BootDevice.DISK, persistent=True)
 
     # ------------------------------------------------------------------------------------------- address
 

@@ -102,7 +102,7 @@ ProviderFactory = Callable[..., VsphereProvider]
 
 @pytest.fixture
 def make_provider(vcsim: VcsimHandle, unique: str, tmp_path: Path) -> Iterator[ProviderFactory]:
-    """Build providers (closed at teardown): ``make_provider(handle=None, owned=(), deployment=..., **settings)``."""
+    """Build providers (closed at teardown): ``make_provider(handle=None, owned=(node names), deployment=..., **settings)``."""
     made: list[VsphereProvider] = []
 
     def factory(
@@ -116,7 +116,7 @@ def make_provider(vcsim: VcsimHandle, unique: str, tmp_path: Path) -> Iterator[P
             deployment=deployment,
             state_dir=tmp_path / "state",
             log=structlog.get_logger("palette_provision_vsphere").bind(provider="vsphere"),
-            owned_machine_names=frozenset(owned),
+            owned_machines={node: None for node in owned},
         )
         provider = VsphereProvider(settings, context)
         made.append(provider)

@@ -11,7 +11,7 @@ import pytest
 import structlog
 from conftest import ProviderFactory
 from palette_provision.errors import ProviderError
-from palette_provision.provider import Machine, PowerState
+from palette_provision.provider import Machine, MediaSlot, PowerState, SlotKind
 from pyVmomi import vim
 from test_machines import node_of, read_vm, staged_pair
 from vcsim.lab import VcsimHandle, wait_task
@@ -46,6 +46,9 @@ def test_power_on_and_off_are_idempotent(
     assert provider.power_state(machine) is PowerState.OFF
 
 
+SLOTS = [MediaSlot(SlotKind.CD, 0), MediaSlot(SlotKind.CD, 1)]
+
+
 def cds(si: Any, machine: Machine) -> list[Any]:
     devices = read_vm(si, machine.id).config.hardware.device
     return sorted(
@@ -60,15 +63,15 @@ def test_detach_refuses_a_running_vm(
     provider, machine, _ = built
     provider.power_on(machine)
     with pytest.raises(ProviderError, match="must be powered off"):
-        provider.detach_media(machine)
+        provider.eject_media(machine, SLOTS)
 
 
 def test_detach_removes_both_cds_and_boots_from_disk(
     built: tuple[VsphereProvider, Machine, list[Any]], si: Any
 ) -> None:
     provider, machine, _ = built
-    provider.detach_media(machine)
-    provider.detach_media(machine)
+    provider.eject_media(machine, SLOTS)
+    provider.eject_media(machine, SLOTS)
     assert cds(si, machine) == []
     order = read_vm(si, machine.id).config.bootOptions.bootOrder
     assert len(order) == 1 and isinstance(order[0], vim.vm.BootOptions.BootableDiskDevice)
@@ -79,10 +82,10 @@ def test_attach_restores_the_media_and_changes_nothing_when_already_right(
 ) -> None:
     provider, machine, media = built
     with structlog.testing.capture_logs() as events:
-        provider.attach_media(machine, media)
+        provider.insert_media(machine, dict(zip(SLOTS, media)))
     assert not [e for e in events if e["event"] == "media_attached"]
-    provider.detach_media(machine)
-    provider.attach_media(machine, media)
+    provider.eject_media(machine, SLOTS)
+    provider.insert_media(machine, dict(zip(SLOTS, media)))
     assert [cd.backing.fileName for cd in cds(si, machine)] == [m.locator for m in media]
     order = read_vm(si, machine.id).config.bootOptions.bootOrder
     assert isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice)

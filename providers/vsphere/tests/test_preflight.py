@@ -151,7 +151,7 @@ def test_a_vm_the_journal_owns_is_not_a_clash(
     vcsim: VcsimHandle, si: Any, unique: str, iso: Path, make_provider: ProviderFactory
 ) -> None:
     _foreign_vm(si, f"{unique}-edge-1")
-    make_provider(owned=(f"{unique}-edge-1",)).preflight(make_plan(vcsim, unique, iso))
+    make_provider(owned=("edge-1",)).preflight(make_plan(vcsim, unique, iso))
 
 
 def test_a_vm_annotated_for_another_deployment_is_a_clash(

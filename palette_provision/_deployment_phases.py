@@ -1,0 +1,130 @@
+"""What the deployment-wide phases do: preflight, staging the appliance ISO, and the hand-off.
+
+Their names and descriptions are in :data:`palette_provision.phases.DEPLOYMENT_PHASES`; ``Deployment.apply`` runs
+them through the same step machinery as the per-node phases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from palette_provision import media as media_mod
+from palette_provision._run import Outcome
+from palette_provision.errors import ConfigurationError, ProviderError
+from palette_provision.handoff.base import ClusterFormer, HandoffContext, HandoffResult, ReadyNode
+from palette_provision.journal import GLOBAL, Fact
+from palette_provision.provider import MediaFile, MediaStaging, StagedMedia
+
+if TYPE_CHECKING:
+    from palette_provision.pipeline import Deployment
+
+__all__ = ["handoff", "handoff_result", "preflight", "ready_nodes", "stage_iso"]
+
+
+def _local_iso_path(deployment: Deployment, *, check_only: bool = False) -> Path | None:
+    plan = deployment.plan
+    if plan.iso.is_url:
+        if check_only:
+            return None
+        return media_mod.fetch_iso(plan.iso, deployment.state_dir / "media", journal=deployment.journal)
+    return plan.resolve_path(plan.iso.source)
+
+
+def preflight(deployment: Deployment) -> Outcome:
+    """Local files exist, then the provider's live, read-only checks."""
+    plan = deployment.plan
+    iso_path = _local_iso_path(deployment, check_only=True)
+    if iso_path is not None and not iso_path.is_file():
+        raise ConfigurationError(f"the appliance ISO {iso_path} does not exist", field="iso.source")
+    if plan.content is not None and not plan.resolve_path(plan.content.path).is_file():
+        raise ConfigurationError(f"the content bundle {plan.content.path} does not exist", field="content.path")
+    deployment.provider.preflight(plan)
+    return Outcome({"provider": plan.platform.provider, "install_method": deployment.install_method.value})
+
+
+def stage_iso(deployment: Deployment) -> Outcome:
+    """Stage the appliance ISO (content-addressed: an identical copy is not uploaded again)."""
+    plan, journal = deployment.plan, deployment.journal
+    path = _local_iso_path(deployment)
+    if path is None:  # only a URL gives None, and only when checking
+        raise ConfigurationError("the appliance ISO could not be fetched", field="iso.source")
+    known = plan.iso.sha256 or journal.cached_digest(path)
+    file = MediaFile(role="appliance-iso", local_path=path, size=path.stat().st_size, name=path.name, sha256=known)
+    if not isinstance(deployment.provider, MediaStaging):
+        staged = StagedMedia("appliance-iso", str(path), known or "", file.size)
+        return Outcome({"staged": staged.to_record()})
+    staged = deployment.stage_file(file, deployment.progress(GLOBAL, "stage_media"))
+    if plan.iso.sha256 and staged.sha256 != plan.iso.sha256:
+        raise ProviderError(
+            f"the appliance ISO's SHA-256 is {staged.sha256}, the plan says {plan.iso.sha256}",
+            provider=plan.platform.provider,
+            resource=staged.locator,
+        )
+    if known is None:
+        journal.cache_digest(path, staged.sha256)
+    return Outcome(
+        {"staged": staged.to_record(), "uploaded_bytes": staged.uploaded_bytes},
+        [("media", plan.platform.provider, staged.locator, staged.to_record())],
+    )
+
+
+def ready_nodes(deployment: Deployment) -> tuple[ReadyNode, ...]:
+    """The nodes as the hand-off sees them, leader first."""
+    plan, journal = deployment.plan, deployment.journal
+    nodes = []
+    for spec in plan.node_specs():
+        facts = journal.facts(spec.name)
+        acquired = journal.step("acquire", spec.name)
+        machine = (acquired.data.get("machine") or {}) if acquired else {}
+        nodes.append(
+            ReadyNode(
+                name=spec.name,
+                address=str(facts.get(Fact.ADDRESS) or spec.static_ip or ""),
+                ssh_user=plan.cluster.node_account.username,
+                host_key_fingerprint=facts.get(Fact.HOST_KEY_FINGERPRINT),
+                machine_id=machine.get("id"),
+                platform_ids={"provider": plan.platform.provider, **dict(machine.get("attributes", {}))},
+                evidence=tuple(journal.evidence(spec.name)),
+            )
+        )
+    leader = plan.handoff.leader
+    if leader:
+        nodes.sort(key=lambda n: n.name != leader)
+    return tuple(nodes)
+
+
+def handoff(deployment: Deployment, former: ClusterFormer) -> Outcome:
+    """Run the hand-off; its sub-steps go through the deployment's step machinery (events, journal)."""
+    plan = deployment.plan
+    output_dir = plan.resolve_path(plan.handoff.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    def step(name: str, action: Any, node: str = GLOBAL, always: bool = False) -> dict[str, Any]:
+        return deployment._step(name, node, lambda: Outcome(dict(action() or {})), always=always)
+
+    context = HandoffContext(
+        plan=plan,
+        journal=deployment.journal,
+        nodes=ready_nodes(deployment),
+        output_dir=output_dir,
+        log=deployment.log.bind(phase="handoff"),
+        emit=lambda name, msg, data: deployment._emit(GLOBAL, "handoff", "progress", f"{name}: {msg}", **dict(data)),
+        step=step,
+    )
+    return Outcome({"result": former.form(context).to_dict()})
+
+
+def handoff_result(data: Mapping[str, Any]) -> HandoffResult:
+    """The hand-off's result back from its journal data."""
+    result = dict(data.get("result", {}))
+    return HandoffResult(
+        kind=result.get("kind", "none"),
+        cluster_state=result.get("cluster_state"),
+        cluster_health=result.get("cluster_health"),
+        endpoint=result.get("endpoint"),
+        kubeconfig=Path(result["kubeconfig"]) if result.get("kubeconfig") else None,
+        files=tuple(Path(p) for p in result.get("files", [])),
+        details=result.get("details", {}),
+    )
