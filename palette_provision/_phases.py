@@ -240,7 +240,7 @@ def insert_media(run: NodeRun) -> Outcome:
         run.journal.add_resource(INSERTION, run.provider_name, run.node.name, _insertion_id(machine, slot),
                                  {**data, "pending": True})
         resources.append((INSERTION, run.provider_name, _insertion_id(machine, slot), data))
-    vm.insert_media(machine, wanted)
+    vm.insert_media(machine, dict(sorted(wanted.items())))
     if pre is not None and not vm.inserted_media(machine).get(pre):
         raise ProviderError(f"{machine.name}: slot {pre} should hold the appliance ISO an operator inserted, and is "
                             "empty", resource=machine.name)

@@ -20,6 +20,7 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       state_file: fake-platform.json   # relative to the plan file
       lifecycle: created               # created | enrolled | allocated
       install_seconds: 0.5             # how long the installer (or an image deployment) runs
+      iso_upload_seconds: 0            # staging the appliance ISO takes this long (nodes prepare meanwhile)
       power_delay_seconds: 0           # power changes take effect after this delay (clients must poll)
       fail: {node-2: power_on}         # this operation fails on this node (ProviderError)
       slow: {node-3: 1.5}              # seconds added to every call for this node
@@ -86,6 +87,7 @@ class FakeSettings(BaseModel):
     state_file: str = Field(default="fake-platform.json", description="The fake platform's state (JSON).")
     lifecycle: Literal["created", "enrolled", "allocated"] = "created"
     install_seconds: float = Field(default=0.5, ge=0)
+    iso_upload_seconds: float = Field(default=0.0, ge=0)
     power_delay_seconds: float = Field(default=0.0, ge=0)
     fail: dict[str, str] = Field(default_factory=dict, description="node -> operation that fails")
     slow: dict[str, float] = Field(default_factory=dict, description="node -> extra seconds per call")
@@ -247,6 +249,8 @@ class FakeProvider:
     def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
         """Record the media under a content-addressed locator; skip when an identical copy is recorded."""
         self._op("stage_media", media.node)
+        if media.role == "appliance-iso":
+            time.sleep(self.settings.iso_upload_seconds)
         sha = media.sha256
         uploaded = 0
         if sha is None:

@@ -80,9 +80,9 @@ def _datastore_files(lab: Any) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "palette-provision" in str(p))
 
 
-PHASES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "n"), ("provision", "n"),
-          ("attach_media", "n"), ("power_on", "n"), ("await_install", "n"), ("boot_from_disk", "n"),
-          ("await_ready", "n")]
+PHASES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "n"), ("acquire", "n"),
+          ("insert_media", "n"), ("boot_once_from_cd", "n"), ("power_on", "n"), ("await_install", "n"),
+          ("boot_from_disk", "n"), ("await_ready", "n")]
 
 
 def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
@@ -108,7 +108,7 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
         assert result["host_key_fingerprint"] == j.fact(node, "host_key_fingerprint")
         session = next(e for e in result["evidence"] if e["rung"] == "ssh_session")
         assert session["rung"] == "ssh_session"
-    # No side effect repeated across ten runs: one VM, one install, one upload, one cluster.
+    # No side effect repeated across eleven runs: one VM, one install, one upload, one cluster.
     assert _vcsim_vms(lab) == ["lab-palette-lab-1"]
     consoles = sorted(p.name for p in (lab.vcsim_dir / "watcher").rglob("*console*-cd.log"))
     assert len(consoles) == 1, f"the installer ran more than once: {consoles}"

@@ -123,6 +123,10 @@ class VsphereProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
+        """Every node shares the vCenter: ``max_concurrent_operations`` of them act on it at once."""
+        return f"vcenter:{self.settings.server}", self.settings.max_concurrent_operations
+
     def vm_name(self, node: NodeSpec | str) -> str:
         """The VM name of a node: ``<vm_prefix><node name>``."""
         return self.settings.vm_prefix + (node if isinstance(node, str) else node.name)

@@ -66,6 +66,10 @@ class VsphereSettings(BaseModel):
     )
     guest_id: str = Field(default="ubuntu64Guest", description="vSphere guest OS identifier.")
     task_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for one vSphere task.")
+    max_concurrent_operations: int = Field(
+        default=16, ge=1, le=256,
+        description="At most this many nodes create, reconfigure or power VMs on this vCenter at once.",
+    )
     upload_attempts: int = Field(default=5, ge=1, le=50, description="Tries per upload on transient errors.")
     upload_timeout: float = Field(
         default=6 * 3600.0,
