@@ -73,6 +73,18 @@ def _configure_logging(level: str, json_logs: bool) -> None:
     )
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("palette-provision")
+    except PackageNotFoundError:
+        from palette_provision import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="palette-provision",
@@ -80,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
     )
     parser.add_argument("--log-level", default=os.environ.get("PALETTE_PROVISION_LOG_LEVEL", "warning"))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -91,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add("validate", "check a plan offline and list every problem")
     add("plan", "list the actions apply would take (dry run, no side effects)")
-    apply = add("apply", "deploy: stage, provision, boot, wait until ready, hand off; resumable")
+    apply = add("apply", "deploy: stage media, acquire machines, install, wait until ready, hand off; resumable")
     apply.add_argument(
         "--until",
         metavar="PHASE",
@@ -175,13 +188,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     plan = _load(args)
     with Deployment(plan, state_dir=args.state_dir) as deployment:
-        issues = deployment.provider.validate(plan)
-    if issues:
-        raise PlanError(issues, source=str(args.plan))
+        try:
+            deployment.check()  # the provider's validate, install method, capabilities: reads nothing else
+        except PlanError as exc:
+            raise PlanError(exc.issues, source=str(args.plan)) from None
+        method = deployment.install_method.value
     if args.json:
-        _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider})
+        _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider,
+                     "install_method": method})
     else:
-        print(f"{args.plan}: valid ({plan.node_count} node(s) on {plan.platform.provider})")
+        print(f"{args.plan}: valid ({plan.node_count} node(s) on {plan.platform.provider}, {method})")
     return EXIT_OK
 
 

@@ -13,9 +13,9 @@ into the most specific class below. Errors keep their context as attributes, nev
     │   ├── AuthenticationError     credentials refused (final, never retried)
     │   └── TLSVerificationError    certificate or thumbprint did not verify (final)
     ├── ProviderError               a platform call failed; .provider, .resource
-    │   ├── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
-    │   │   └── LocalApiUnavailable (handoff) a node's Local API did not answer
-    │   └── LocalApiError           (handoff) a node's Local API answered with an error
+    │   └── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
+    │       └── LocalApiUnavailable (handoff) a node's Local API did not answer
+    ├── LocalApiError               (handoff) a node's Local API answered with an error: not the platform's
     ├── WaitTimeout                 a wait ran out; .what, .waited_s, .last_state
     ├── WaitFailed                  a wait saw a failure state; .what, .state
     ├── ReadinessError              a node did not become ready; .rung, .last_error
@@ -24,8 +24,7 @@ into the most specific class below. Errors keep their context as attributes, nev
     │   └── LocalApiCertificateMismatch   the Local API's certificate is not the pinned one (a TLSVerificationError)
     ├── HandoffError                cluster formation failed; .step, .events
     ├── SecretReferenceError        a secret reference could not be resolved (also a ValueError)
-    ├── JournalError                the journal is unreadable or belongs to another plan
-    └── DeploymentFailed            one or more nodes failed; .report holds the per-node results
+    └── JournalError                the journal is unreadable or belongs to another plan
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
-    "DeploymentFailed",
     "HandoffError",
     "HostKeyMismatch",
     "JournalError",
@@ -193,12 +191,3 @@ class HandoffError(PaletteProvisionError):
 
 class JournalError(PaletteProvisionError):
     """The journal cannot be used (unreadable, or it belongs to another plan)."""
-
-
-class DeploymentFailed(PaletteProvisionError):
-    """At least one node failed. ``report`` holds every node's result, the failed ones with phase and state."""
-
-    def __init__(self, report: Any, failures: Sequence[str]) -> None:
-        self.report = report
-        self.failures = list(failures)
-        super().__init__("deployment failed: " + "; ".join(self.failures))

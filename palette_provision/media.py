@@ -45,7 +45,8 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
     """
     import httpx  # only a URL-sourced ISO needs HTTP here
 
-    assert source.sha256 is not None
+    if source.sha256 is None:  # the plan's rules require it for URLs; a plan built around them gets told
+        raise ConfigurationError("an ISO fetched from a URL needs its SHA-256", field="iso.sha256")
     target = cache_dir / f"{source.sha256}.iso"
     if target.is_file():
         return target

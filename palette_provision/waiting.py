@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from palette_provision.errors import TransientError, WaitFailed, WaitTimeout
@@ -50,7 +50,6 @@ class _Poll(Generic[T]):
     seen_state: bool = False
     last_error: BaseException | None = None
     attempts: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class _NotYet(Exception):

@@ -21,6 +21,7 @@ def test_validate_ok_and_json(plan_dict: dict[str, Any], write_plan: Callable[..
         "plan": "test-deploy",
         "provider": "fake",
         "nodes": ["palette-1", "palette-2", "palette-3"],
+        "install_method": "boot-from-media",
     }
     assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake)")
 
@@ -142,3 +143,28 @@ def test_seed_command_writes_private_seeds(
 
 def test_unknown_command_exits_2(cli: Any) -> None:
     assert cli("frobnicate").code == 2
+
+
+def test_version_and_license(cli: Any) -> None:
+    result = cli("--version")
+    assert result.code == 0 and result.stdout.strip().startswith("palette-provision 0.")
+    license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0" in license_text
+
+
+def test_validate_plan_and_status_create_nothing_and_status_runs_beside_a_locked_journal(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
+    plan = write_plan(plan_dict)
+    for command in ("validate", "plan", "status"):
+        assert cli(command, str(plan), "--json").code == 0, command
+    assert not (tmp_path / ".palette-provision").exists(), "validate, plan and status wrote nothing"
+    assert cli("apply", str(plan), "--until", "acquire", "--json").code == 0
+    from palette_provision.journal import Journal
+
+    journal_path = tmp_path / ".palette-provision" / "test-deploy" / "journal.sqlite"
+    with Journal.open(journal_path, deployment="test-deploy"):  # held, as a running apply holds it
+        status = cli("status", str(plan), "--json")
+        planned = cli("plan", str(plan), "--json")
+    assert status.code == 0 and {s["phase"] for s in status.json()["steps"]} >= {"preflight", "acquire"}
+    assert planned.code == 0 and any(a["state"] == "done" for a in planned.json()["actions"])

@@ -407,3 +407,34 @@ def test_write_seeds_writes_nothing_when_a_seed_is_invalid(tmp_path: Path) -> No
     with pytest.raises(PlanError):
         write_seeds(plan, tmp_path / "seeds")
     assert not (tmp_path / "seeds").exists()
+
+
+def test_one_seed_three_forms_and_the_disk_image_reads_back_with_real_fat_tools(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from palette_provision.provider import SeedFormat
+    from palette_provision.seed import build_seed
+
+    plan = make_plan()
+    node, key = plan.node_specs()[0], HostKey.generate()
+    user_data = build_seed(plan, node, key, SeedFormat.USER_DATA)
+    assert user_data == render_user_data(plan, node, key).encode()
+    assert build_seed(plan, node, key, SeedFormat.CIDATA_ISO) == build_seed_iso(plan, node, key)
+    disk = build_seed(plan, node, key, SeedFormat.CIDATA_DISK)
+    assert disk == build_seed(plan, node, key, SeedFormat.CIDATA_DISK), "reproducible bytes"
+    image = tmp_path / "seed.img"
+    image.write_bytes(disk)
+    for tool in ("fsck.fat", "mdir", "mtype", "mlabel"):
+        assert shutil.which(tool), f"{tool} is installed by ./dev (dosfstools, mtools)"
+    check = subprocess.run(["fsck.fat", "-n", str(image)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    label = subprocess.run(["mlabel", "-s", "-i", str(image), "::"], capture_output=True, text=True, env=env)
+    assert "CIDATA" in label.stdout
+    listing = subprocess.run(["mdir", "-b", "-i", str(image), "::"], capture_output=True, text=True, env=env).stdout
+    assert sorted(listing.split()) == ["::/meta-data", "::/user-data"]
+    read = subprocess.run(["mtype", "-i", str(image), "::/user-data"], capture_output=True, env=env).stdout
+    assert read == user_data
+    meta = subprocess.run(["mtype", "-i", str(image), "::/meta-data"], capture_output=True, env=env).stdout
+    assert meta == render_meta_data(plan, node).encode()

@@ -8,7 +8,7 @@ calls, and streams ``multipart/form-data`` from a file object chunk by chunk wit
 
 Errors::
 
-    LocalApiError (ProviderError)          the node answered 4xx; .status, .code, .message, .node
+    LocalApiError (our base error)        the node answered 4xx; .status, .code, .message, .node
     LocalApiUnavailable (TransientError)   5xx, connection refused/reset, timeout; worth retrying
     AuthenticationError                    the node refused the node account (final)
     TLSVerificationError                   the node's certificate is not the pinned one (final)
@@ -29,7 +29,7 @@ import httpx
 
 from palette_provision.errors import (
     AuthenticationError,
-    ProviderError,
+    PaletteProvisionError,
     TLSVerificationError,
     TransientError,
     WaitTimeout,
@@ -59,7 +59,7 @@ _LOGIN = "/v1/users/default/login"
 _RENEWAL = "/v1/users/default/token/renewal"
 
 
-class LocalApiError(ProviderError):
+class LocalApiError(PaletteProvisionError):
     """The node's Local API refused a request (4xx). ``message`` is the node's explanation, scrubbed of secrets."""
 
     def __init__(self, node: str, method: str, path: str, *, status: int, code: str, message: str) -> None:
@@ -67,8 +67,7 @@ class LocalApiError(ProviderError):
         self.status = status
         self.code = code
         self.message = message
-        super().__init__(f"{node}: {method} {path} answered {status} {code}: {message}".rstrip(": "),
-                         provider="palette-local-api", resource=node)
+        super().__init__(f"{node}: {method} {path} answered {status} {code}: {message}".rstrip(": "))
 
 
 class LocalApiUnavailable(TransientError):
@@ -284,7 +283,9 @@ class LocalApiClient:
         self._expires_at = token_expiry(token, now)
 
     def _renew(self) -> None:
-        assert self._token is not None
+        if self._token is None:
+            self.login()
+            return
         response = self._send("POST", _RENEWAL, headers={"Authorization": self._token})
         if response.status_code == 401:
             # Too late to renew (the process slept past the expiry, or the node restarted): log in afresh.
@@ -308,7 +309,8 @@ class LocalApiClient:
             lifetime = max(self._expires_at - self._issued_at, 1.0)
             if self._clock() >= self._issued_at + 0.8 * lifetime:
                 self._renew()
-        assert self._token is not None
+        if self._token is None:
+            raise LocalApiUnavailable(self.node, "the login gave no token")
         return {"Authorization": self._token}
 
     # ------------------------------------------------------------------------------------------- calls

@@ -67,7 +67,7 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
                 add(PlanIssue(f"nodes.names[{i}]", "must be lower-case letters, digits and '-', at most 63 characters"))
     for i, host in enumerate(nodes.hosts or []):
         if host.name is not None and not _HOSTNAME.match(host.name):
-            add(PlanIssue(f"nodes.hosts[{i}].name", "must be lower-case letters, digits and '-', at most 63 characters"))
+            add(PlanIssue(f"nodes.hosts[{i}].name", "must be lower-case letters, digits and '-', at most 63 chars"))
     if len(set(names)) != len(names):
         add(PlanIssue("nodes.hosts" if nodes.hosts is not None else "nodes.names", "node names must be unique"))
     issues.extend(_network_issues(plan, len(names)))

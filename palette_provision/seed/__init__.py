@@ -28,24 +28,10 @@ from palette_provision.journal import Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import SeedFormat
-from palette_provision.seed._extra import LIBRARY_KEYS, LibraryKey, deep_merge
 from palette_provision.seed._fat import build_cidata_disk
-from palette_provision.seed._hostkey import HOST_KEY_COMMENT, HostKey, ssh_fingerprint
+from palette_provision.seed._hostkey import HostKey
 from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
-from palette_provision.seed._model import (
-    CLOUD_CONFIG_HEADER,
-    HOST_KEYS_STAGE,
-    USERS_STAGE,
-    SeedFile,
-    SeedInstall,
-    SeedInterface,
-    SeedModel,
-    SeedStylus,
-    SeedUser,
-    derive_salt,
-    render_meta_data,
-    render_user_data,
-)
+from palette_provision.seed._model import SeedModel, render_meta_data, render_user_data
 from palette_provision.seed._sha512crypt import sha512_crypt
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The fake platform's machines: one JSON file shared by processes, and how a machine behaves over time.
 
 A machine dict holds its power (``power``, and ``target`` taking effect at ``effective_at``), its virtual-media
-``slots`` (slot name -> ``{"locator", "role"}`` or ``None``), its boot device (``boot``, ``boot_once``), and what it did: ``installs``,
+``slots`` (slot name -> ``{"locator", "role"}`` or ``None``), its boot device (``boot``, ``boot_once``), and what
+it did: ``installs``,
 ``booted_from``, ``powered_on_at``; an allocated one also its ``owner``, ``agent_name`` and ``deploy`` state.
 
 Like the appliance: powered on from a CD holding the appliance ISO, it "installs" for ``install_seconds`` and

@@ -193,15 +193,20 @@ class FakeProvider:
         m = self._find(state, machine)
         if m is None:
             raise ProviderError(f"machine {machine.id} does not exist", provider="fake", resource=machine.id)
-        advance(m, install_seconds=self.settings.install_seconds, installs=machine.node not in self.settings.never_installs)
+        self._advance(m, machine)
         return m
+
+    def _advance(self, m: dict[str, Any], machine: Machine) -> None:
+        installs = machine.node not in self.settings.never_installs
+        advance(m, install_seconds=self.settings.install_seconds, installs=installs)
 
     # --------------------------------------------------------------------------------------- Provider
     def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
         """Offline checks: node count, knobs naming unknown nodes, enrolled nodes without a BMC."""
         issues = []
         if plan.node_count > self.settings.max_nodes:
-            issues.append(PlanIssue("nodes.count", f"the fake platform holds at most {self.settings.max_nodes} machines"))
+            limit = self.settings.max_nodes
+            issues.append(PlanIssue("nodes.count", f"the fake platform holds at most {limit} machines"))
         names = set(plan.node_names())
         for knob in ("fail", "slow", "addresses"):
             for node in getattr(self.settings, knob):
@@ -294,7 +299,9 @@ class FakeProvider:
                 return None if m is None else Machine(node.name, m["id"], node.name, {"mac": m["mac"]})
             for mid, m in state["pool"].items():
                 mine = m.get("owner") == self.context.deployment
-                if mine and ((record is not None and mid == record.id) or (record is None and m.get("node") == node.name)):
+                # By the journal's system id; without a record, by the mark the allocation left (agent name, node).
+                same = mid == record.id if record is not None else m.get("node") == node.name
+                if mine and same:
                     return Machine(node.name, mid, mid, {"mac": m["mac"]})
         return None
 
@@ -352,7 +359,8 @@ class FakeProvider:
         self._op("enroll_machine", node.name)
         bmc = node.settings.bmc if node.settings is not None else None
         if bmc is None:
-            raise ConfigurationError(f"{node.name} names no BMC", field=f"nodes.hosts[{node.index}].bmc", provider="fake")
+            where = f"nodes.hosts[{node.index}].bmc"
+            raise ConfigurationError(f"{node.name} names no BMC", field=where, provider="fake")
         with self._state() as state:
             if bmc not in state["servers"]:
                 server = new_machine(bmc, "enrolled", self._mac(node.index), boot_default="disk")
@@ -385,7 +393,7 @@ class FakeProvider:
                 return
             m["target"] = target
             m["effective_at"] = time.time() + self.settings.power_delay_seconds
-            advance(m, install_seconds=self.settings.install_seconds, installs=machine.node not in self.settings.never_installs)
+            self._advance(m, machine)
             self._record(state, op, machine.node)
         self._maybe_kill(op, machine.node)
 
@@ -494,7 +502,8 @@ class FakeProvider:
             m = self._machine(state, machine)
             if m.get("deploy") in ("deploying", "deployed"):
                 return
-            m.update(deploy="deploying", deploy_started=time.time(), user_data_sha256=hashlib.sha256(user_data).hexdigest())
+            digest = hashlib.sha256(user_data).hexdigest()
+            m.update(deploy="deploying", deploy_started=time.time(), user_data_sha256=digest)
             self._record(state, "deploy_image", node.name, id=machine.id)
         self._maybe_kill("deploy_image", node.name)
 

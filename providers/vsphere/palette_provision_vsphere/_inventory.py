@@ -113,7 +113,8 @@ def _compute(session: VsphereSession, s: VsphereSettings, host_folder: Any) -> t
             members = session.props_many(list(cprops.get("host") or []), ["name"])
             host, _ = _pick(members, s.esxi_host, field="platform.esxi_host", kind="host", where=s.cluster)
     else:
-        assert s.esxi_host is not None  # the settings model requires cluster or esxi_host
+        if s.esxi_host is None:  # the settings model requires cluster or esxi_host
+            raise ConfigurationError("give platform.cluster or platform.esxi_host", field="platform.cluster")
         hosts = session.list_view(host_folder, "HostSystem", ["name", "parent"])
         host, hprops = _pick(hosts, s.esxi_host, field="platform.esxi_host", kind="host", where=s.datacenter)
         pool = session.props(hprops["parent"], ["resourcePool"]).get("resourcePool")

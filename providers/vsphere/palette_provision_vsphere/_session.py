@@ -125,7 +125,8 @@ class VsphereSession:
             s = self.settings
             mode = s.tls_mode
             if mode == "pin":
-                assert s.thumbprint is not None  # enforced by the settings model
+                if s.thumbprint is None:  # the settings model requires it with tls: pin
+                    raise TLSVerificationError("tls: pin needs the thumbprint", field="platform.thumbprint")
                 self._ssl = pinned_context(s.thumbprint, server=f"{s.server}:{s.port}")
             elif mode == "insecure":
                 self._log.warning(

@@ -102,7 +102,8 @@ ProviderFactory = Callable[..., VsphereProvider]
 
 @pytest.fixture
 def make_provider(vcsim: VcsimHandle, unique: str, tmp_path: Path) -> Iterator[ProviderFactory]:
-    """Build providers (closed at teardown): ``make_provider(handle=None, owned=(node names), deployment=..., **settings)``."""
+    """Build providers (closed at teardown): ``make_provider(handle=None, owned=(), deployment=..., **settings)``;
+    ``owned`` names the nodes whose machines the journal recorded."""
     made: list[VsphereProvider] = []
 
     def factory(

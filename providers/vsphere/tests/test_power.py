@@ -82,10 +82,10 @@ def test_attach_restores_the_media_and_changes_nothing_when_already_right(
 ) -> None:
     provider, machine, media = built
     with structlog.testing.capture_logs() as events:
-        provider.insert_media(machine, dict(zip(SLOTS, media)))
+        provider.insert_media(machine, dict(zip(SLOTS, media, strict=True)))
     assert not [e for e in events if e["event"] == "media_attached"]
     provider.eject_media(machine, SLOTS)
-    provider.insert_media(machine, dict(zip(SLOTS, media)))
+    provider.insert_media(machine, dict(zip(SLOTS, media, strict=True)))
     assert [cd.backing.fileName for cd in cds(si, machine)] == [m.locator for m in media]
     order = read_vm(si, machine.id).config.bootOptions.bootOrder
     assert isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice)
