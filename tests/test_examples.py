@@ -35,3 +35,25 @@ def test_vsphere_example_plan_validates_offline(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["nodes"] == ["palette-1", "palette-2", "palette-3"]
+
+
+def test_rack_server_example_applies_and_destroys_without_deleting_a_server(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "fake-rack-servers.yaml", tmp_path / "plan.yaml")
+    (tmp_path / "fake-appliance.iso").write_bytes(b"\0" * 1024)
+    env = {**os.environ, "PALETTE_NODE_PASSWORD": "rehearsal-password", "BMC_PASSWORD": "bmc-secret-1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "palette_provision", *args, str(tmp_path / "plan.yaml"), "--json"],
+                              capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+
+    applied = cli("apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert [n["name"] for n in json.loads(applied.stdout)["nodes"]] == ["rack-1", "rack-2", "rack-3"]
+    destroyed = cli("destroy")
+    assert destroyed.returncode == 0, destroyed.stderr
+    machines = [r["result"] for r in json.loads(destroyed.stdout)["resources"] if r["kind"] == "machine"]
+    assert machines == ["restored"] * 3
+    state = json.loads((tmp_path / ".palette-provision" / "fake-rack-platform.json").read_text())
+    assert len(state["servers"]) == 3 and all(s["power"] == "off" for s in state["servers"].values())
+    for secret in ("rehearsal-password", "bmc-secret-1"):
+        assert secret not in applied.stdout + applied.stderr + destroyed.stdout + destroyed.stderr
