@@ -6,21 +6,22 @@ them through the same step machinery as the per-node phases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from palette_provision import media as media_mod
 from palette_provision._run import Outcome
-from palette_provision.errors import ConfigurationError, ProviderError
+from palette_provision.errors import ConfigurationError, PlanError, PlanIssue, ProviderError
 from palette_provision.handoff.base import ClusterFormer, HandoffContext, HandoffResult, ReadyNode
 from palette_provision.journal import GLOBAL, Fact
-from palette_provision.provider import MediaFile, MediaStaging, StagedMedia
+from palette_provision.provider import MediaFile, MediaLocating, MediaStaging, StagedMedia
 
 if TYPE_CHECKING:
     from palette_provision.pipeline import Deployment
 
-__all__ = ["handoff", "handoff_result", "preflight", "ready_nodes", "stage_iso"]
+__all__ = ["handoff", "handoff_result", "preflight", "progress_events", "ready_nodes", "stage_file", "stage_iso"]
 
 
 def _local_iso_path(deployment: Deployment, *, check_only: bool = False) -> Path | None:
@@ -128,3 +129,39 @@ def handoff_result(data: Mapping[str, Any]) -> HandoffResult:
         files=tuple(Path(p) for p in result.get("files", [])),
         details=result.get("details", {}),
     )
+
+
+def stage_file(
+    deployment: Deployment, file: MediaFile, progress: Callable[[int, int | None], None] | None = None
+) -> StagedMedia:
+    """Stage through the provider, journaling the locator first when the provider can tell it beforehand.
+
+    Raises:
+        PlanError: the provider stages nothing (the phase table's needs make this a bug, named plainly).
+    """
+    provider: Any = deployment.provider
+    if isinstance(provider, MediaLocating):
+        locator = provider.locate_media(file)
+        intent = StagedMedia(file.role, locator, file.sha256 or "", file.size, 0, file.node)
+        record = {**intent.to_record(), "pending": True}
+        where = file.node or GLOBAL
+        deployment.journal.add_resource("media", deployment.plan.platform.provider, where, locator, record)
+    if not isinstance(provider, MediaStaging):
+        raise PlanError([PlanIssue("platform.provider", "this provider cannot stage media")])
+    staged: StagedMedia = provider.stage_media(file, progress)
+    return staged
+
+
+def progress_events(deployment: Deployment, node: str, phase: str) -> Callable[[int, int | None], None]:
+    """A progress callback emitting ``progress`` events (bytes, total, MiB/s) at most twice a second."""
+    started = time.monotonic()
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or (total is not None and done >= total):
+            last[0] = now
+            rate = done / 2**20 / max(now - started, 1e-6)
+            deployment._emit(node, phase, "progress", bytes=done, total=total, rate_mib_s=round(rate, 1))
+
+    return progress

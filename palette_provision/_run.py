@@ -12,7 +12,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from palette_provision.errors import ConfigurationError, ProviderError
+from palette_provision.errors import (
+    ConfigurationError,
+    PaletteProvisionError,
+    ProviderError,
+    ReadinessError,
+    WaitFailed,
+    WaitTimeout,
+)
 from palette_provision.journal import Journal
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
@@ -29,7 +36,7 @@ from palette_provision.report import NodeResult
 if TYPE_CHECKING:
     from palette_provision.pipeline import Deployment
 
-__all__ = ["NodeRun", "Outcome", "Resource"]
+__all__ = ["NodeRun", "Outcome", "Resource", "error_text", "last_state"]
 
 C = TypeVar("C")
 
@@ -143,3 +150,19 @@ class NodeRun:
     def stage(self, file: MediaFile, progress: Callable[[int, int | None], None] | None = None) -> StagedMedia:
         """Stage through the provider, journaling the locator first when the provider can tell it beforehand."""
         return self.deployment.stage_file(file, progress)
+
+
+def error_text(exc: BaseException) -> str:
+    """What the report and the journal say of a failure: our errors' own words, else the unexpected type."""
+    return str(exc) if isinstance(exc, PaletteProvisionError) else f"unexpected {type(exc).__name__}: {exc}"
+
+
+def last_state(exc: BaseException) -> str | None:
+    """The last platform state a failure saw, for the report."""
+    if isinstance(exc, WaitTimeout) and exc.last_state is not None:
+        return str(getattr(exc.last_state, "value", exc.last_state))
+    if isinstance(exc, WaitFailed):
+        return str(getattr(exc.state, "value", exc.state))
+    if isinstance(exc, ReadinessError):
+        return f"rung {exc.rung}"
+    return None

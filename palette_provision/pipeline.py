@@ -36,14 +36,11 @@ from typing import Any
 
 from palette_provision import _deployment_phases as global_act
 from palette_provision._phases import StartOver
-from palette_provision._run import NodeRun, Outcome
+from palette_provision._run import NodeRun, Outcome, error_text, last_state
 from palette_provision.errors import (
     PaletteProvisionError,
     PlanError,
     PlanIssue,
-    ReadinessError,
-    WaitFailed,
-    WaitTimeout,
 )
 from palette_provision.handoff.base import ClusterFormer
 from palette_provision.journal import GLOBAL, Fact, Journal
@@ -56,8 +53,6 @@ from palette_provision.provider import (
     Lifecycle,
     Machine,
     MediaFile,
-    MediaLocating,
-    MediaStaging,
     Provider,
     ProviderContext,
     SeedFormat,
@@ -251,27 +246,11 @@ class Deployment:
 
     # ----------------------------------------------------------------------------------------- dry run
     def actions(self) -> list[PlannedAction]:
-        """What ``apply`` would do, phase by phase, read from the plan and the journal only (no platform I/O)."""
-        self.check()
-        planned: list[PlannedAction] = []
-        with self._reader() as journal:
+        """What ``apply`` would do, phase by phase, read from the plan and the journal only (no platform I/O, no
+        write, no lock). See :func:`palette_provision._views.planned_actions`."""
+        from palette_provision._views import planned_actions
 
-            def add(phase: str, node: str, action: str) -> None:
-                rec = journal.step(phase, node)
-                state: Any = "pending" if rec is None else rec.status
-                planned.append(PlannedAction(phase, node, action, state))
-
-            add("preflight", GLOBAL, DEPLOYMENT_PHASES["preflight"].description)
-            if stages_iso(self.install_method):
-                add("stage_media", GLOBAL, DEPLOYMENT_PHASES["stage_media"].description)
-            for spec in self.plan.node_specs():
-                for entry in self.chain():
-                    add(entry.name, spec.name, entry.description or f"your step {entry.name}")
-            if self.plan.handoff.kind != "none":
-                add("handoff", GLOBAL, f"{DEPLOYMENT_PHASES['handoff'].description} ({self.plan.handoff.kind})")
-                for step, where, description in self._former_or_default().steps(self.plan):
-                    add(step, where, description)
-        return planned
+        return planned_actions(self)
 
     def _former_or_default(self) -> ClusterFormer:
         if self._former is None:
@@ -473,29 +452,11 @@ class Deployment:
 
     def stage_file(self, file: MediaFile, progress: Callable[[int, int | None], None] | None = None) -> StagedMedia:
         """Stage through the provider, journaling the locator first when the provider can tell it beforehand."""
-        provider: Any = self.provider
-        if isinstance(provider, MediaLocating):
-            locator = provider.locate_media(file)
-            intent = StagedMedia(file.role, locator, file.sha256 or "", file.size, 0, file.node)
-            record = {**intent.to_record(), "pending": True}
-            self.journal.add_resource("media", self.plan.platform.provider, file.node or GLOBAL, locator, record)
-        if not isinstance(provider, MediaStaging):
-            raise PlanError([PlanIssue("platform.provider", "this provider cannot stage media")])
-        return provider.stage_media(file, progress)
+        return global_act.stage_file(self, file, progress)
 
     def progress(self, node: str, phase: str) -> Callable[[int, int | None], None]:
         """A progress callback emitting ``progress`` events (bytes, total, MiB/s) at most twice a second."""
-        started = time.monotonic()
-        last = [0.0]
-
-        def progress(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.5 or (total is not None and done >= total):
-                last[0] = now
-                rate = done / 2**20 / max(now - started, 1e-6)
-                self._emit(node, phase, "progress", bytes=done, total=total, rate_mib_s=round(rate, 1))
-
-        return progress
+        return global_act.progress_events(self, node, phase)
 
     # ----------------------------------------------------------------------------------------- destroy, status
     def destroy(self, *, purge_media: bool = False) -> list[dict[str, Any]]:
@@ -510,33 +471,6 @@ class Deployment:
 
         No platform I/O, no lock, no write: safe while another process applies.
         """
-        with self._reader() as journal:
-            return {
-                "deployment": self.plan.name,
-                "journal": str(self.journal_path),
-                "steps": [
-                    {"phase": s.phase, "node": s.node, "status": s.status, "attempts": s.attempts, "error": s.error}
-                    for s in journal.steps()
-                ],
-                "resources": [
-                    {"kind": r.kind, "id": r.external_id, "node": r.node, "destroyed": r.destroyed_at is not None}
-                    for r in journal.resources()
-                ],
-                "nodes": {spec.name: journal.facts(spec.name) for spec in self.plan.node_specs()},
-            }
+        from palette_provision._views import journal_status
 
-
-def error_text(exc: BaseException) -> str:
-    """What the report and the journal say of a failure: our errors' own words, else the unexpected type."""
-    return str(exc) if isinstance(exc, PaletteProvisionError) else f"unexpected {type(exc).__name__}: {exc}"
-
-
-def last_state(exc: BaseException) -> str | None:
-    """The last platform state a failure saw, for the report."""
-    if isinstance(exc, WaitTimeout) and exc.last_state is not None:
-        return str(getattr(exc.last_state, "value", exc.last_state))
-    if isinstance(exc, WaitFailed):
-        return str(getattr(exc.state, "value", exc.state))
-    if isinstance(exc, ReadinessError):
-        return f"rung {exc.rung}"
-    return None
+        return journal_status(self)
