@@ -23,7 +23,7 @@ def test_validate_ok_and_json(plan_dict: dict[str, Any], write_plan: Callable[..
         "nodes": ["palette-1", "palette-2", "palette-3"],
         "install_method": "boot-from-media",
     }
-    assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake)")
+    assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake, boot-from-media)")
 
 
 def test_validate_lists_every_problem_exit_2(

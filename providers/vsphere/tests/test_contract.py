@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from conftest import make_plan, remove_vms
 from palette_provision.plan import DeploymentPlan
-from palette_provision.provider import MediaFile, ProviderContext
+from palette_provision.provider import Machine, MediaFile, ProviderContext
 from palette_provision.registry import create_provider
 from palette_provision.testing.contract import ProviderContract
+from pyVmomi import vim
+from test_machines import read_vm
 from vcsim.lab import VcsimHandle
 
 
@@ -33,6 +36,18 @@ class TestVsphereContract(ProviderContract):
             return create_provider("vsphere", plan.platform_settings, context)
 
         return build
+
+    @pytest.fixture
+    def boot_device_of(self, si: Any) -> Callable[[Machine], str | None]:
+        """What vCenter says the VM boots first: its boot order's first entry."""
+
+        def read(machine: Machine) -> str | None:
+            order = read_vm(si, machine.id).config.bootOptions.bootOrder or []
+            if not order:
+                return None
+            return "cd" if isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice) else "disk"
+
+        return read
 
     @pytest.fixture
     def media_file(self, tmp_path: Path) -> MediaFile:
