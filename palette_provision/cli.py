@@ -28,15 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from palette_provision.errors import (
     ConfigurationError,
     JournalError,
     PaletteProvisionError,
     PlanError,
 )
-from palette_provision.log import redact_secrets
+from palette_provision.log import STRUCTURED_ATTR, redact_secrets
 from palette_provision.plan import DeploymentPlan, load_plan
 from palette_provision.report import Event
 
@@ -54,20 +52,43 @@ EXIT_CODES = {
 }
 
 
+class _JsonLines(logging.Formatter):
+    """One JSON object per event: ``event``, ``level``, ``timestamp`` and the event's redacted fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, STRUCTURED_ATTR, None) or {"event": record.getMessage()}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        line = {**fields, "level": record.levelname.lower(), "timestamp": stamp, "logger": record.name}
+        return json.dumps(redact_secrets(None, record.levelname.lower(), line), default=str)
+
+
 def _configure_logging(level: str, json_logs: bool) -> None:
-    """The application (not the library) configures structlog: redaction first, then the renderer."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    """The application (not the library) configures logging; redaction happens on both paths.
+
+    Off a terminal: JSON lines on stderr through the standard library, which the library's events reach with their
+    fields (structlog, rich and asyncio are not even imported: about 80 ms of a short run). On a terminal:
+    structlog's console renderer.
+    """
+    numeric = getattr(logging, level.upper())
+    if json_logs:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_JsonLines())
+        # The root logger: providers log under their own package names (palette_provision_vsphere...).
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(numeric)
+        return
+    import structlog
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             redact_secrets,
-            renderer,
+            structlog.dev.ConsoleRenderer(colors=True),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -91,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Deploy the Palette Management Appliance onto vSphere, MAAS and bare metal.",
         epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
     )
-    parser.add_argument("--log-level", default=os.environ.get("PALETTE_PROVISION_LOG_LEVEL", "warning"))
+    parser.add_argument(
+        "--log-level", type=str.lower, default=os.environ.get("PALETTE_PROVISION_LOG_LEVEL", "warning").lower(),
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -28,7 +28,11 @@ from typing import Any
 
 from palette_provision.secrets import Secret, known_secret_values
 
-__all__ = ["SENSITIVE_KEYS", "Logger", "get_logger", "redact_secrets"]
+__all__ = ["SENSITIVE_KEYS", "STRUCTURED_ATTR", "Logger", "get_logger", "redact_secrets"]
+
+#: The attribute of a stdlib :class:`logging.LogRecord` that holds a library event's name and redacted fields
+#: (``record.palette_event``), for an application's handler that renders structure (the CLI's JSON log lines).
+STRUCTURED_ATTR = "palette_event"
 
 #: Event keys whose values are always replaced by ``***``, whatever their type.
 SENSITIVE_KEYS = frozenset(
@@ -105,8 +109,9 @@ class Logger:
             error = sys.exc_info()[1]
             if error is not None:
                 text += " error=" + str(redact_secrets(None, method, {"error": error})["error"])
-        # The traceback itself is not passed on: exception texts may hold what redaction has to see first.
-        target.log(level, "%s", text)
+        # The traceback itself is not passed on: exception texts may hold what redaction has to see first. The
+        # event and its (redacted) fields travel as a record attribute too, for handlers that render structure.
+        target.log(level, "%s", text, extra={STRUCTURED_ATTR: {"event": event, **fields}})
 
 
 def get_logger(name: str | None = None, **context: Any) -> Logger:

@@ -3,7 +3,9 @@
 A per-node :class:`Phase` says what it is called, what the dry run prints for it, which provider capabilities it
 needs, whether a re-run looks at the platform again when it is done (``recheck``), how its recorded result comes
 back when it is skipped (``load``), whether it acts on the platform (and so takes one of the node's concurrency
-slots) or only waits, and its action. An install method is an ordered tuple of phase names (:data:`CHAINS`).
+slots) or only waits, whether it needs the staged ISO (waited for before a slot is taken, so nodes that wait for
+the upload never hold slots that others need to create their machines), and its action. An install method is an
+ordered tuple of phase names (:data:`CHAINS`).
 
 Adding a phase means one entry in :data:`NODE_PHASES` (and its name in the chains that use it); its action goes
 in ``palette_provision/_phases.py``. ``docs/architecture.md`` shows the flow.
@@ -57,6 +59,7 @@ class Phase:
     recheck: Callable[[NodeRun, dict[str, Any]], dict[str, Any] | None] | None = None
     load: Callable[[NodeRun, Mapping[str, Any]], None] | None = None
     acts: bool = True
+    needs_iso: bool = False  # waits for the ISO's upload first, before taking a concurrency slot
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ _TABLE = (
     Phase("acquire", "create, allocate or enroll the node's machine (or find the one the journal recorded)",
           act.acquire, recheck=act.recheck_machine, load=act.load_machine),
     Phase("insert_media", "insert the appliance ISO (unless an operator did) and the seed into virtual-media slots",
-          act.insert_media, needs=(VirtualMedia,)),
+          act.insert_media, needs=(VirtualMedia,), needs_iso=True),
     Phase("boot_once_from_cd", "make the next boot use the CD", act.boot_once_from_cd, needs=(BootDeviceControl,)),
     Phase("power_on", "power the machine on", act.power_on, needs=(Power,)),
     Phase("await_install", "wait for the installer to finish and power the machine off", act.await_install,

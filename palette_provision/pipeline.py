@@ -378,6 +378,8 @@ class Deployment:
         phase = entry
 
         def action() -> Outcome:
+            if phase.needs_iso:
+                run.iso()  # wait for the upload outside the slot: holding one while waiting starves other nodes
             if not phase.acts:
                 return phase.act(run)
             with self._slot(run.node):

@@ -168,3 +168,28 @@ def test_validate_plan_and_status_create_nothing_and_status_runs_beside_a_locked
         planned = cli("plan", str(plan), "--json")
     assert status.code == 0 and {s["phase"] for s in status.json()["steps"]} >= {"preflight", "acquire"}
     assert planned.code == 0 and any(a["state"] == "done" for a in planned.json()["actions"])
+
+
+def test_logs_off_a_terminal_are_json_lines_with_fields_and_structlog_is_not_loaded(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
+) -> None:
+    plan = write_plan(plan_dict)
+    result = cli("--log-level", "INFO", "apply", str(plan), "--until", "acquire", "--json")
+    assert result.code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    done = [e for e in lines if e["event"] == "phase_done" and e.get("node") == "palette-2"]
+    assert done and {"level", "timestamp", "phase", "provider"} <= done[0].keys() and done[0]["level"] == "info"
+    assert NODE_PASSWORD not in result.stderr
+    import subprocess
+    import sys
+
+    probe = ("import sys; from palette_provision.cli import main; code = main(['validate', sys.argv[1]]); "
+             "print('structlog' in sys.modules, 'rich' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(plan)], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr
+
+
+def test_a_bogus_log_level_is_a_usage_error_not_a_traceback(cli: Any, tmp_path: Path) -> None:
+    result = cli("--log-level", "bogus", "status", str(tmp_path / "plan.yaml"))
+    assert result.code == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
