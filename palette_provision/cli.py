@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from palette_provision.errors import (
     ConfigurationError,
@@ -35,8 +35,10 @@ from palette_provision.errors import (
     PlanError,
 )
 from palette_provision.log import STRUCTURED_ATTR, redact_secrets
-from palette_provision.plan import DeploymentPlan, load_plan
 from palette_provision.report import Event
+
+if TYPE_CHECKING:
+    from palette_provision.plan import DeploymentPlan
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -204,6 +206,8 @@ class _LiveView:
 
 
 def _load(args: argparse.Namespace) -> DeploymentPlan:
+    from palette_provision.plan import load_plan  # pydantic and the models: not for --version or --help
+
     return load_plan(args.plan)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from palette_provision.journal import GLOBAL, Journal
-from palette_provision.plan import DeploymentPlan
+
+if TYPE_CHECKING:
+    from palette_provision.plan import DeploymentPlan
 
 __all__ = ["ClusterFormer", "HandoffContext", "HandoffResult", "ReadyNode", "StepRunner"]
 
