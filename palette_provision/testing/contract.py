@@ -268,6 +268,8 @@ class ProviderContract:
             assert boot_device_of(machine) == "disk"
         provider.clear_boot_override(machine)
         provider.clear_boot_override(machine)  # nothing to clear is success
+        if boot_device_of is not None:
+            assert boot_device_of(machine) in (None, "disk"), "cleared: the machine boots as its owner set it (disk)"
         if boot_device_of is None:
             pytest.skip("boot device set and cleared without error; no boot_device_of fixture to read it back")
 
