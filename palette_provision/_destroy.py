@@ -63,6 +63,9 @@ def destroy(deployment: Deployment, *, purge_media: bool = False) -> list[dict[s
     for spec in deployment.plan.node_specs():
         for fmt in SeedFormat:
             deployment.seed_path(spec, fmt).unlink(missing_ok=True)
+        # Everything known of the node was about the machine just undone: a reinstalled node has a new host key, a
+        # new Local API certificate and may get a new address. A kept pin would fail the next apply.
+        journal.forget_facts(spec.name)
     for rec in journal.steps():
         journal.reset_step(rec.phase, rec.node)
     return done

@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,6 +150,16 @@ def _print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-_])")
+
+
+def _plain(text: str, *, lines: bool = False) -> str:
+    """Remote text made safe to print on a terminal: escape sequences removed, other control characters replaced
+    (newlines kept with ``lines``)."""
+    text = _ANSI.sub("", str(text))
+    return "".join(c if c.isprintable() or c == " " or (lines and c == "\n") else "?" for c in text)
+
+
 class _LiveView:
     """Live per-node, per-phase progress on a terminal (rich); silent otherwise."""
 
@@ -177,11 +188,15 @@ class _LiveView:
         table = Table(title="palette-provision", expand=False)
         for col in ("node", "phase", "status", "detail", "elapsed"):
             table.add_column(col)
+        from rich.text import Text
+
         colours = {"done": "green", "skipped": "cyan", "failed": "bold red", "started": "yellow", "progress": "yellow"}
         for node, row in self.rows.items():
             elapsed = f"{time.time() - row['since']:.0f}s" if row["status"] in ("started", "progress") else ""
-            status = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
-            table.add_row(node, row["phase"], status, row["detail"][:70], elapsed)
+            status = Text(row["status"], style=colours.get(row["status"], "white"))
+            # Text, never markup: details carry remote words (an SSH banner, a node's error message).
+            cells = (_plain(node), _plain(row["phase"]), status, _plain(row["detail"])[:70], Text(elapsed))
+            table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
         return table
 
     def __call__(self, event: Event) -> None:
@@ -250,9 +265,9 @@ def _print_report(report: Any) -> None:
         if node.host_key_fingerprint:
             line += f" host_key={node.host_key_fingerprint}"
         if node.status == "failed":
-            line += f"\n    failed in {node.phase}: {node.error}"
+            line += f"\n    failed in {node.phase}: {_plain(node.error or '')}"
             if node.last_state:
-                line += f" (last state: {node.last_state})"
+                line += f" (last state: {_plain(node.last_state)})"
         print(line)
     if report.handoff is not None:
         h = report.handoff
@@ -263,7 +278,7 @@ def _print_report(report: Any) -> None:
         for f in h.files:
             print(f"wrote {f}")
     if report.handoff_error:
-        print(f"hand-off failed: {report.handoff_error}")
+        print(f"hand-off failed: {_plain(report.handoff_error)}")
     print("OK" if report.ok else "FAILED")
 
 
@@ -314,10 +329,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 line += f" host_key={facts['host_key_fingerprint']}"
             print(line)
             if last and last["error"]:
-                print(f"      {last['error']}")
+                print(f"      {_plain(last['error'])}")
         for s in status["steps"]:
             if s["node"] == "*":
-                print(f"  {'(deployment)':<20} {s['phase']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
+                error = f": {_plain(s['error'])}" if s["error"] else ""
+                print(f"  {'(deployment)':<20} {s['phase']} {s['status']}{error}")
         live = [r for r in status["resources"] if not r["destroyed"]]
         print(f"resources: {len(live)} live, {len(status['resources']) - len(live)} destroyed")
         for r in live:
@@ -378,7 +394,7 @@ def _error(args: argparse.Namespace, code: int, exc: BaseException) -> int:
             payload["field"] = exc.field
         _print_json(payload)
     else:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {_plain(str(exc), lines=True)}\n")
     return code
 
 

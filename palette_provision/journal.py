@@ -86,6 +86,55 @@ CREATE TABLE IF NOT EXISTS digests (
 #: Node name used for deployment-wide steps and facts.
 GLOBAL = "*"
 
+_TABLES = {"meta", "steps", "resources", "evidence", "facts", "digests", "sqlite_sequence"}
+
+
+def _private_folder(folder: Path) -> None:
+    """Create the state folder, and each missing folder above it, 0700 (seeds and the journal live there); folders
+    that exist are left as their owner set them."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(created, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _check_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a SQLite file that is not a journal: tables of its own, or a ``meta`` table of another shape.
+
+    Raises:
+        JournalError: naming what was found (table names are ours to print: SQLite identifiers, not secrets).
+    """
+    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    foreign = sorted(tables - _TABLES)
+    if foreign:
+        shown = ", ".join(name[:40] for name in foreign[:5])
+        raise JournalError(f"{path} is not a palette-provision journal (it has other tables: {shown}); "
+                           "give another state folder")
+    if "meta" in tables:
+        columns = [str(r[1]) for r in conn.execute("PRAGMA table_info(meta)")]
+        if columns != ["key", "value"]:
+            raise JournalError(f"{path} is not a palette-provision journal (its meta table has another shape)")
+
+
+def _shown(text: str | None) -> str:
+    """A value read from a journal file (which may be anyone's) as data: printable, short, never a repr."""
+    if text is None:
+        return "(none)"
+    clean = "".join(c if c.isprintable() else "?" for c in text[:64])
+    return clean + ("..." if len(text) > 64 else "")
+
+
+def _json(text: str, where: str) -> Any:
+    """A journal row's JSON, or a :class:`JournalError` naming the row (never its content)."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise JournalError(f"the journal's {where} is corrupt ({type(exc).__name__}): restore it or start afresh "
+                           "with another state folder") from None
+
 
 @dataclass(frozen=True)
 class StepRecord:
@@ -115,6 +164,22 @@ class ResourceRecord:
     destroyed_at: float | None
 
 
+def _holds_secret(value: Any, secrets: frozenset[str], depth: int = 0) -> bool:
+    """Whether any string in ``value`` (keys included, at any depth) contains a secret value."""
+    if not secrets:
+        return False
+    if depth > 64:
+        return True  # deeper than any record the library writes: refuse rather than guess
+    if isinstance(value, Mapping):
+        return any(_holds_secret(item, secrets, depth + 1) for pair in value.items() for item in pair)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_secret(v, secrets, depth + 1) for v in value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    text = value if isinstance(value, str) else str(value)
+    return any(secret in text for secret in secrets)
+
+
 class Journal:
     """The deployment's journal. Thread-safe; one writer process at a time (an exclusive file lock)."""
 
@@ -135,7 +200,7 @@ class Journal:
         """
         if not create and not path.exists():
             raise JournalError(f"no journal at {path}: nothing was applied with this plan and state folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_folder(path.parent)
         lock_fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,25 +208,30 @@ class Journal:
             os.close(lock_fd)
             raise JournalError(f"journal {path} is in use by another palette-provision process") from None
         try:
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(path, 0o600)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            _check_foreign(conn, path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            os.chmod(path, 0o600)
-        except sqlite3.DatabaseError as exc:
+            conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")  # all tables at once, for a reader opening meanwhile
+            journal = cls(conn, path, lock_fd)
+            existing = journal.meta("deployment")
+        except (sqlite3.DatabaseError, JournalError) as exc:
             os.close(lock_fd)
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(f"journal {path} is unreadable: {exc}") from exc
-        journal = cls(conn, path, lock_fd)
-        existing = journal.meta("deployment")
         if existing is None:
             journal._set_meta("deployment", deployment)
             journal._set_meta("schema", SCHEMA_VERSION)
             journal._set_meta("created_at", repr(time.time()))
         elif existing != deployment:
             journal.close()
-            raise JournalError(f"journal {path} belongs to deployment {existing!r}, not {deployment!r}")
+            raise JournalError(f"journal {path} belongs to deployment {_shown(existing)}, not {deployment}")
         elif journal.meta("schema") != SCHEMA_VERSION:
-            version = journal.meta("schema")
+            version = _shown(journal.meta("schema"))
             journal.close()
             raise JournalError(
                 f"journal {path} has schema version {version}, this palette-provision writes {SCHEMA_VERSION}: "
@@ -180,20 +250,34 @@ class Journal:
             JournalError: the file belongs to another deployment or is unreadable.
         """
         try:
+            conn = None
             if path.is_file():
                 conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
                                        timeout=30)
-                conn.execute("SELECT 1 FROM meta LIMIT 1")
-            else:
+                _check_foreign(conn, path)
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                    conn.close()  # an apply is creating it this instant: nothing recorded yet
+                    conn = None
+            if conn is None:
                 conn = sqlite3.connect(":memory:", check_same_thread=False)
                 conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {path} is unreadable: {exc}") from exc
+        except JournalError:
+            if conn is not None:
+                conn.close()
+            raise
         journal = cls(conn, path, -1, readonly=True)
         existing = journal.meta("deployment")
+        problem = None
         if existing is not None and existing != deployment:
+            problem = f"journal {path} belongs to deployment {_shown(existing)}, not {deployment}"
+        elif existing is not None and journal.meta("schema") != SCHEMA_VERSION:
+            version = _shown(journal.meta("schema"))
+            problem = f"journal {path} has schema version {version}, this version reads {SCHEMA_VERSION}"
+        if problem is not None:
             journal.close()
-            raise JournalError(f"journal {path} belongs to deployment {existing!r}, not {deployment!r}")
+            raise JournalError(problem)
         return journal
 
     def close(self) -> None:
@@ -217,11 +301,12 @@ class Journal:
     # ------------------------------------------------------------------------------------------- helpers
     @staticmethod
     def _dump(value: Mapping[str, Any] | None) -> str:
-        text = json.dumps(dict(value or {}), sort_keys=True, default=str)
-        for secret in known_secret_values():
-            if secret in text:
-                raise JournalError("refusing to write a secret value into the journal")
-        return text
+        data = dict(value or {})
+        # Looked for in the values themselves, not in the JSON text: there a multi-line private key, a quote, a
+        # backslash or a non-ASCII character is escaped and would never be found.
+        if _holds_secret(data, known_secret_values()):
+            raise JournalError("refusing to write a secret value into the journal")
+        return json.dumps(data, sort_keys=True, default=str)
 
     def _set_meta(self, key: str, value: str) -> None:
         with self._lock:
@@ -248,7 +333,7 @@ class Journal:
             ).fetchone()
         if row is None:
             return None
-        return StepRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+        return StepRecord(row[0], row[1], row[2], row[3], row[4], row[5], _json(row[6], f"step {phase}/{node}"), row[7])
 
     def is_done(self, phase: str, node: str = GLOBAL) -> bool:
         """True when the step finished successfully in an earlier or this run."""
@@ -312,7 +397,7 @@ class Journal:
             rows = self._conn.execute(
                 "SELECT phase, node, status, attempts, started_at, finished_at, data, error FROM steps ORDER BY seq"
             ).fetchall()
-        return [StepRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+        return [StepRecord(r[0], r[1], r[2], r[3], r[4], r[5], _json(r[6], f"step {r[0]}/{r[1]}"), r[7]) for r in rows]
 
     # ------------------------------------------------------------------------------------------- resources
     def _insert_resource(self, row: tuple[str, str, str, str, str, float]) -> None:
@@ -343,7 +428,10 @@ class Journal:
             query += " WHERE destroyed_at IS NULL"
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY seq").fetchall()
-        return [ResourceRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+        return [
+            ResourceRecord(r[0], r[1], r[2], r[3], r[4], _json(r[5], f"resource {r[1]} {r[4]}"), r[6], r[7])
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------------------------------- facts
     def set_fact(self, node: str, key: str, value: Any) -> None:
@@ -352,17 +440,25 @@ class Journal:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO facts VALUES (?, ?, ?)", (node, key, text))
 
+    def forget_facts(self, node: str, keys: tuple[str, ...] | None = None) -> None:
+        """Forget ``keys`` (every fact when ``None``) about ``node``: what was known of a machine that is gone."""
+        with self._lock:
+            if keys is None:
+                self._conn.execute("DELETE FROM facts WHERE node = ?", (node,))
+            else:
+                self._conn.executemany("DELETE FROM facts WHERE node = ? AND key = ?", [(node, k) for k in keys])
+
     def fact(self, node: str, key: str) -> Any:
         """Read a fact, or ``None``."""
         with self._lock:
             row = self._conn.execute("SELECT value FROM facts WHERE node = ? AND key = ?", (node, key)).fetchone()
-        return None if row is None else json.loads(row[0])["v"]
+        return None if row is None else _json(row[0], f"fact {key} of {node}")["v"]
 
     def facts(self, node: str) -> dict[str, Any]:
         """Every fact recorded about ``node``."""
         with self._lock:
             rows = self._conn.execute("SELECT key, value FROM facts WHERE node = ?", (node,)).fetchall()
-        return {k: json.loads(v)["v"] for k, v in rows}
+        return {k: _json(v, f"fact {k} of {node}")["v"] for k, v in rows}
 
     def add_evidence(self, node: str, rung: str, detail: Mapping[str, Any]) -> None:
         """Record a readiness rung reached, with what was seen."""
@@ -378,7 +474,7 @@ class Journal:
             rows = self._conn.execute(
                 "SELECT rung, at, detail FROM evidence WHERE node = ? ORDER BY seq", (node,)
             ).fetchall()
-        return [{"rung": r[0], "at": r[1], **json.loads(r[2])} for r in rows]
+        return [{"rung": r[0], "at": r[1], **_json(r[2], f"evidence of {node}")} for r in rows]
 
     # ------------------------------------------------------------------------------------------- digests
     def cached_digest(self, path: Path) -> str | None:

@@ -435,7 +435,10 @@ class Deployment:
             about = res.external_id if res.kind == "machine" else res.data.get("machine", {}).get("id")
             if res.node == node.name and about == gone.id:
                 self.journal.mark_destroyed(res.kind, res.external_id)
-        self.journal.set_fact(node.name, Fact.POWER_ON_REQUESTED_AT, None)
+        # What was known of the gone machine; the host key stays with the seed, which is reused if it still exists.
+        self.journal.forget_facts(
+            node.name, (Fact.POWER_ON_REQUESTED_AT, Fact.LOCAL_API_CERT, Fact.EDGE_HOST_ID, Fact.ADDRESS)
+        )
 
     def _user_action(self, step: NodeStep, run: NodeRun) -> Outcome:
         context = NodeStepContext(

@@ -26,7 +26,7 @@ def test_steps_and_resources_round_trip(tmp_path: Path) -> None:
 
 def test_journal_of_another_deployment_is_refused(tmp_path: Path) -> None:
     Journal.open(tmp_path / "j.sqlite", deployment="one").close()
-    with pytest.raises(JournalError, match="belongs to deployment 'one'"):
+    with pytest.raises(JournalError, match="belongs to deployment one, not two"):
         Journal.open(tmp_path / "j.sqlite", deployment="two")
 
 
