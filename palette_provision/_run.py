@@ -160,9 +160,9 @@ def error_text(exc: BaseException) -> str:
 def last_state(exc: BaseException) -> str | None:
     """The last platform state a failure saw, for the report."""
     if isinstance(exc, WaitTimeout) and exc.last_state is not None:
-        return str(getattr(exc.last_state, "value", exc.last_state))
+        return exc.shown
     if isinstance(exc, WaitFailed):
-        return str(getattr(exc.state, "value", exc.state))
+        return exc.shown
     if isinstance(exc, ReadinessError):
         return f"rung {exc.rung}"
     return None

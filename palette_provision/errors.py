@@ -51,11 +51,32 @@ __all__ = [
     "TransientError",
     "WaitFailed",
     "WaitTimeout",
+    "describe_state",
 ]
 
 
 class PaletteProvisionError(Exception):
     """Base class of every error raised by palette-provision."""
+
+
+def describe_state(state: Any) -> str:
+    """A state as an error message may show it: an enum's value, a short scalar, or a type that says what it was.
+
+    Never a ``repr``: a wait's state may be a whole API answer (a cluster's details hold its kubeconfig).
+
+    >>> describe_state({"status": {"kubeconfig": "..."}})
+    'a dict (not shown)'
+    """
+    value = getattr(state, "value", state)
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    if isinstance(value, str):
+        text = "".join(c if c.isprintable() else "?" for c in value[:80])
+        return text + ("..." if len(value) > 80 else "")
+    own_str = getattr(type(value), "__str__", None) is not getattr(object, "__str__", None)
+    if own_str and not isinstance(value, (dict, list, tuple, set)):
+        return describe_state(str(value))
+    return f"a {type(value).__name__} (not shown)"
 
 
 @dataclass(frozen=True)
@@ -132,13 +153,22 @@ class WaitTimeout(PaletteProvisionError):
     """
 
     def __init__(
-        self, what: str, waited_s: float, last_state: Any = None, last_error: BaseException | None = None
+        self,
+        what: str,
+        waited_s: float,
+        last_state: Any = None,
+        last_error: BaseException | None = None,
+        *,
+        shown: str | None = None,
     ) -> None:
         self.what = what
         self.waited_s = waited_s
         self.last_state = last_state
         self.last_error = last_error
-        detail = f"; last state: {last_state!r}" if last_state is not None else ""
+        #: The last state as the message shows it: a summary, never the state's repr (an API answer can hold a
+        #: kubeconfig or a token).
+        self.shown = shown if shown is not None else describe_state(last_state)
+        detail = f"; last state: {self.shown}" if last_state is not None else ""
         if last_error is not None:
             detail += f"; last error: {type(last_error).__name__}: {last_error}"
         super().__init__(f"timed out after {waited_s:.1f}s waiting for {what}{detail}")
@@ -147,11 +177,12 @@ class WaitTimeout(PaletteProvisionError):
 class WaitFailed(PaletteProvisionError):
     """A wait observed a failure state and stopped early instead of running out the clock."""
 
-    def __init__(self, what: str, state: Any, detail: str = "") -> None:
+    def __init__(self, what: str, state: Any, detail: str = "", *, shown: str | None = None) -> None:
         self.what = what
         self.state = state
+        self.shown = shown if shown is not None else describe_state(state)
         extra = f": {detail}" if detail else ""
-        super().__init__(f"{what} reached failure state {state!r}{extra}")
+        super().__init__(f"{what} reached failure state {self.shown}{extra}")
 
 
 class ReadinessError(PaletteProvisionError):

@@ -62,6 +62,7 @@ from palette_provision.provider import (
 from palette_provision.registry import create_provider
 from palette_provision.report import Event, EventSink, NodeResult, PlannedAction, Report
 from palette_provision.steps import NodeStep, NodeStepContext, check_node_steps
+from palette_provision.waiting import Interrupted, stop_on
 
 __all__ = ["Deployment", "NodeStep", "NodeStepContext", "default_state_dir"]
 
@@ -116,6 +117,8 @@ class Deployment:
         self._journal: Journal | None = None
         self._emit_lock = threading.Lock()
         self._limits: dict[str, threading.BoundedSemaphore] = {}
+        # Set on Ctrl-C (any BaseException in apply's fan-out): no step begins after it, and waits end at once.
+        self._stopping = threading.Event()
         self._limits_lock = threading.Lock()
         self.log = get_logger("palette_provision.pipeline", deployment=plan.name, provider=plan.platform.provider)
 
@@ -285,17 +288,25 @@ class Deployment:
             # Nodes render and stage their seeds and get their machines while the ISO uploads; only insert_media
             # waits for it.
             iso = iso_pool.submit(self._staged_iso)
+        workers = max(1, min(self.plan.concurrency, len(specs)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node")
         try:
-            workers = max(1, min(self.plan.concurrency, len(specs)))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
-                runs = [NodeRun(self, spec, result, iso) for spec, result in zip(specs, report.nodes, strict=True)]
-                for future in [pool.submit(self._run_node, run, until) for run in runs]:
-                    future.result()
+            runs = [NodeRun(self, spec, result, iso) for spec, result in zip(specs, report.nodes, strict=True)]
+            for future in [pool.submit(self._run_node, run, until) for run in runs]:
+                future.result()
             if iso is not None:
                 iso.result()  # a failed upload is the deployment's failure (exit 4), once every node stopped
-        finally:
+        except BaseException:
+            # Ctrl-C (or a failure above): stop now. Queued nodes never start, running ones begin no further step
+            # and leave their waits; a platform call in flight finishes (or is abandoned by a process that exits).
+            self._stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
             if iso_pool is not None:
-                iso_pool.shutdown(wait=True)
+                iso_pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        if iso_pool is not None:
+            iso_pool.shutdown(wait=True)
         if until is None and all(n.status == "ready" for n in report.nodes) and self.plan.handoff.kind != "none":
             try:
                 report.handoff = global_act.handoff_result(self._step("handoff", GLOBAL, lambda: global_act.handoff(
@@ -306,7 +317,8 @@ class Deployment:
         return report
 
     def _staged_iso(self) -> StagedMedia:
-        data = self._step("stage_media", GLOBAL, lambda: global_act.stage_iso(self), always=True)
+        with stop_on(self._stopping):
+            data = self._step("stage_media", GLOBAL, lambda: global_act.stage_iso(self), always=True)
         return StagedMedia.from_record(data["staged"])
 
     # ----------------------------------------------------------------------------------------- steps
@@ -324,6 +336,8 @@ class Deployment:
         ``always``: run it again even when done. ``recheck``: for a done step, look at the platform; it returns the
         step's data when the recorded outcome still holds (nothing is written), or ``None`` to run the step again.
         """
+        if self._stopping.is_set():
+            raise Interrupted  # no step begins once the run is stopping
         journal = self.journal
         rec = journal.step(phase, node)
         if rec is not None and rec.status == "done" and not always:
@@ -406,12 +420,13 @@ class Deployment:
                     return
 
         try:
-            try:
-                run_chain()
-            except StartOver as over:
-                # Once: the reset acquire step runs again instead of being re-checked, so this cannot recur.
-                self._start_over(node, over.gone)
-                run_chain()
+            with stop_on(self._stopping):
+                try:
+                    run_chain()
+                except StartOver as over:
+                    # Once: the reset acquire step runs again instead of being re-checked, so this cannot recur.
+                    self._start_over(node, over.gone)
+                    run_chain()
             result.status = "ready"
         except Exception as exc:  # a failed step was journaled and emitted by _step; a bug is reported here only
             result.status, result.phase = "failed", current

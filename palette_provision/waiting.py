@@ -20,8 +20,10 @@ Example::
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -30,9 +32,40 @@ from palette_provision.errors import TransientError, WaitFailed, WaitTimeout
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["Backoff", "wait_for"]
+__all__ = ["Backoff", "Interrupted", "interruptible_sleep", "stop_on", "wait_for"]
 
 T = TypeVar("T")
+
+
+class Interrupted(BaseException):
+    """The run is stopping (Ctrl-C): raised in a worker thread at its next wait or step.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the step it interrupts is not failed, it stays ``started`` in the
+    journal, exactly as after a SIGKILL, and the next ``apply`` resumes it.
+    """
+
+
+_local = threading.local()
+
+
+@contextmanager
+def stop_on(event: threading.Event) -> Iterator[None]:
+    """Within the block, this thread's waits end with :class:`Interrupted` as soon as ``event`` is set."""
+    previous = getattr(_local, "stop", None)
+    _local.stop = event
+    try:
+        yield
+    finally:
+        _local.stop = previous
+
+
+def interruptible_sleep(seconds: float) -> None:
+    """``time.sleep``, but woken by this thread's stop event (:func:`stop_on`), raising :class:`Interrupted`."""
+    event: threading.Event | None = getattr(_local, "stop", None)
+    if event is None:
+        time.sleep(seconds)
+    elif event.wait(seconds) or event.is_set():
+        raise Interrupted
 
 
 @dataclass(frozen=True)
@@ -66,9 +99,10 @@ def wait_for(
     retry_on: tuple[type[BaseException], ...] = (TransientError,),
     backoff: Backoff = Backoff(),
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = interruptible_sleep,
     rng: Callable[[], float] = random.random,
     on_state: Callable[[T], None] | None = None,
+    describe: Callable[[T], str] | None = None,
 ) -> T:
     """Call ``probe`` until ``until(state)`` holds, and return that state.
 
@@ -82,6 +116,8 @@ def wait_for(
         backoff: the polling cadence; sleeps never overshoot the deadline.
         clock, sleep, rng: injectable for tests.
         on_state: called with every observed state (progress reporting).
+        describe: how errors show a state (default :func:`~palette_provision.errors.describe_state`, which never
+            shows a whole mapping): give one for states that are API answers, e.g. their status words.
 
     Raises:
         WaitTimeout: the deadline passed; carries the last state and last error.
@@ -104,7 +140,7 @@ def wait_for(
         if failed is not None:
             reason = failed(state)
             if reason:
-                raise WaitFailed(what, state, reason)
+                raise WaitFailed(what, state, reason, shown=describe(state) if describe else None)
         if not until(state):
             raise _NotYet()
         return state
@@ -115,12 +151,9 @@ def wait_for(
         return float(max(0.0, min(base + backoff.jitter * rng(), deadline - clock())))
 
     def timed_out() -> WaitTimeout:
-        return WaitTimeout(
-            what,
-            clock() - start,
-            last_state=poll.last_state if poll.seen_state else None,
-            last_error=poll.last_error,
-        )
+        last = poll.last_state if poll.seen_state else None
+        shown = describe(last) if describe is not None and last is not None else None
+        return WaitTimeout(what, clock() - start, last_state=last, last_error=poll.last_error, shown=shown)
 
     retryable: tuple[type[BaseException], ...] = (_NotYet, *retry_on)
     # The first look happens here: most waits (a vCenter task, a node already up on a re-run) are over by then,

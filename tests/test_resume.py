@@ -193,3 +193,36 @@ def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path: Path, uninterrupted: dic
     assert proc.returncode == 130, stderr
     assert "re-run 'apply' to resume" in stderr
     _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
+
+
+@pytest.mark.parametrize("point", [
+    "stage_media:palette-1", "create_machine:palette-1", "insert_media:palette-1", "set_boot_device:palette-1",
+    "power_on:palette-1", "eject_media:palette-1",
+])
+def test_ctrl_c_begins_no_step_after_the_signal_exits_130_at_once_and_a_rerun_resumes(
+    tmp_path: Path, uninterrupted: dict[str, Any], point: str
+) -> None:
+    # One node at a time, so two nodes are still queued when the signal lands; a slow installer, so a node in
+    # await_install would wait long if the wait were not interrupted.
+    flag = tmp_path / "interrupted.flag"
+    data = base_plan(tmp_path)
+    data["concurrency"] = 1
+    data["platform"].update(interrupt_at=point, kill_once_file=str(flag), install_seconds=0.5)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data))
+    proc = _apply(plan)
+    ended = time.time()
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    signalled = float(flag.read_text())
+    assert ended - signalled < 5, f"exit {ended - signalled:.1f} s after the signal"
+    state = read_state(tmp_path / "platform.json")
+    # Only the step in flight at the signal may finish its own platform calls; no other node acts.
+    late_actions = [(a["op"], a["node"]) for a in state["actions"] if a["at"] > signalled]
+    assert all(node == "palette-1" for _, node in late_actions), late_actions
+    from palette_provision.journal import Journal
+
+    with Journal.open_readonly(tmp_path / ".palette-provision" / "test-deploy" / "journal.sqlite",
+                               deployment="test-deploy") as journal:
+        late = [(s.phase, s.node) for s in journal.steps() if (s.started_at or 0) > signalled]
+    assert late == [], f"steps began after the signal: {late}"
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)

@@ -294,6 +294,7 @@ def _await_running(session: Session) -> dict[str, Any]:
     details = session.wait(
         CLUSTER_STEP, lambda: leader.get_optional(DETAILS), what=f"cluster {name} to be Running and Healthy",
         timeout=plan.timeouts.cluster, failed=failed, events=lambda: cluster_events(session), on_state=note,
+        describe=lambda d: "/".join(s for s in _state(d) if s) or "no cluster yet",
         until=lambda d: _state(d) == ("Running", "Healthy") and bool((d or {}).get("status", {}).get("kubeconfig")),
     )
     if not isinstance(details, dict):

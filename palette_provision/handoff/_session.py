@@ -99,12 +99,13 @@ class Session:
         failed: Callable[[T], str | None] | None = None,
         events: Callable[[], list[str]] | None = None,
         on_state: Callable[[T], None] | None = None,
+        describe: Callable[[T], str] | None = None,
     ) -> T:
         """:func:`wait_for` with the session's cadence; a timeout or failure state becomes a :class:`HandoffError`."""
         try:
             return wait_for(
                 probe, what=what, timeout=timeout, until=until, failed=failed,
-                retry_on=(TransientError,), backoff=self.backoff, on_state=on_state,
+                retry_on=(TransientError,), backoff=self.backoff, on_state=on_state, describe=describe,
             )
         except WaitFailed as exc:
             raise HandoffError(step, str(exc), events() if events else ()) from exc

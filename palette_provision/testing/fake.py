@@ -31,6 +31,7 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       deploy_fails: [node-2]           # allocated: the image deployment ends in "Failed deployment"
       concurrency_limit: 2             # ConcurrencyLimits: at most this many nodes act at once (one key)
       kill_at: "create_machine:node-2" # SIGKILL this process right after that operation...
+      interrupt_at: "power_on:node-1"  # ...or SIGINT it (Ctrl-C), writing the instant into kill_once_file
       kill_once_file: killed.flag      # ...once: only while this file does not exist
 
 Operations (for ``fail``, ``kill_at`` and the action log): ``stage_media``, ``unstage_media``, ``create_machine``,
@@ -100,6 +101,7 @@ class FakeSettings(BaseModel):
     concurrency_limit: int | None = Field(default=None, ge=1)
     addresses: dict[str, str] = Field(default_factory=dict, description="node -> address the platform reports")
     kill_at: str | None = None
+    interrupt_at: str | None = None
     kill_once_file: str | None = None
     password: SecretRef | None = Field(default=None, description="Checked by preflight against expected_password.")
     expected_password: SecretRef | None = None
@@ -166,14 +168,15 @@ class FakeProvider:
         state["actions"].append({"op": op, "node": node, "at": time.time(), **detail})
 
     def _maybe_kill(self, op: str, node: str | None) -> None:
-        if self.settings.kill_at != f"{op}:{node}":
+        point = f"{op}:{node}"
+        if point not in (self.settings.kill_at, self.settings.interrupt_at):
             return
         flag = Path(self.settings.kill_once_file) if self.settings.kill_once_file else None
         if flag is not None:
             if flag.exists():
                 return
-            flag.write_text("killed\n")
-        os.kill(os.getpid(), signal.SIGKILL)
+            flag.write_text(f"{time.time()!r}\n")  # when: tests check that nothing began after it
+        os.kill(os.getpid(), signal.SIGKILL if point == self.settings.kill_at else signal.SIGINT)
 
     def _mac(self, index: int) -> str:
         return f"52:54:00:{index:02x}:{self._rng.randrange(256):02x}:{self._rng.randrange(256):02x}"

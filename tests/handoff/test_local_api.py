@@ -265,3 +265,21 @@ def test_a_5xx_during_the_content_upload_is_retried_within_the_run(simulate: Sim
     assert state["requests"][UPLOAD] == 2
     assert state["content"]["sizeInBytes"] == bundle.stat().st_size
     assert sum(1 for _, msg, _ in events if msg == "content_uploaded") == 1
+
+
+def test_a_running_but_unhealthy_cluster_times_out_without_its_kubeconfig_in_any_message(
+    simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path
+) -> None:
+    # Running/Unhealthy: the details answer already carries the admin kubeconfig; the wait runs out on it.
+    sim = simulate(1, cluster_unhealthy=True, cluster_running_s=0.2)
+    with pytest.raises(HandoffError) as caught:
+        form(sim, journal, tmp_path, content=bundle, overrides={"timeouts.cluster": 3})
+    message = str(caught.value) + str(caught.value.__cause__)
+    assert "Running/Unhealthy" in message
+    for marker in ("apiVersion", "current-context", "token:", "certificate-authority-data"):
+        assert marker not in message
+    step = journal.step("handoff.cluster")
+    assert step is not None and step.status == "failed" and "Running/Unhealthy" in (step.error or "")
+    files = [journal.path, journal.path.with_name(journal.path.name + "-wal")]
+    raw = b"".join(p.read_bytes() for p in files if p.exists())
+    assert b"current-context" not in raw and b"certificate-authority-data" not in raw

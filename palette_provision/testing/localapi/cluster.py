@@ -53,8 +53,10 @@ def kubeconfig(cluster: dict[str, Any], encoding: str) -> str:
     return base64.b64encode(text.encode()).decode() if encoding == "base64" else text
 
 
-def _health(state: str, cluster: dict[str, Any]) -> dict[str, str]:
+def _health(state: str, cluster: dict[str, Any], unhealthy: bool = False) -> dict[str, str]:
     if state == "Running":
+        if unhealthy:
+            return {"status": "Unhealthy", "reason": "node not ready (simulated: the cluster_unhealthy knob)"}
         return {"status": "Healthy", "reason": ""}
     if state == "Error":
         return {"status": "Unhealthy", "reason": cluster["errorMessage"]}
@@ -64,7 +66,8 @@ def _health(state: str, cluster: dict[str, Any]) -> dict[str, str]:
 def details(node: Node) -> dict[str, Any]:
     """``v1Cluster`` (404 before create and after a completed delete)."""
     now = time.time()
-    encoding = node.knobs.snapshot().kubeconfig_encoding
+    knobs = node.knobs.snapshot()
+    encoding, unhealthy = knobs.kubeconfig_encoding, knobs.cluster_unhealthy
     with node.lock:
         cluster = current(node, now)
         if cluster is None:
@@ -97,7 +100,7 @@ def details(node: Node) -> dict[str, Any]:
             "status": {
                 "clusterState": state,
                 "clusterStateReason": cluster["errorMessage"] if state == "Error" else "",
-                "health": _health(state, cluster),
+                "health": _health(state, cluster, unhealthy),
                 "kubeconfig": kubeconfig(cluster, encoding) if state == "Running" else "",
                 "k8sVersion": K8S_VERSION,
                 "agentVersion": "v4.7.0-sim",
@@ -108,7 +111,7 @@ def details(node: Node) -> dict[str, Any]:
                      "nodes": [{"nodeName": h["hostName"], "ipv4": h["ip"],
                                 "age": f"{int(now - cluster['createdAt'])}s",
                                 "architecture": "amd64", "k8sVersion": K8S_VERSION,
-                                "health": _health(state, cluster), "nodeState": node_state}
+                                "health": _health(state, cluster, unhealthy), "nodeState": node_state}
                                for h in hosts]}
                     for name, hosts in pools.items()
                 ],

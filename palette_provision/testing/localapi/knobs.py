@@ -38,6 +38,8 @@ class Knobs:
     cluster_error: bool = False
     cluster_error_message: str = "control plane did not become ready: etcd member failed to start"
     cluster_delete_s: float = 1.0
+    cluster_unhealthy: bool = False
+    """The cluster reaches ``Running`` but stays ``Unhealthy`` (a node not ready), kubeconfig already served."""
     login_failure_status: int = 400
     ping_requires_auth: bool = False
     kubeconfig_encoding: str = "raw"
