@@ -62,7 +62,7 @@ def test_timeout_names_what_how_long_and_last_state() -> None:
     err = info.value
     assert err.what == "the installer to finish" and err.last_state == "installing"
     assert 30 <= err.waited_s < 31
-    assert str(err).startswith("timed out after 30.0s waiting for the installer to finish; last state: 'installing'")
+    assert str(err).startswith("timed out after 30.0s waiting for the installer to finish; last state: installing")
 
 
 def test_sleep_never_overshoots_the_deadline() -> None:

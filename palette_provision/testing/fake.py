@@ -31,7 +31,8 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       deploy_fails: [node-2]           # allocated: the image deployment ends in "Failed deployment"
       concurrency_limit: 2             # ConcurrencyLimits: at most this many nodes act at once (one key)
       kill_at: "create_machine:node-2" # SIGKILL this process right after that operation...
-      interrupt_at: "power_on:node-1"  # ...or SIGINT it (Ctrl-C), writing the instant into kill_once_file
+      interrupt_at: "power_on:node-1"  # ...or SIGINT it (Ctrl-C), writing the instant into kill_once_file; the
+                                       # call then stays in flight 0.5 s, as a real one is when Ctrl-C lands
       kill_once_file: killed.flag      # ...once: only while this file does not exist
 
 Operations (for ``fail``, ``kill_at`` and the action log): ``stage_media``, ``unstage_media``, ``create_machine``,
@@ -176,7 +177,12 @@ class FakeProvider:
             if flag.exists():
                 return
             flag.write_text(f"{time.time()!r}\n")  # when: tests check that nothing began after it
-        os.kill(os.getpid(), signal.SIGKILL if point == self.settings.kill_at else signal.SIGINT)
+        if point == self.settings.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGINT)
+        # Sent from inside this worker, the signal would otherwise race it: the main thread handles it only once it
+        # gets the GIL. A real Ctrl-C lands while a platform call is in flight; this one stays in flight a moment.
+        time.sleep(0.5)
 
     def _mac(self, index: int) -> str:
         return f"52:54:00:{index:02x}:{self._rng.randrange(256):02x}:{self._rng.randrange(256):02x}"
