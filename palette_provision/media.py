@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages may show it: scheme, host and path, without credentials or a (possibly signed) query.
+
+    >>> shown_url("https://user:pw@example.com/isos/palette.iso?X-Amz-Signature=abc")
+    'https://example.com/isos/palette.iso'
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = None, timeout: float = 3600) -> Path:
     """Download ``source.source`` into ``cache_dir/<sha256>.iso`` unless it is already there; verify the digest.
 
@@ -56,7 +70,8 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
     def attempt() -> Path:
         digest = hashlib.sha256()
         try:
-            with httpx.stream("GET", source.source, follow_redirects=True, timeout=60) as response:
+            # trust_env=False: a proxy is never taken from the environment by accident.
+            with httpx.stream("GET", source.source, follow_redirects=True, timeout=60, trust_env=False) as response:
                 if response.status_code >= 500:
                     raise TransientError(f"HTTP {response.status_code} from the ISO server")
                 if response.status_code != 200:
@@ -66,7 +81,11 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
                         digest.update(chunk)
                         fh.write(chunk)
         except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
             raise TransientError(f"fetching the ISO failed: {type(exc).__name__}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a broken download never lingers
+            raise
         if digest.hexdigest() != source.sha256:
             partial.unlink(missing_ok=True)
             raise ConfigurationError(
@@ -78,7 +97,7 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
 
     path: Path = wait_for(
         attempt,
-        what=f"download of {source.source}",
+        what=f"download of {shown_url(source.source)}",
         timeout=timeout,
         until=lambda _: True,
         backoff=Backoff(initial=2, maximum=30),

@@ -22,6 +22,10 @@ _KNOWN_VALUES: set[str] = set()
 _MIN_SCRUB_LEN = 4
 
 
+#: The largest secret file read (a private key is a few KiB; a kubeconfig or a CA bundle well under this).
+MAX_SECRET_FILE_BYTES = 1024 * 1024
+
+
 def known_secret_values() -> frozenset[str]:
     """Return the secret values created in this process (for redaction only)."""
     return frozenset(_KNOWN_VALUES)
@@ -94,7 +98,11 @@ def resolve_secret(reference: str, *, base_dir: Path | None = None) -> Secret:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)  # bounded: file:/dev/zero must not fill the memory
+        if len(raw) > MAX_SECRET_FILE_BYTES:
+            raise SecretReferenceError(f"secret file {path} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretReferenceError(f"cannot read secret file {path}: {type(exc).__name__}") from None
     return Secret(text[:-1] if text.endswith("\n") else text, source=reference)

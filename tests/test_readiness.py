@@ -209,8 +209,12 @@ def test_a_blackout_lifted_mid_wait_is_noticed(lab: Lab) -> None:
 def test_trust_on_first_use_records_the_key_then_pins_it(lab: Lab, journal: Journal) -> None:
     node = lab.node()
     lab.start(node)
-    first = climb(lab.target(node, pinned_host_key=None, trust_on_first_use=True), journal=journal)
+    with structlog.testing.capture_logs() as logs:
+        first = climb(lab.target(node, pinned_host_key=None, trust_on_first_use=True), journal=journal)
     assert first.rung("host_key").detail["trust"] == "recorded on first use"  # type: ignore[union-attr]
+    warned = [e for e in logs if e["event"] == "ssh_host_key_trusted_on_first_use"]
+    assert warned and warned[0]["log_level"] == "warning"
+    assert warned[0]["fingerprint"] == lab.keys["host"].fingerprint
     recorded = journal.fact(node.namespace, "host_key_public")
     assert recorded.split()[:2] == lab.keys["host"].public_line.split()[:2]
     assert journal.fact(node.namespace, "host_key_fingerprint") == lab.keys["host"].fingerprint

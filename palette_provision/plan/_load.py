@@ -76,6 +76,9 @@ def _platform_issues(data: Mapping[str, Any], context: dict[str, Any]) -> tuple[
 
 _CORE_HOST_KEYS = frozenset({"name", "address"})
 
+#: The largest plan file read (thousands of hosts fit in a fraction of it).
+MAX_PLAN_BYTES = 4 * 1024 * 1024
+
 
 def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
     """Validate a mapping into a :class:`DeploymentPlan`, provider settings included.
@@ -140,7 +143,11 @@ def load_plan(path: str | Path) -> DeploymentPlan:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PLAN_BYTES + 1)  # bounded: a plan is a few KiB
+        if len(raw) > MAX_PLAN_BYTES:
+            raise PlanError([PlanIssue("", f"the plan file is larger than {MAX_PLAN_BYTES // 2**20} MiB")], str(path))
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError([PlanIssue("", f"cannot read plan file: {type(exc).__name__}")], str(path)) from None
     return parse_plan_text(text, base_dir=path.resolve().parent, source=str(path))

@@ -121,6 +121,13 @@ class ContentBundle(_Model):
     path: str = Field(description="Local path of the content bundle.")
     sha256: str | None = Field(default=None, description="Expected SHA-256 (hex), checked while uploading.")
 
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v.lower()):
+            raise PydanticCustomError("sha256", "must be 64 hexadecimal digits")
+        return v.lower() if v else v
+
 
 class NodeAccount(_Model):
     """The one account used for SSH and the Local UI on every node."""

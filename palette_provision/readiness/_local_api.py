@@ -38,7 +38,9 @@ def _climb_local_api(state: _Climb, address: str, port: int) -> None:
 
         context = pinned_context(check, server=f"{target.node} Local API")
         try:
-            with httpx.Client(verify=context, timeout=state.remaining(_HTTP_TIMEOUT_S)) as client:
+            # trust_env=False: proxies are never taken from the environment; through an https proxy the pinned
+            # context would not reach the inner TLS (security.md).
+            with httpx.Client(verify=context, timeout=state.remaining(_HTTP_TIMEOUT_S), trust_env=False) as client:
                 state.connections += 1
                 response = client.get(url)
         except LocalApiCertificateMismatch:

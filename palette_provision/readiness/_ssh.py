@@ -144,6 +144,9 @@ def _climb_host_key(state: _Climb, address: str) -> paramiko.PKey:
             state.journal.set_fact(target.node, FACT_HOST_KEY_PUBLIC, f"{seen.get_name()} {seen.get_base64()}")
             state.journal.set_fact(target.node, FACT_HOST_KEY_FINGERPRINT, _fingerprint(seen))
         how = "recorded on first use"
+        # The plan opted out of the seeded pin: say so where operators look, with what was trusted.
+        state.log.warning("ssh_host_key_trusted_on_first_use", node=target.node, fingerprint=_fingerprint(seen),
+                          detail="readiness.host_key is trust-on-first-use; this key is pinned from now on")
     elif seen.get_name() != pinned.get_name() or seen.asbytes() != pinned.asbytes():
         raise _mismatch(state, seen, pinned, "refusing to log in; not retried")
     else:

@@ -78,7 +78,10 @@ class FolderClient:
         with self._lock:
             if self._client is None:
                 t = self._session.settings.http_timeout
+                # trust_env=False: no proxy from the environment. The session cookie must reach vCenter through
+                # a pinned TLS session, and through an https proxy the pin would not apply to the inner TLS.
                 self._client = httpx.Client(
+                    trust_env=False,
                     verify=self._session.ssl_context(),
                     timeout=httpx.Timeout(t, connect=min(t, 30.0)),
                 )

@@ -136,6 +136,10 @@ class VsphereProvider:
     def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
         """Offline checks of the plan against what vSphere accepts (name length, memory granularity, CPUs)."""
         issues: list[PlanIssue] = []
+        iso_name = plan.iso.source.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+        if any(c in iso_name for c in "*?[]"):
+            # Datastore searches take the file name as a pattern: these characters would match other files.
+            issues.append(PlanIssue("iso.source", "the ISO's file name may not contain * ? [ or ] on vSphere"))
         for node in plan.node_specs():
             name = self.vm_name(node)
             if len(name) > _MAX_NAME:

@@ -95,3 +95,25 @@ def test_plan_errors_carry_the_platform_prefix(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as info:
         parse_plan(data)
     assert any(issue.path == "platform.datastore" for issue in info.value.issues)
+
+
+def test_an_iso_name_with_search_pattern_characters_is_a_plan_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from palette_provision.log import get_logger
+    from palette_provision.provider import ProviderContext
+
+    from palette_provision_vsphere import VsphereProvider
+
+    monkeypatch.setenv("X_PW", "pw-for-the-test")
+    data = {
+        "name": "demo", "profile": "edge", "iso": {"source": str(tmp_path / "palette[1].iso")},
+        "cluster": {"name": "e", "vip": "10.0.0.9", "dns": ["10.0.0.1"], "node_account": {"password": "env:X_PW"}},
+        "nodes": {"count": 1, "cpus": 2, "memory_gb": 4, "install_disk_gb": 32, "storage_disk_gb": 0},
+        "platform": {"provider": "vsphere", **BASE},
+        "readiness": {"ssh": False}, "handoff": {"kind": "none"},
+    }
+    plan = parse_plan(data)
+    provider = VsphereProvider(plan.platform_settings, ProviderContext("demo", tmp_path, get_logger("t")))
+    issues = provider.validate(plan)
+    assert [i.path for i in issues] == ["iso.source"] and "* ? [" in issues[0].message
