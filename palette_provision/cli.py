@@ -88,8 +88,11 @@ def _configure_logging(level: str, json_logs: bool) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
+            # Tracebacks become text *before* redaction, and without frames' locals: structlog's default console
+            # formatter (rich, show_locals=True) ran after redaction and printed revealed values held in frames.
+            structlog.processors.format_exc_info,
             redact_secrets,
-            structlog.dev.ConsoleRenderer(colors=True),
+            structlog.dev.ConsoleRenderer(colors=True, exception_formatter=structlog.dev.plain_traceback),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -103,14 +104,17 @@ class Logger:
         if not target.isEnabledFor(level):
             return
         exc_info = kw.pop("exc_info", None)
+        error = sys.exc_info()[1] if exc_info else None
+        if error is not None:
+            # The traceback as text, without any frame's locals, redacted like every other field.
+            kw["exception"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         fields = redact_secrets(None, method, {**self._context, **kw})
-        text = " ".join([event, *(f"{key}={value}" for key, value in fields.items())])
-        if exc_info:
-            error = sys.exc_info()[1]
-            if error is not None:
-                text += " error=" + str(redact_secrets(None, method, {"error": error})["error"])
-        # The traceback itself is not passed on: exception texts may hold what redaction has to see first. The
-        # event and its (redacted) fields travel as a record attribute too, for handlers that render structure.
+        shown = {k: v for k, v in fields.items() if k != "exception"}
+        text = " ".join([event, *(f"{key}={value}" for key, value in shown.items())])
+        if error is not None:
+            text += " error=" + str(redact_secrets(None, method, {"error": error})["error"])
+        # The text line carries the error, not the traceback; the event and its (redacted) fields, traceback
+        # included, travel as a record attribute for handlers that render structure (the CLI's JSON lines).
         target.log(level, "%s", text, extra={STRUCTURED_ATTR: {"event": event, **fields}})
 
 

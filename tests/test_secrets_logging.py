@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import socket
 import subprocess
@@ -150,3 +151,63 @@ def test_fetch_fingerprint_reads_the_served_certificate_and_pins_it(tmp_path: Pa
             pass
         with socket.create_connection((sim.host, sim.port), timeout=5) as raw, pytest.raises(TLSVerificationError):
             pinned_context("0" * 64).wrap_socket(raw, server_hostname=sim.host)
+
+
+def _crashing_plan(tmp_path: Path, password: str) -> Path:
+    import yaml
+
+    from .conftest import base_plan
+
+    data = base_plan(tmp_path)
+    data["platform"].update(crash={"palette-2": "power_on"}, password="env:PP_FAKE_PLATFORM_PW")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data))
+    return plan
+
+
+def test_a_crash_traceback_on_a_terminal_shows_no_frame_locals_and_no_secret(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    secret = "pty-canary-Zq9\\x'\"ü"
+    plan = _crashing_plan(tmp_path, secret)
+    master, slave = pty.openpty()
+    env = {**os.environ, "PP_FAKE_PLATFORM_PW": secret, "TERM": "xterm", "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "palette_provision", "apply", str(plan)],
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout, _ = proc.communicate(timeout=120)
+    os.close(master)
+    terminal = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 1, terminal[-2000:]
+    assert "Traceback" in terminal and "fake crash in power_on" in terminal, terminal[-2000:]
+    assert "revealed_password =" not in terminal and "locals" not in terminal.lower(), "frame locals were printed"
+    assert secret not in terminal and secret not in stdout.decode("utf-8", "replace")
+
+
+def test_a_crash_traceback_off_a_terminal_is_kept_redacted_in_the_json_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    secret = "json-canary-Xk2\\n\"ß"
+    plan = _crashing_plan(tmp_path, secret)
+    env = {**os.environ, "PP_FAKE_PLATFORM_PW": secret}
+    proc = subprocess.run([sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
+                          capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    crash = [e for e in lines if e["event"] == "step_unexpected_error"]
+    assert crash and "Traceback" in crash[0]["exception"] and "RuntimeError" in crash[0]["exception"]
+    assert secret not in proc.stdout + proc.stderr

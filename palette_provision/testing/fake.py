@@ -23,6 +23,7 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       iso_upload_seconds: 0            # staging the appliance ISO takes this long (nodes prepare meanwhile)
       power_delay_seconds: 0           # power changes take effect after this delay (clients must poll)
       fail: {node-2: power_on}         # this operation fails on this node (ProviderError)
+      crash: {node-2: power_on}        # ...or crashes with an unexpected RuntimeError (a bug, not a refusal)
       slow: {node-3: 1.5}              # seconds added to every call for this node
       flaky_power: 0.3                 # probability that a power call raises TransientError
       never_installs: [node-1]         # the installer never finishes (await_install times out)
@@ -92,6 +93,7 @@ class FakeSettings(BaseModel):
     iso_upload_seconds: float = Field(default=0.0, ge=0)
     power_delay_seconds: float = Field(default=0.0, ge=0)
     fail: dict[str, str] = Field(default_factory=dict, description="node -> operation that fails")
+    crash: dict[str, str] = Field(default_factory=dict, description="node -> operation that raises RuntimeError")
     slow: dict[str, float] = Field(default_factory=dict, description="node -> extra seconds per call")
     flaky_power: float = Field(default=0.0, ge=0, le=1)
     never_installs: list[str] = Field(default_factory=list)
@@ -164,6 +166,11 @@ class FakeProvider:
             time.sleep(self.settings.slow[node])
         if node is not None and self.settings.fail.get(node) == op:
             raise ProviderError(f"fake platform refused {op} for {node} (fault knob)", provider="fake", resource=node)
+        if node is not None and self.settings.crash.get(node) == op:
+            # A frame holding a revealed secret, as a real provider's login code does: a traceback printed with
+            # its locals would show it.
+            revealed_password = self.settings.password.reveal() if self.settings.password else None
+            raise RuntimeError(f"fake crash in {op} (fault knob); password set: {revealed_password is not None}")
 
     def _record(self, state: dict[str, Any], op: str, node: str | None, **detail: Any) -> None:
         state["actions"].append({"op": op, "node": node, "at": time.time(), **detail})
