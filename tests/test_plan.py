@@ -129,7 +129,7 @@ def test_unknown_provider_lists_installed_ones(plan_dict: dict[str, Any]) -> Non
 
 
 def test_leader_must_be_a_node(plan_dict: dict[str, Any]) -> None:
-    assert "no node is named 'nope'" in issues_of(merged(plan_dict, handoff__leader="nope"))["handoff.leader"]
+    assert "no node is named nope (nodes:" in issues_of(merged(plan_dict, handoff__leader="nope"))["handoff.leader"]
 
 
 def test_ssh_readiness_needs_a_private_key(plan_dict: dict[str, Any]) -> None:
@@ -276,3 +276,55 @@ def test_inline_secrets_never_echoed(secret: str) -> None:
 def test_appliance_local_api_handoff_needs_the_content_bundle(plan_dict: dict[str, Any]) -> None:
     issues = issues_of(merged(plan_dict, handoff__kind="palette-local-api"))
     assert issues["content"] == "the appliance's palette-local-api hand-off needs the content bundle (content.path)"
+
+
+def test_schema_errors_and_cross_field_problems_come_back_in_one_round(plan_dict: dict[str, Any]) -> None:
+    # An invalid VIP and an inline password (schema), a node count the appliance does not run on, CPUs below its
+    # minimum, an address list that no longer matches, no SSH private key (cross-field): all six at once.
+    plan_dict["cluster"]["vip"] = "10.251.0.300"
+    plan_dict["cluster"]["node_account"]["password"] = "typed-inline-by-mistake"
+    plan_dict["nodes"].update(count=2, size=None, cpus=4, memory_gb=32)
+    plan_dict["readiness"] = {"ssh": True}
+    with pytest.raises(PlanError) as info:
+        parse_plan(plan_dict)
+    paths = [i.path for i in info.value.issues]
+    assert set(paths) == {
+        "cluster.vip", "cluster.node_account.password", "nodes.count", "nodes.cpus", "nodes.network.addresses",
+        "cluster.node_account.ssh_private_key",
+    }
+    assert len(paths) == len(set(paths)), "each problem once"
+    assert "typed-inline-by-mistake" not in str(info.value)
+
+
+def test_a_cross_field_rule_is_not_reported_twice_over_a_schema_error(plan_dict: dict[str, Any]) -> None:
+    plan_dict["nodes"]["count"] = "three"
+    with pytest.raises(PlanError) as info:
+        parse_plan(plan_dict)
+    assert [i.path for i in info.value.issues if i.path.startswith("nodes.count")] == ["nodes.count"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    first=st.sampled_from(["cluster.vip", "cluster.name", "cluster.node_account", "nodes.count", "nodes.network",
+                           "nodes.hosts", "handoff.leader", "readiness.ssh", "iso.source", "install_method"]),
+    second=st.sampled_from(["cluster.dns", "nodes.cpus", "nodes.names", "handoff.kind", "profile", "content"]),
+    a=yaml_values,
+    b=yaml_values,
+)
+def test_two_bad_values_anywhere_only_ever_raise_plan_error_with_every_message(
+    tmp_path: Path, first: str, second: str, a: Any, b: Any
+) -> None:
+    data = base_plan(tmp_path)
+    for dotted, value in ((first, a), (second, b)):
+        *parents, last = dotted.split(".")
+        target = data
+        for key in parents:
+            target = target.setdefault(key, {}) if isinstance(target.get(key), dict) else target.setdefault(key, {})
+        target[last] = value
+    try:
+        parse_plan(data)
+    except PlanError as exc:
+        assert exc.issues and all(issue.message for issue in exc.issues)
+        assert NODE_PASSWORD not in str(exc)

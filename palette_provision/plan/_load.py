@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from palette_provision.errors import PlanError, PlanIssue
 from palette_provision.plan._models import DeploymentPlan
@@ -80,6 +81,49 @@ _CORE_HOST_KEYS = frozenset({"name", "address"})
 MAX_PLAN_BYTES = 4 * 1024 * 1024
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation is (``Model`` or ``Model | None``), else ``None``."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _salvage(model: type[BaseModel], data: Any, context: dict[str, Any], depth: int = 0) -> Any:
+    """``model`` built field by field from ``data``: each field validated on its own, a failed section salvaged the
+    same way, a failed value left ``None``. No validator of ``model`` itself runs: only for cross-field rules."""
+    if not isinstance(data, Mapping) or depth > 8:
+        return None
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if key not in data:
+            continue  # model_construct fills the default
+        annotation: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        try:
+            values[name] = TypeAdapter(annotation).validate_python(data[key], context=context)
+        except (ValidationError, TypeError, ValueError, RecursionError):
+            sub = _model_of(field.annotation)
+            values[name] = _salvage(sub, data[key], context, depth + 1) if sub is not None else None
+    return model.model_construct(**values)
+
+
+def partial_plan(data: Mapping[str, Any], context: dict[str, Any]) -> DeploymentPlan | None:
+    """A plan of whatever validated, for running the cross-field rules on a plan that has schema errors too."""
+    try:
+        plan = _salvage(DeploymentPlan, data, context)
+    except Exception:  # best effort: the schema errors are reported either way
+        return None
+    return plan if isinstance(plan, DeploymentPlan) else None
+
+
+def _covered(path: str, reported: set[str]) -> bool:
+    """Whether a rule's ``path`` is at or under (or above) a path the schema errors already reported."""
+    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") or p.startswith(path + ".")
+               for p in reported)
+
+
 def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
     """Validate a mapping into a :class:`DeploymentPlan`, provider settings included.
 
@@ -103,8 +147,11 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
         issues.append(PlanIssue("", f"unreadable plan structure ({type(exc).__name__})"))
     platform_issues, settings, node_settings = _platform_issues(data, context)
     issues.extend(platform_issues)
-    if plan is not None:
-        issues.extend(_rule_issues(plan))
+    # Every problem in one round: with schema errors, the cross-field rules run on what did validate.
+    checked = plan if plan is not None else partial_plan(data, context)
+    if checked is not None:
+        reported = {issue.path for issue in issues}
+        issues.extend(i for i in _rule_issues(checked) if plan is not None or not _covered(i.path, reported))
     if issues or plan is None:
         raise PlanError(issues or [PlanIssue("", "invalid plan")], source)
     plan._settings = settings

@@ -15,7 +15,22 @@ from palette_provision.plan._models import (
 
 
 def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
-    """Cross-field rules that pydantic's per-field checks cannot express."""
+    """Cross-field rules that pydantic's per-field checks cannot express.
+
+    ``plan`` may be partial (:func:`palette_provision.plan._load.partial_plan`): a section or field that failed its
+    own validation is ``None``, and each group of rules that needs it is skipped, so a plan with schema errors still
+    gets every other cross-field problem reported in the same round.
+    """
+    issues: list[PlanIssue] = []
+    for group in (_count_and_size, _firmware, _names, _network, _leader, _ssh, _iso, _handoff):
+        try:
+            issues.extend(group(plan))
+        except (AttributeError, TypeError, KeyError, ValueError):
+            continue  # it needs a part of the plan that did not validate (already reported)
+    return issues
+
+
+def _count_and_size(plan: DeploymentPlan) -> list[PlanIssue]:
     issues: list[PlanIssue] = []
     add = issues.append
     nodes, profile = plan.nodes, plan.profile
@@ -52,10 +67,23 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
                 f"got {nodes.storage_disk_gb}",
             )
         )
-    if profile is Profile.APPLIANCE and nodes.firmware != "uefi":
-        add(PlanIssue("nodes.firmware", "the appliance boots with UEFI only"))
+    return issues
+
+
+def _firmware(plan: DeploymentPlan) -> list[PlanIssue]:
+    issues: list[PlanIssue] = []
+    nodes = plan.nodes
+    if plan.profile is Profile.APPLIANCE and nodes.firmware != "uefi":
+        issues.append(PlanIssue("nodes.firmware", "the appliance boots with UEFI only"))
     if nodes.secure_boot and nodes.firmware != "uefi":
-        add(PlanIssue("nodes.secure_boot", "Secure Boot needs UEFI firmware"))
+        issues.append(PlanIssue("nodes.secure_boot", "Secure Boot needs UEFI firmware"))
+    return issues
+
+
+def _names(plan: DeploymentPlan) -> list[PlanIssue]:
+    issues: list[PlanIssue] = []
+    add = issues.append
+    nodes, count = plan.nodes, plan.node_count
     names = plan.node_names()
     if nodes.names is not None:
         if nodes.hosts is not None:
@@ -70,11 +98,25 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
             add(PlanIssue(f"nodes.hosts[{i}].name", "must be lower-case letters, digits and '-', at most 63 chars"))
     if len(set(names)) != len(names):
         add(PlanIssue("nodes.hosts" if nodes.hosts is not None else "nodes.names", "node names must be unique"))
-    issues.extend(_network_issues(plan, len(names)))
-    if plan.handoff.leader is not None and plan.handoff.leader not in names:
-        add(PlanIssue("handoff.leader", f"no node is named {plan.handoff.leader!r} (nodes: {', '.join(names)})"))
+    return issues
+
+
+def _network(plan: DeploymentPlan) -> list[PlanIssue]:
+    return _network_issues(plan, len(plan.node_names()))
+
+
+def _leader(plan: DeploymentPlan) -> list[PlanIssue]:
+    names = plan.node_names()
+    leader = plan.handoff.leader
+    if leader is not None and leader not in names:
+        return [PlanIssue("handoff.leader", f"no node is named {leader} (nodes: {', '.join(names)})")]
+    return []
+
+
+def _ssh(plan: DeploymentPlan) -> list[PlanIssue]:
+    issues: list[PlanIssue] = []
     if plan.readiness.ssh and plan.cluster.node_account.ssh_private_key is None:
-        add(
+        issues.append(
             PlanIssue(
                 "cluster.node_account.ssh_private_key",
                 "the readiness ladder logs in over SSH: give the private key matching cluster.ssh_public_keys "
@@ -82,15 +124,26 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
             )
         )
     if plan.readiness.ssh and not plan.cluster.ssh_public_keys:
-        add(PlanIssue("cluster.ssh_public_keys", "at least one key is needed for the SSH readiness check"))
+        issues.append(PlanIssue("cluster.ssh_public_keys", "at least one key is needed for the SSH readiness check"))
+    return issues
+
+
+def _iso(plan: DeploymentPlan) -> list[PlanIssue]:
     if plan.iso.is_url and plan.iso.sha256 is None:
-        add(PlanIssue("iso.sha256", "an ISO fetched from a URL needs its SHA-256"))
+        return [PlanIssue("iso.sha256", "an ISO fetched from a URL needs its SHA-256")]
+    return []
+
+
+def _handoff(plan: DeploymentPlan) -> list[PlanIssue]:
+    issues: list[PlanIssue] = []
     if plan.handoff.kind == "palette-local-api" and plan.profile is Profile.APPLIANCE and plan.content is None:
         # The appliance forms its cluster from the uploaded content bundle (its install flow, step 5): without
         # one, cluster creation can only fail, after the whole deployment.
-        add(PlanIssue("content", "the appliance's palette-local-api hand-off needs the content bundle (content.path)"))
+        issues.append(
+            PlanIssue("content", "the appliance's palette-local-api hand-off needs the content bundle (content.path)")
+        )
     if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
-        add(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
+        issues.append(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
     return issues
 
 
