@@ -227,6 +227,10 @@ class Deployment:
         """
         provider = self.provider
         issues = list(provider.validate(self.plan))
+        for field, local in (("iso.source", None if self.plan.iso.is_url else self.plan.iso.source),
+                             ("content.path", self.plan.content.path if self.plan.content else None)):
+            if local is not None and not self.plan.resolve_path(local).is_file():
+                issues.append(PlanIssue(field, f"no such file: {self.plan.resolve_path(local)}"))
         methods = [InstallMethod(m) for m in provider.install_methods]
         name = self.plan.platform.provider
         if self.plan.install_method is not None and InstallMethod(self.plan.install_method) not in methods:

@@ -193,3 +193,15 @@ def test_logs_off_a_terminal_are_json_lines_with_fields_and_structlog_is_not_loa
 def test_a_bogus_log_level_is_a_usage_error_not_a_traceback(cli: Any, tmp_path: Path) -> None:
     result = cli("--log-level", "bogus", "status", str(tmp_path / "plan.yaml"))
     assert result.code == 2 and "invalid choice" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_missing_local_iso_or_bundle_is_a_plan_problem_that_validate_reports(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
+    plan_dict["iso"]["source"] = str(tmp_path / "nowhere.iso")
+    plan_dict["content"] = {"path": "missing-bundle.tar.zst"}
+    result = cli("validate", str(write_plan(plan_dict)), "--json")
+    assert result.code == 2
+    paths = {i["path"] for i in result.json()["issues"]}
+    assert {"iso.source", "content.path"} <= paths
+    assert not (tmp_path / ".palette-provision").exists()
