@@ -29,6 +29,11 @@ def test_vsphere_example_plan_validates_offline(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("not used by validate\n")
     plan = (EXAMPLES / "vsphere-appliance.yaml").read_text().replace("~/.ssh/palette_ed25519", str(key))
+    # validate checks that the local ISO and content bundle exist: give the example's paths real files.
+    plan = plan.replace("/isos/", f"{tmp_path}/isos/")
+    (tmp_path / "isos").mkdir()
+    for name in ("palette-management-appliance-4.9.iso", "palette-content-bundle-4.9.tar.zst"):
+        (tmp_path / "isos" / name).write_bytes(b"\0" * 1024)
     (tmp_path / "plan.yaml").write_text(plan)
     env = {**os.environ, "NODE_PASSWORD": "n0de-pass", "VSPHERE_PASSWORD": "vc-pass", "OCI_REGISTRY_PASSWORD": "oci-pass-1"}
     proc = subprocess.run([sys.executable, "-m", "palette_provision", "validate", str(tmp_path / "plan.yaml"), "--json"],
