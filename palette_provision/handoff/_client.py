@@ -46,6 +46,9 @@ __all__ = ["CERT_FACT", "LocalApiClient", "LocalApiError", "LocalApiUnavailable"
 #: may already have written it; whoever sees the certificate first records it.
 CERT_FACT = Fact.LOCAL_API_CERT
 
+#: The largest Local API answer read (the biggest published answers, a cluster's details, are tens of KiB).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
 #: Session length the Local API gives without ``extendedSession`` (reference §1.7), used when the token's own
 #: ``exp`` claim cannot be read.
 DEFAULT_TOKEN_LIFETIME_S = 7200.0
@@ -226,8 +229,25 @@ class LocalApiClient:
 
     # ------------------------------------------------------------------------------------------- transport
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        client = self._client()
         try:
-            response = self._client().request(method, path, **kwargs)
+            request = client.build_request(method, path, **kwargs)
+            streamed = client.send(request, stream=True)
+            try:
+                # Read with a cap: an answer is a few KiB; a node (or whatever answers in its place) sending without
+                # end must not fill the memory.
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise LocalApiUnavailable(
+                            self.node, f"{method} {path} answered more than {MAX_ANSWER_BYTES // 2**20} MiB"
+                        )
+            finally:
+                streamed.close()
+            # The body is decoded already: the rebuilt response must not decode it again.
+            headers = [(k, v) for k, v in streamed.headers.items() if k.lower() != "content-encoding"]
+            response = httpx.Response(streamed.status_code, headers=headers, content=bytes(body), request=request)
         except TLSVerificationError:
             raise
         except httpx.TimeoutException as exc:
@@ -334,10 +354,14 @@ class LocalApiClient:
         self._raise_for(method, path, response)
         if not response.content:
             return None
+        return self._json(method, path, response)
+
+    def _json(self, method: str, path: str, response: httpx.Response) -> Any:
         try:
             return response.json()
-        except ValueError as exc:
-            raise LocalApiUnavailable(self.node, f"{method} {path} answered non-JSON") from exc
+        except (ValueError, RecursionError) as exc:
+            what = f"{method} {path} answered non-JSON (or JSON nested too deep)"
+            raise LocalApiUnavailable(self.node, what) from exc
 
     def _idempotent(self, what: str, action: Callable[[], T]) -> T:
         """Run a read, retrying transient failures (5xx, resets) for up to ``retry_window`` seconds."""
@@ -362,7 +386,7 @@ class LocalApiClient:
             if response.status_code == 404:
                 return None
             self._raise_for("GET", path, response)
-            return response.json() if response.content else None
+            return self._json("GET", path, response) if response.content else None
 
         return self._idempotent(f"GET {path} on {self.node}", once)
 

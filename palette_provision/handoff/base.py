@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from palette_provision.errors import HandoffError
 from palette_provision.journal import GLOBAL, Journal
 
 if TYPE_CHECKING:
     from palette_provision.plan import DeploymentPlan
 
 __all__ = ["ClusterFormer", "HandoffContext", "HandoffResult", "ReadyNode", "StepRunner"]
+
+#: What reading an answer of an unexpected shape raises (a list where an object was expected, a string where a
+#: number was, JSON nested too deep): translated into a :class:`HandoffError` naming the step.
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
 
 #: Runs one journaled sub-step: ``step(name, action, node="*", always=False)`` returns the step's recorded data.
 #: ``action`` returns a JSON-able mapping (or ``None``); a done step is skipped unless ``always``.
@@ -54,14 +59,22 @@ class HandoffContext:
     ) -> dict[str, Any]:
         """Run a sub-step through the deployment's step machinery (events, dry run, journal), or, for a hand-off
         run on its own, straight on the journal: skipped when done (unless ``always``), failed when it raises."""
+        def guarded() -> Mapping[str, Any] | None:
+            try:
+                return action()
+            except SHAPE_ERRORS as exc:
+                # A node's answer of another shape than published (a list for an object, text for a number, JSON
+                # nested past the recursion limit): a hand-off error naming the step, never a traceback.
+                raise HandoffError(name, f"a node answered in an unexpected shape ({type(exc).__name__})") from exc
+
         if self.step is not None:
-            return self.step(name, action, node=node, always=always)
+            return self.step(name, guarded, node=node, always=always)
         rec = self.journal.step(name, node)
         if rec is not None and rec.status == "done" and not always:
             return rec.data
         self.journal.begin(name, node)
         try:
-            data = dict(action() or {})
+            data = dict(guarded() or {})
         except Exception as exc:
             self.journal.fail(name, node, str(exc))
             raise

@@ -35,7 +35,7 @@ from palette_provision.handoff._cluster import CLUSTER_STEP, decode_kubeconfig, 
 from palette_provision.handoff._content import CONTENT_STEP, SYNC_STEP, upload_content, wait_content_synced
 from palette_provision.handoff._link import CONFIGURED_STEP, LINK_STEP, link_followers, wait_configured
 from palette_provision.handoff._session import Session
-from palette_provision.handoff.base import HandoffContext, HandoffResult, ReadyNode
+from palette_provision.handoff.base import SHAPE_ERRORS, HandoffContext, HandoffResult, ReadyNode
 from palette_provision.plan import DeploymentPlan
 from palette_provision.waiting import Backoff
 
@@ -136,6 +136,15 @@ class PaletteLocalApi:
         finally:
             for client in clients.values():
                 client.close()
+        try:
+            return self._result(context, details, kubeconfig, leader, session)
+        except SHAPE_ERRORS as exc:
+            raise HandoffError(CLUSTER_STEP, f"the cluster's details have an unexpected shape ({type(exc).__name__})"
+                               ) from exc
+
+    def _result(
+        self, context: HandoffContext, details: dict[str, Any], kubeconfig: Any, leader: ReadyNode, session: Session
+    ) -> HandoffResult:
         status: dict[str, Any] = details.get("status") or {}
         vip = str(context.plan.cluster.vip)
         return HandoffResult(
