@@ -114,8 +114,10 @@ class VsphereProvider:
         with self._lock:
             state, self._state = self._state, None
         if state is not None:
-            state.stager.close()
-            state.session.close()
+            try:
+                state.stager.close()
+            finally:
+                state.session.close()  # the vCenter logout happens even when closing the HTTP client failed
 
     def __enter__(self) -> VsphereProvider:
         return self
