@@ -49,7 +49,6 @@ __all__ = ["StartOver", "assign_slots", "machine_record"]
 INSERTION = "media_insertion"
 BOOT_OVERRIDE = "boot_override"
 
-_SEED_SUFFIX = {SeedFormat.CIDATA_ISO: "iso", SeedFormat.CIDATA_DISK: "img", SeedFormat.USER_DATA: "user-data"}
 _POWER_BACKOFF = Backoff(initial=1.0, maximum=15.0, jitter=0.5)
 
 
@@ -98,7 +97,7 @@ def stage_seed(run: NodeRun) -> Outcome:
     if fmt is SeedFormat.USER_DATA or not run.has(MediaStaging):
         run.seed, run.seed_format = local, fmt
         return Outcome({"staged": local.to_record(), "format": fmt.value, "host_key_fingerprint": fingerprint})
-    name = f"{run.node.name}-seed.{_SEED_SUFFIX[fmt]}"
+    name = f"{run.node.name}-seed{path.suffix}"  # palette-1-seed.iso, palette-1-seed.img
     file = MediaFile(role="seed", local_path=path, size=len(data), name=name, sha256=sha, node=run.node.name)
     staged = run.stage(file)
     run.seed, run.seed_format = staged, fmt

@@ -80,11 +80,10 @@ def fetch_iso(source: IsoSource, cache_dir: Path, *, journal: Journal | None = N
                     for chunk in response.iter_bytes(CHUNK):
                         digest.update(chunk)
                         fh.write(chunk)
-        except httpx.TransportError as exc:
-            partial.unlink(missing_ok=True)
-            raise TransientError(f"fetching the ISO failed: {type(exc).__name__}") from exc
-        except BaseException:
+        except BaseException as exc:
             partial.unlink(missing_ok=True)  # a broken download never lingers
+            if isinstance(exc, httpx.TransportError):
+                raise TransientError(f"fetching the ISO failed: {type(exc).__name__}") from exc
             raise
         if digest.hexdigest() != source.sha256:
             partial.unlink(missing_ok=True)

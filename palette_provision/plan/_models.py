@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -85,20 +86,23 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SSH_KEY = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
 
 
+def _sha256_hex(value: str) -> str:
+    if not _SHA256.match(value.lower()):
+        raise PydanticCustomError("sha256", "must be 64 hexadecimal digits")
+    return value.lower()
+
+
+#: A SHA-256 digest: 64 hexadecimal digits, kept lower-case (the ISO's and the content bundle's).
+Sha256 = Annotated[str, AfterValidator(_sha256_hex)]
+
+
 class IsoSource(_Model):
     """The appliance (or Edge installer) ISO: a local path or an http(s) URL, and its SHA-256."""
 
     source: str = Field(description="Local path or http(s) URL of the ISO.")
-    sha256: str | None = Field(
+    sha256: Sha256 | None = Field(
         default=None, description="Expected SHA-256 (hex). Required for URLs; computed for local files if omitted."
     )
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v.lower()):
-            raise PydanticCustomError("sha256", "must be 64 hexadecimal digits")
-        return v.lower() if v else v
 
     @field_validator("source")
     @classmethod
@@ -119,14 +123,7 @@ class ContentBundle(_Model):
     """The optional content bundle (``.tar.zst``) uploaded to the leader during hand-off."""
 
     path: str = Field(description="Local path of the content bundle.")
-    sha256: str | None = Field(default=None, description="Expected SHA-256 (hex), checked while uploading.")
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not _SHA256.match(v.lower()):
-            raise PydanticCustomError("sha256", "must be 64 hexadecimal digits")
-        return v.lower() if v else v
+    sha256: Sha256 | None = Field(default=None, description="Expected SHA-256 (hex), checked while uploading.")
 
 
 class NodeAccount(_Model):
