@@ -13,6 +13,11 @@ media                  ``unstage_media`` (the appliance ISO only with ``purge_me
 
 A machine is powered off once, before the first of its resources is undone. Each resource is marked destroyed as
 soon as it is undone, so a destroy that fails half way continues where it stopped when run again.
+
+``destroy --seeds-only`` (:func:`destroy_seeds`) removes only the seeds a node has not yet consumed: a seed holds
+the node's private SSH host key and its account's password hash, and it stays on shared storage (a datastore, the
+media server) until the node installs. Those nodes then start again from a new seed on the next ``apply`` (a new
+host key, a reinstall): keeping their later steps would pin a host key no seed carries any more.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from palette_provision.provider import (
 if TYPE_CHECKING:
     from palette_provision.pipeline import Deployment
 
-__all__ = ["destroy"]
+__all__ = ["destroy", "destroy_seeds"]
 
 
 def destroy(deployment: Deployment, *, purge_media: bool = False) -> list[dict[str, Any]]:
@@ -68,6 +73,52 @@ def destroy(deployment: Deployment, *, purge_media: bool = False) -> list[dict[s
         journal.forget_facts(spec.name)
     for rec in journal.steps():
         journal.reset_step(rec.phase, rec.node)
+    return done
+
+
+def destroy_seeds(deployment: Deployment) -> list[dict[str, Any]]:
+    """Remove every seed still staged or on disk, of nodes that have not installed from it; reset those nodes.
+
+    A node whose seed is inserted in its machine is powered off and the media we inserted ejected first (a
+    platform may refuse to delete a file a running machine has open, and the node's install cannot go on without
+    its seed anyway). Each node's steps and facts are then forgotten, so the next ``apply`` renders a new seed (a
+    new host key) and reinstalls the node on the machine it already has.
+
+    Returns one entry per node (``kind`` ``seed``, the locator as ``id``, ``result``).
+    """
+    journal = deployment.journal
+    undo = _Undo(deployment)
+    staged = [r for r in journal.resources(live_only=True) if r.kind == "media" and r.data.get("role") == "seed"]
+    done: list[dict[str, Any]] = []
+    for spec in deployment.plan.node_specs():
+        node = spec.name
+        seeds = [r for r in staged if r.node == node]
+        local = [p for p in (deployment.seed_path(spec, fmt) for fmt in SeedFormat) if p.is_file()]
+        if not seeds and not local:
+            continue
+        inserted = [r for r in journal.resources(live_only=True) if r.kind == INSERTION and r.node == node]
+        if inserted and isinstance(undo.provider, VirtualMedia):
+            machine = Machine.from_record(inserted[0].data.get("machine") or {})
+            deployment._emit(node, "destroy", "started", f"power off {machine.name} and eject its media")
+            undo.power_off(machine)
+            slots = [MediaSlot(SlotKind(r.data["kind"]), int(r.data["index"])) for r in inserted]
+            undo.provider.eject_media(machine, slots)
+            for res in inserted:
+                journal.mark_destroyed(INSERTION, res.external_id)
+        for res in seeds:
+            deployment._emit(node, "destroy", "started", f"remove the seed {res.external_id}")
+            if isinstance(undo.provider, MediaStaging):
+                undo.provider.unstage_media(StagedMedia.from_record(res.data))
+            journal.mark_destroyed("media", res.external_id)
+        for path in local:
+            path.unlink(missing_ok=True)
+        for rec in journal.steps():
+            if rec.node == node:
+                journal.reset_step(rec.phase, node)
+        journal.forget_facts(node)
+        where = seeds[0].external_id if seeds else "(local copy only)"
+        done.append({"kind": "seed", "id": where, "node": node, "result": "deleted"})
+        deployment._emit(node, "destroy", "done", "seed removed; the next apply reinstalls this node")
     return done
 
 

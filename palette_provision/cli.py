@@ -1,7 +1,8 @@
 """The ``palette-provision`` command line.
 
-Commands: ``validate``, ``plan``, ``apply``, ``status``, ``destroy``, ``seed``. ``--json`` prints one JSON document on
-stdout (logs go to stderr); on a terminal, ``apply`` and ``destroy`` show live progress per node and phase.
+Commands: ``validate``, ``plan``, ``apply``, ``status``, ``destroy``, ``seed``, and ``media serve`` / ``media stop``
+(the media server, :mod:`palette_provision.media_server`). ``--json`` prints one JSON document on stdout (logs go to
+stderr); on a terminal, ``apply`` and ``destroy`` show live progress per node and phase.
 
 Exit codes:
 
@@ -142,9 +143,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("status", "show what the journal recorded")
     destroy = add("destroy", "undo what apply created, newest first; resumable")
-    destroy.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
+    what = destroy.add_mutually_exclusive_group()
+    what.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
+    what.add_argument(
+        "--seeds-only",
+        action="store_true",
+        help="remove only the seeds of nodes that have not installed (they hold private host keys); "
+        "the next apply reinstalls those nodes",
+    )
     seed = add("seed", "write each node's seed ISO (mode 0600) without deploying")
     seed.add_argument("--out", type=Path, required=True, help="folder for <node>.iso and <node>.user-data")
+    media = sub.add_parser("media", help="the media server BMCs fetch the ISO and seeds from")
+    media_sub = media.add_subparsers(dest="media_command", required=True)
+    serve = media_sub.add_parser("serve", help="serve a state folder's published media until SIGTERM")
+    serve.add_argument("--bind", required=True, metavar="ADDR:PORT", help="address to listen on (port 0: any)")
+    serve.add_argument("--state-dir", type=Path, required=True, help="the folder of media.json and server.json")
+    serve.add_argument("--advertise", metavar="HOST", help="host in URLs (default: the bind address)")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
+    serve.add_argument("--detach", action="store_true", help="return once serving; keep serving in a new session")
+    media_stop = media_sub.add_parser("stop", help="stop the media server recorded in a state folder")
+    media_stop.add_argument("--state-dir", type=Path, required=True)
     return parser
 
 
@@ -271,6 +290,11 @@ def _print_report(report: Any) -> None:
             line += f"\n    failed in {node.phase}: {_plain(node.error or '')}"
             if node.last_state:
                 line += f" (last state: {_plain(node.last_state)})"
+            if node.seed_left:
+                line += (
+                    f"\n    its seed (private SSH host key, password hash) stays at {_plain(node.seed_left)}"
+                    " until 'destroy --seeds-only' or 'destroy'"
+                )
         print(line)
     if report.handoff is not None:
         h = report.handoff
@@ -350,7 +374,7 @@ def _cmd_destroy(args: argparse.Namespace) -> int:
     plan = _load(args)
     live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
     with Deployment(plan, state_dir=args.state_dir, on_event=live) as deployment, live:
-        done = deployment.destroy(purge_media=args.purge_media)
+        done = deployment.destroy(purge_media=args.purge_media, seeds_only=args.seeds_only)
     if args.json:
         _print_json({"deployment": plan.name, "resources": done})
     else:
@@ -378,6 +402,19 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_media(args: argparse.Namespace) -> int:
+    from palette_provision import media_server
+
+    if args.media_command == "stop":
+        stopped = media_server.stop_media_server(args.state_dir)
+        print("stopped" if stopped else "no media server was running")
+        return EXIT_OK
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigurationError("--tls-cert and --tls-key go together")
+    tls = media_server.TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+    return media_server.serve(args.state_dir, args.bind, advertise_host=args.advertise, tls=tls, detach=args.detach)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _cmd_validate,
     "plan": _cmd_plan,
@@ -385,6 +422,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _cmd_status,
     "destroy": _cmd_destroy,
     "seed": _cmd_seed,
+    "media": _cmd_media,
 }
 
 
@@ -404,7 +442,8 @@ def _error(args: argparse.Namespace, code: int, exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring)."""
     args = _parser().parse_args(argv)
-    _configure_logging(args.log_level, json_logs=not sys.stderr.isatty())
+    # A detached media server logs to a file: JSON lines, whatever its starting terminal.
+    _configure_logging(args.log_level, json_logs=not sys.stderr.isatty() or getattr(args, "detach", False))
     try:
         return _COMMANDS[args.command](args)
     except PlanError as exc:

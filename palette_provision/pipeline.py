@@ -438,6 +438,13 @@ class Deployment:
             result.last_state = last_state(exc)
         facts = self.journal.facts(node.name)
         result.address = facts.get(Fact.ADDRESS)
+        if result.status == "failed":
+            left = [
+                r.external_id
+                for r in self.journal.resources(live_only=True)
+                if r.kind == "media" and r.node == node.name and r.data.get("role") == "seed"
+            ]
+            result.seed_left = left[0] if left else None
         result.host_key_fingerprint = facts.get(Fact.HOST_KEY_FINGERPRINT)
         result.evidence = self.journal.evidence(node.name)
 
@@ -483,11 +490,18 @@ class Deployment:
         return global_act.progress_events(self, node, phase)
 
     # ----------------------------------------------------------------------------------------- destroy, status
-    def destroy(self, *, purge_media: bool = False) -> list[dict[str, Any]]:
+    def destroy(self, *, purge_media: bool = False, seeds_only: bool = False) -> list[dict[str, Any]]:
         """Undo what the journal recorded, newest first, by lifecycle; resumable. Keeps the staged ISO unless
-        ``purge_media``. See :func:`palette_provision._destroy.destroy`."""
-        from palette_provision._destroy import destroy
+        ``purge_media``. See :func:`palette_provision._destroy.destroy`.
 
+        With ``seeds_only``, remove only the seeds of nodes that have not installed (they hold private host keys
+        and password hashes); those nodes are reinstalled by the next ``apply``. See
+        :func:`palette_provision._destroy.destroy_seeds`.
+        """
+        from palette_provision._destroy import destroy, destroy_seeds
+
+        if seeds_only:
+            return destroy_seeds(self)
         return destroy(self, purge_media=purge_media)
 
     def status(self) -> dict[str, Any]:

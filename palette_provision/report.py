@@ -42,6 +42,9 @@ class NodeResult:
     machine_id: str | None = None
     address: str | None = None
     host_key_fingerprint: str | None = None
+    #: For a failed node: where its seed (private host key, password hash) is still staged, until
+    #: ``destroy --seeds-only`` or ``destroy`` removes it.
+    seed_left: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
@@ -65,7 +68,15 @@ class Report:
 
     def failures(self) -> list[str]:
         """One line per failed node (and the hand-off), naming phase and error."""
-        lines = [f"{n.name} failed in {n.phase}: {n.error}" for n in self.nodes if n.status == "failed"]
+        lines = []
+        for n in self.nodes:
+            if n.status == "failed":
+                lines.append(f"{n.name} failed in {n.phase}: {n.error}")
+                if n.seed_left:
+                    lines.append(
+                        f"{n.name}: its seed (private SSH host key, password hash) stays at {n.seed_left} until "
+                        "'destroy --seeds-only' or 'destroy'"
+                    )
         if self.handoff_error:
             lines.append(f"hand-off failed: {self.handoff_error}")
         return lines

@@ -119,6 +119,27 @@ def test_destroy_forgets_the_pins_of_machines_it_undid(tmp_path: Path) -> None:
         assert d.journal.fact("palette-1", Fact.LOCAL_API_CERT) is None
 
 
+def test_a_provider_whose_close_fails_still_releases_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from palette_provision.pipeline import Deployment
+    from palette_provision.plan import parse_plan
+    from palette_provision.testing.fake import FakeProvider
+
+    from .conftest import base_plan
+
+    def broken_close(self: FakeProvider) -> None:
+        raise OSError("simulated failure closing the provider's session")
+
+    monkeypatch.setattr(FakeProvider, "close", broken_close)
+    plan = parse_plan(base_plan(tmp_path, count=1), base_dir=tmp_path)
+    deployment = Deployment(plan, state_dir=tmp_path / "state")
+    assert deployment.apply().ok
+    with pytest.raises(OSError):
+        deployment.close()
+    # The journal's lock went with it: another writer opens the journal at once.
+    with Journal.open(tmp_path / "state" / "journal.sqlite", deployment=plan.name) as journal:
+        assert journal.steps()
+
+
 def test_remote_text_in_the_live_view_is_text_not_markup_and_escape_sequences_are_dropped() -> None:
     from rich.console import Console
 

@@ -21,6 +21,7 @@ from palette_provision.journal import Journal
 from palette_provision.plan import DeploymentPlan
 from palette_provision.secrets import Secret
 from palette_provision.seed import (
+    SEED_ROUNDS,
     HostKey,
     SeedModel,
     build_seed_iso,
@@ -224,10 +225,10 @@ def test_password_appears_only_as_a_sha512_crypt_hash_that_verifies(plan: Deploy
     assert PASSWORD.encode() not in iso
     assert PASSWORD not in text
     passwd = yaml.safe_load(text)["stages"]["initramfs"][0]["users"]["kairos"]["passwd"]
-    assert passwd.startswith("$6$")
-    salt = passwd.split("$")[2]
+    assert passwd.startswith("$6$rounds=")
+    salt = passwd.split("$")[3]
     assert len(salt) == 16
-    assert openssl_crypt(PASSWORD, salt) == passwd
+    assert openssl_crypt(PASSWORD, f"rounds={SEED_ROUNDS}${salt}") == passwd
 
 
 @settings(max_examples=25, deadline=None)
@@ -243,15 +244,20 @@ def test_sha512_crypt_with_custom_rounds_matches_openssl() -> None:
     assert sha512_crypt("pw", "abc", rounds=10_000) == openssl_crypt("pw", "rounds=10000$abc")
 
 
-def test_salt_is_the_same_for_the_same_plan_and_key_and_differs_per_node(
+def test_password_hash_uses_the_documented_rounds_and_one_salt_per_deployment(
     plan: DeploymentPlan, host_key: HostKey
 ) -> None:
-    def salt(node_index: int, key: HostKey) -> str:
-        doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[node_index], key))
-        return str(doc["stages"]["initramfs"][0]["users"]["kairos"]["passwd"].split("$")[2])
+    def passwd(p: DeploymentPlan, node_index: int, key: HostKey) -> str:
+        doc = yaml.safe_load(render_user_data(p, p.node_specs()[node_index], key))
+        return str(doc["stages"]["initramfs"][0]["users"]["kairos"]["passwd"])
 
-    assert salt(0, host_key) == salt(0, host_key)
-    assert salt(0, host_key) != salt(1, host_key)
+    first = passwd(plan, 0, host_key)
+    assert first.startswith(f"$6$rounds={SEED_ROUNDS}$") and SEED_ROUNDS >= 100_000
+    assert first == passwd(plan, 0, HostKey.generate()) == passwd(plan, 1, host_key)  # reproducible, per deployment
+    other = plan.model_copy(update={"name": "another-site"})
+    assert passwd(other, 0, host_key).split("$")[3] != first.split("$")[3]  # another deployment, another salt
+    salt = first.split("$")[3]
+    assert openssl_crypt(PASSWORD, f"rounds={SEED_ROUNDS}${salt}") == first
 
 
 def test_no_seed_object_shows_a_secret_in_repr_or_str(plan: DeploymentPlan, host_key: HostKey) -> None:

@@ -32,9 +32,10 @@ from palette_provision.seed._fat import build_cidata_disk
 from palette_provision.seed._hostkey import HostKey
 from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
 from palette_provision.seed._model import SeedModel, render_meta_data, render_user_data
-from palette_provision.seed._sha512crypt import sha512_crypt
+from palette_provision.seed._sha512crypt import SEED_ROUNDS, sha512_crypt
 
 __all__ = [
+    "SEED_ROUNDS",
     "SEED_VOLUME_LABEL",
     "HostKey",
     "SeedModel",

@@ -8,6 +8,7 @@ The ``user_data_extra`` merge and its rules are in :mod:`._extra`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from palette_provision.plan import DeploymentPlan, NodeSpec, Profile
 from palette_provision.secrets import Secret
 from palette_provision.seed._extra import deep_merge, library_key_issues
 from palette_provision.seed._hostkey import HostKey
-from palette_provision.seed._sha512crypt import CRYPT_ALPHABET, sha512_crypt
+from palette_provision.seed._sha512crypt import CRYPT_ALPHABET, SEED_ROUNDS, sha512_crypt
 
 __all__ = [
     "CLOUD_CONFIG_HEADER",
@@ -44,7 +45,7 @@ CLOUD_CONFIG_HEADER = "#cloud-config\n"
 USERS_STAGE = "palette-provision-users"
 HOST_KEYS_STAGE = "palette-provision-host-keys"
 
-_SALT_DOMAIN = b"palette-provision/sha512-crypt-salt/v1\0"
+_SALT_DOMAIN = b"palette-provision/sha512-crypt-salt/v2\0"
 
 
 class _Part(BaseModel):
@@ -140,19 +141,29 @@ class SeedFile(_Part):
         }
 
 
-def derive_salt(plan_name: str, node_name: str, host_key_public: str) -> str:
-    """A 16-character crypt salt, the same for the same plan, node and host key (reproducible seeds).
+def derive_salt(plan_name: str, account: str) -> str:
+    """A 16-character crypt salt for ``account`` in the deployment ``plan_name``: the same on every render.
 
     Derived from public values only: a salt computed from the password (an HMAC keyed with it, say) would let
-    anyone holding the seed test password guesses with one fast hash instead of 5000 SHA-512 rounds.
+    anyone holding the seed test password guesses with one fast hash instead of the SHA-512 rounds. One salt per
+    deployment, not per node: the nodes share the account's password, so per-node salts would add no work for an
+    attacker (cracking one hash reveals them all), while the rounds (:data:`SEED_ROUNDS`) would be paid per node.
 
-    >>> derive_salt("lab", "node-1", "ssh-ed25519 AAAA k") == derive_salt("lab", "node-1", "ssh-ed25519 AAAA k")
+    >>> derive_salt("lab", "kairos") == derive_salt("lab", "kairos")
     True
-    >>> len(derive_salt("lab", "node-1", "ssh-ed25519 AAAA k"))
+    >>> derive_salt("lab", "kairos") != derive_salt("site-2", "kairos")
+    True
+    >>> len(derive_salt("lab", "kairos"))
     16
     """
-    digest = hashlib.sha256(_SALT_DOMAIN + "\0".join((plan_name, node_name, host_key_public)).encode("utf-8")).digest()
+    digest = hashlib.sha256(_SALT_DOMAIN + "\0".join((plan_name, account)).encode("utf-8")).digest()
     return "".join(CRYPT_ALPHABET[b & 0x3F] for b in digest[:16])
+
+
+@functools.lru_cache(maxsize=8)
+def _password_hash(password: str, salt: str) -> str:
+    # Computed once per deployment and account; kept in memory beside the Secret it came from.
+    return sha512_crypt(password, salt, rounds=SEED_ROUNDS)
 
 
 class SeedModel(_Part):
@@ -177,8 +188,8 @@ class SeedModel(_Part):
     def from_plan(cls, plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> SeedModel:
         """The model for ``node``: account, SSH keys, ``host_key``, hostname, NIC, DNS, NTP and install."""
         account = plan.cluster.node_account
-        salt = derive_salt(plan.name, node.name, host_key.public_line)
-        passwd_hash = Secret(sha512_crypt(account.password.reveal(), salt), source=f"sha512-crypt:{account.username}")
+        salt = derive_salt(plan.name, account.username)
+        passwd_hash = Secret(_password_hash(account.password.reveal(), salt), source=f"sha512-crypt:{account.username}")
         if node.address is not None:
             nic = SeedInterface(
                 type="static",

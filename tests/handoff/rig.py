@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from palette_provision.handoff import HandoffContext, PaletteLocalApi, ReadyNode
 from palette_provision.handoff.local_api import LocalApiClient, default_client
 from palette_provision.journal import Journal
+from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.testing.localapi import SimulatedCluster
 from palette_provision.waiting import Backoff
@@ -41,8 +40,8 @@ FAST_KNOBS = {
 
 def set_secret_env() -> None:
     """Secrets reach the plan by reference only (``env:``), as in real plans."""
-    os.environ["PP_HANDOFF_NODE_PASSWORD"] = NODE_PASSWORD
-    os.environ["PP_HANDOFF_OCI_PASSWORD"] = OCI_PASSWORD
+    os.environ.setdefault("PP_HANDOFF_NODE_PASSWORD", NODE_PASSWORD)
+    os.environ.setdefault("PP_HANDOFF_OCI_PASSWORD", OCI_PASSWORD)
 
 
 def plan_data(
@@ -135,7 +134,7 @@ def context_for(
         journal=journal,
         nodes=ready_nodes(spec),
         output_dir=Path(plan.handoff.output_dir),
-        log=structlog.get_logger("tests.handoff"),
+        log=get_logger("tests.handoff"),  # the library's logger, redacting, as the pipeline's
         emit=lambda step, msg, data: events.append((step, msg, dict(data))),
     )
 

@@ -1,8 +1,9 @@
 """Run one hand-off in this process, as ``apply`` would, so a test can SIGKILL it or measure its memory.
 
 ``python tests/handoff/runner.py <spec.json>``; the spec holds ``plan`` (plan data), ``journal``, ``sims`` and
-optionally ``kill_at`` (a checkpoint name: the process SIGKILLs itself there) and ``rss_file`` (where to write the
-peak RSS before and after the hand-off, KiB). Prints the result as JSON, or exits 3 with the error.
+optionally ``kill_at`` (a checkpoint name: the process SIGKILLs itself there), ``rss_file`` (where to write the
+peak RSS before and after the hand-off, KiB) and ``log`` (``{"level": ..., "json": bool}``: configure logging as the
+CLI does). Prints the result as JSON, or exits 3 with the error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from tests.handoff import rig  # noqa: E402
 
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
+    if spec.get("log"):
+        from palette_provision.cli import _configure_logging
+
+        _configure_logging(spec["log"]["level"], spec["log"]["json"])
     plan = rig.build_plan(spec["plan"])
     kill_at = spec.get("kill_at")
 

@@ -39,7 +39,9 @@ def state(request: Request) -> Response:
             "overridden": node.state.get("overridden"),
             "cluster": None if record is None else {
                 "name": record["name"], "state": cluster.state_of(record, now),
-                "hosts": record["hosts"], "config": record["config"]},
+                "hosts": record["hosts"], "config": record["config"],
+                # The admin token the kubeconfig carries: tests search every channel for it.
+                "kubeToken": record.get("kubeToken")},
             "knobs": node.knobs.snapshot().to_json(),
             "requests": dict(node.requests),
         }
