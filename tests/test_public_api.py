@@ -15,7 +15,7 @@ PUBLIC_MODULES = [
     "palette_provision.log", "palette_provision.tls", "palette_provision.report", "palette_provision.seed",
     "palette_provision.readiness", "palette_provision.handoff", "palette_provision.testing.contract",
     "palette_provision.testing.fake", "palette_provision.cli", "palette_provision.steps", "palette_provision.testing.metrics",
-    "palette_provision.phases",
+    "palette_provision.phases", "palette_provision.media_server",
 ]
 
 
