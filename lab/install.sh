@@ -21,6 +21,7 @@ PACKAGES=(
     golang-go golang-gopkg-yaml.v3-dev  # the appliance's seed parser (static Go, GOPATH mode)
     openssh-server openssh-client       # sshd nodes (pplab.net.SshdNode)
     nftables iproute2                   # lab networks: namespaces, veths, bridge, taps, DNAT, faults
+    openipmi ipmitool                   # IPMI BMCs (ipmi_sim) and a reference client (bmclab)
 )
 
 if [ "$(id -u)" != 0 ]; then
