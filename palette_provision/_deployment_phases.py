@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from palette_provision import media as media_mod
+from palette_provision._disks import STORAGE_POOL_VARIABLE, storage_pool_drive
 from palette_provision._run import Outcome
 from palette_provision.errors import ConfigurationError, PlanError, PlanIssue, ProviderError
 from palette_provision.handoff.base import ClusterFormer, HandoffContext, HandoffResult, ReadyNode
@@ -42,6 +43,12 @@ def preflight(deployment: Deployment) -> Outcome:
     if plan.content is not None and not plan.resolve_path(plan.content.path).is_file():
         raise ConfigurationError(f"the content bundle {plan.content.path} does not exist", field="content.path")
     deployment.provider.preflight(plan)
+    if plan.nodes.wipe_install_disk:
+        for spec in deployment.node_specs():
+            # Asked for explicitly (nodes.wipe_install_disk), and still worth saying out loud: it destroys data.
+            deployment.log.warning(
+                "install_disk_wiped_before_install", node=spec.name, device=spec.install_disk or "auto"
+            )
     return Outcome({"provider": plan.platform.provider, "install_method": deployment.install_method.value})
 
 
@@ -113,8 +120,15 @@ def handoff(deployment: Deployment, former: ClusterFormer) -> Outcome:
         log=deployment.log.bind(phase="handoff"),
         emit=lambda name, msg, data: deployment._emit(GLOBAL, "handoff", "progress", f"{name}: {msg}", **dict(data)),
         step=step,
+        profile_defaults=_profile_defaults(deployment),
     )
     return Outcome({"result": former.form(context).to_dict()})
+
+
+def _profile_defaults(deployment: Deployment) -> dict[str, str]:
+    """Profile variables the deployment knows: the storage-pool disk every node names."""
+    drive = storage_pool_drive(deployment.node_specs())
+    return {STORAGE_POOL_VARIABLE: drive} if drive else {}
 
 
 def handoff_result(data: Mapping[str, Any]) -> HandoffResult:

@@ -22,6 +22,7 @@ __all__ = [
     "Machine",
     "MediaFile",
     "MediaSlot",
+    "NodeDisks",
     "PowerState",
     "ProgressCallback",
     "ProviderContext",
@@ -158,6 +159,18 @@ class StagedMedia:
         """Rebuild from :meth:`to_record` output (extra journal keys are ignored)."""
         fields = ("role", "locator", "sha256", "size", "uploaded_bytes", "node")
         return cls(**{k: record[k] for k in fields if k in record})
+
+
+@dataclass(frozen=True)
+class NodeDisks:
+    """A machine's disks as its operating system will name them: the install disk and the storage-pool disk.
+
+    Given by a provider that builds the machine (``DiskLayout``); the seed installs onto ``install`` and the
+    hand-off passes ``storage`` as the cluster profile's ``storage_pool_drive``.
+    """
+
+    install: str
+    storage: str | None = None
 
 
 @dataclass(frozen=True)

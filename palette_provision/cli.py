@@ -258,10 +258,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         except PlanError as exc:
             raise PlanError(exc.issues, source=str(args.plan)) from None
         method = deployment.install_method.value
+    from palette_provision.seed import override_findings
+
+    # Keys of user_data_extra the published references do not list: the installer may accept them; say so.
+    warnings = [str(w) for w in override_findings(plan.user_data_extra)[1]]
     if args.json:
         _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider,
-                     "install_method": method})
+                     "install_method": method, "warnings": warnings})
     else:
+        for warning in warnings:
+            sys.stderr.write(f"warning: {warning}\n")
         print(f"{args.plan}: valid ({plan.node_count} node(s) on {plan.platform.provider}, {method})")
     return EXIT_OK
 

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from palette_provision import _deployment_phases as global_act
+from palette_provision._disks import disk_issues, resolve_disks
 from palette_provision._phases import StartOver
 from palette_provision._run import NodeRun, Outcome, error_text, last_state
 from palette_provision.errors import (
@@ -115,6 +116,7 @@ class Deployment:
         self._provider = provider
         self._former = former
         self._journal: Journal | None = None
+        self._specs: list[NodeSpec] | None = None
         self._emit_lock = threading.Lock()
         self._limits: dict[str, threading.BoundedSemaphore] = {}
         # Set on Ctrl-C (any BaseException in apply's fan-out): no step begins after it, and waits end at once.
@@ -248,8 +250,15 @@ class Deployment:
                 check_node_steps(self._node_steps, [p.name for p in chain_for(self.install_method)])
             except PlanError as exc:
                 issues.extend(exc.issues)
+        issues.extend(disk_issues(self.plan, self.node_specs()))
         if issues:
             raise PlanError(issues, source=f"provider {name}")
+
+    def node_specs(self) -> list[NodeSpec]:
+        """The plan's nodes with their disks resolved: the plan's names, else the provider's (``DiskLayout``)."""
+        if self._specs is None:
+            self._specs = resolve_disks(self.plan.node_specs(), self.provider)
+        return self._specs
 
     # ----------------------------------------------------------------------------------------- dry run
     def actions(self) -> list[PlannedAction]:
@@ -282,7 +291,7 @@ class Deployment:
         names = [e.name for e in self.chain()]
         if until is not None and until not in names:
             raise PlanError([PlanIssue("until", f"not a per-node phase: {until} (phases: {', '.join(names)})")])
-        specs = self.plan.node_specs()
+        specs = self.node_specs()
         report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
         self._step("preflight", GLOBAL, lambda: global_act.preflight(self), always=True)
         iso: Future[StagedMedia] | None = None

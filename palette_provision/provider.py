@@ -65,6 +65,7 @@ __all__ = [
     "CreatesMachines",
     "DeployState",
     "DeployStatus",
+    "DiskLayout",
     "EnrollsMachines",
     "ImageDeployment",
     "InstallMethod",
@@ -74,6 +75,7 @@ __all__ = [
     "MediaLocating",
     "MediaSlot",
     "MediaStaging",
+    "NodeDisks",
     "Power",
     "PowerHistory",
     "PowerState",
@@ -98,6 +100,7 @@ from palette_provision._provider_types import (
     Machine,
     MediaFile,
     MediaSlot,
+    NodeDisks,
     PowerState,
     ProgressCallback,
     ProviderContext,
@@ -345,6 +348,20 @@ class ConcurrencyLimits(Protocol):
         ...
 
 
+@runtime_checkable
+class DiskLayout(Protocol):
+    """Optional: the names the machine's disks will have inside the node, for machines the provider builds.
+
+    No I/O: the provider knows where it attaches each disk (a controller and unit). Without this capability the
+    plan names the disks (``nodes.install_disk``, ``nodes.hosts[i].install_disk``); a plan value always wins.
+    """
+
+    def disk_layout(self, node: NodeSpec) -> NodeDisks | None:
+        """``node``'s install disk and storage-pool disk (``storage`` ``None`` when the machine has none), or
+        ``None`` when the provider does not know (a machine it does not build)."""
+        ...
+
+
 #: Every capability, by the name errors and ``capabilities_of`` use.
 CAPABILITIES: dict[str, type] = {
     "creates_machines": CreatesMachines,
@@ -360,6 +377,7 @@ CAPABILITIES: dict[str, type] = {
     "seed_delivery": SeedDelivery,
     "address_discovery": AddressDiscovery,
     "concurrency_limits": ConcurrencyLimits,
+    "disk_layout": DiskLayout,
 }
 
 #: The machine-source capability each lifecycle needs.

@@ -22,8 +22,32 @@ def test_validate_ok_and_json(plan_dict: dict[str, Any], write_plan: Callable[..
         "provider": "fake",
         "nodes": ["palette-1", "palette-2", "palette-3"],
         "install_method": "boot-from-media",
+        "warnings": [],
     }
     assert cli("validate", str(plan)).stdout.strip().endswith("valid (3 node(s) on fake, boot-from-media)")
+
+
+def test_validate_checks_seed_overrides_against_the_published_keys(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
+) -> None:
+    typos = {
+        "stylus": {"site": {"hostname": "x", "network": {"interfaces": {"eth0": {"ipadress": "10.0.0.9/24"}}}},
+                   "localUI": {"port": "5080"}, "managementMode": "remote"},
+        "install": {"auto": "yes"},
+    }  # fmt: skip
+    result = cli("validate", str(write_plan(merged(plan_dict, user_data_extra=typos))), "--json")
+    assert result.code == 2, result.stderr
+    issues = {i["path"]: i["message"] for i in result.json()["issues"]}
+    assert "hostName" in issues["user_data_extra.stylus.site.hostname"]  # did you mean
+    assert "ipAddress" in issues["user_data_extra.stylus.site.network.interfaces.eth0.ipadress"]
+    assert "user_data_extra.install.auto" in issues and "user_data_extra.stylus.managementMode" in issues
+    # Keys the references do not list are warnings naming the key, and the plan stays valid.
+    unlisted = {"stylus": {"someFutureKey": True}, "install": {"grub_options": {"extra_cmdline": "console=ttyS0"}}}
+    result = cli("validate", str(write_plan(merged(plan_dict, user_data_extra=unlisted))), "--json")
+    assert result.code == 0, result.stderr
+    assert [w for w in result.json()["warnings"] if w.startswith("user_data_extra.stylus.someFutureKey")]
+    text = cli("validate", str(write_plan(merged(plan_dict, user_data_extra=unlisted))))
+    assert "warning: user_data_extra.stylus.someFutureKey" in text.stderr
 
 
 def test_validate_lists_every_problem_exit_2(

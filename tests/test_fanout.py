@@ -31,7 +31,9 @@ def test_one_node_failing_leaves_the_others_finished(tmp_path: Path) -> None:
     assert failed.error == "fake platform refused power_on for palette-2 (fault knob)"
     assert not report.ok and report.handoff is None  # no hand-off with a node missing
     assert report.failures() == [
-        "palette-2 failed in power_on: fake platform refused power_on for palette-2 (fault knob)"
+        "palette-2 failed in power_on: fake platform refused power_on for palette-2 (fault knob)",
+        "palette-2: its seed (private SSH host key, password hash) stays at fake://media/palette-2-seed.iso until "
+        "'destroy --seeds-only' or 'destroy'",
     ]
     assert any(e.node == "palette-2" and e.status == "failed" and e.phase == "power_on" for e in events)
     state = read_state(tmp_path / "platform.json")

@@ -30,6 +30,9 @@ from .conftest import base_plan
 def plan_for(tmp: Path, lifecycle: str, **platform: Any) -> dict[str, Any]:
     data = base_plan(tmp)
     data["platform"].update(lifecycle=lifecycle, **platform)
+    if lifecycle != "created":
+        # Machines we do not build: the plan names their disks (the provider cannot).
+        data["nodes"]["install_disk"] = "/dev/disk/by-path/pci-0000:00:1f.2-ata-1"
     if lifecycle == "enrolled":
         data["nodes"]["hosts"] = [
             {"name": f"palette-{i + 1}", "bmc": f"bmc-{i + 1}.lab", "bmc_password": "env:PP_TEST_NODE_PASSWORD"}

@@ -328,3 +328,13 @@ def test_two_bad_values_anywhere_only_ever_raise_plan_error_with_every_message(
     except PlanError as exc:
         assert exc.issues and all(issue.message for issue in exc.issues)
         assert NODE_PASSWORD not in str(exc)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1001, 10**18])
+def test_a_node_count_out_of_bounds_is_a_plan_error_at_once(plan_dict: dict[str, Any], count: int) -> None:
+    # 10**18 once made validate build 10**18 node names (found by the fuzz test above).
+    plan_dict["nodes"]["count"] = count
+    plan_dict["nodes"].pop("names", None)
+    with pytest.raises(PlanError) as info:
+        parse_plan(plan_dict)
+    assert "nodes.count" in [i.path for i in info.value.issues]

@@ -79,7 +79,9 @@ class _PowerOnly:
 def test_a_provider_lacking_what_its_install_method_needs_is_refused_by_name(tmp_path: Path) -> None:
     from palette_provision.pipeline import Deployment
 
-    plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
+    data = base_plan(tmp_path)
+    data["nodes"]["install_disk"] = "/dev/sda"  # a provider without DiskLayout: the plan names the disk
+    plan = parse_plan(data, base_dir=tmp_path)
     with pytest.raises(PlanError) as info, Deployment(plan, provider=_PowerOnly(), state_dir=tmp_path / "s") as d:  # type: ignore[arg-type]
         d.check()
     assert [i.path for i in info.value.issues] == ["platform.provider"]

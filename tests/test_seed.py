@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from palette_provision.errors import PlanError
 from palette_provision.journal import Journal
-from palette_provision.plan import DeploymentPlan
+from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.secrets import Secret
 from palette_provision.seed import (
     SEED_ROUNDS,
@@ -161,18 +161,42 @@ def test_user_data_starts_with_cloud_config_and_round_trips_through_yaml(
     assert text.splitlines()[0] == "#cloud-config"
     doc = yaml.safe_load(text)
     assert doc == SeedModel.from_plan(plan, node, host_key).to_document()
-    assert doc["hostname"] == "pal-1"
+    assert "hostname" not in doc, "the appliance names the host from stylus.site.hostName"
     assert doc["install"] == {"auto": True, "device": "auto", "poweroff": True, "reboot": False}
     stylus = doc["stylus"]
     assert stylus["managementMode"] == "local"
     assert stylus["enableMultiNode"] is True
-    assert (stylus["disableTui"], stylus["includeTui"]) == (True, False)
+    assert stylus["disableTui"] is True and "includeTui" not in stylus  # deprecated in the installer reference
     assert stylus["localUI"] == {"port": 5080}
+    assert (stylus["site"]["hostName"], stylus["site"]["name"]) == ("pal-1", "lab-pal-1")
     assert stylus["site"]["ntpServers"] == ["ntp.example.org"]
     assert stylus["site"]["network"]["interfaces"] == {
-        "eth0": {"type": "static", "ipAddress": "10.251.0.11", "mask": 24, "gateway": "10.251.0.1",
-                 "nameserver": "10.251.0.1"}
-    }  # fmt: skip
+        "eth0": {"type": "static", "ipAddress": "10.251.0.11/24", "gateway": "10.251.0.1", "nameserver": "10.251.0.1"}
+    }
+
+
+def test_the_install_disk_and_the_wipe_step_come_from_the_plan(host_key: HostKey) -> None:
+    plan = make_plan(nodes={"count": 1, "size": "small", "install_disk": "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0",
+                            "wipe_install_disk": True})  # fmt: skip
+    doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key))
+    device = "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0"
+    assert doc["install"]["device"] == device
+    assert doc["stages"]["kairos-install.pre"] == [
+        {"name": "palette-provision-wipe-install-disk", "commands": [f"wipefs --all {device}"]}
+    ]
+    unwiped = make_plan(nodes={"count": 1, "size": "small", "install_disk": "/dev/sda"})
+    assert "kairos-install.pre" not in yaml.safe_load(render_user_data(unwiped, unwiped.node_specs()[0], host_key))["stages"]
+
+
+@pytest.mark.parametrize("value", ["auto", "sda", "/dev/../etc/passwd", "/dev/sda; reboot"])
+def test_an_install_disk_that_is_not_a_device_path_is_a_plan_error(value: str) -> None:
+    data = {"count": 1, "size": "small", "network": {"mode": "dhcp"}, "install_disk": value}
+    with pytest.raises(PlanError) as info:
+        parse_plan({**make_plan().model_dump(mode="json", exclude={"nodes"}), "nodes": data,
+                    "platform": {"provider": "fake"}})  # fmt: skip
+    issues = {i.path: i.message for i in info.value.issues}
+    assert "nodes.install_disk" in issues, issues
+    assert "reboot" not in issues["nodes.install_disk"] and "etc/passwd" not in issues["nodes.install_disk"]
 
 
 def test_initramfs_stages_carry_the_account_and_the_host_key(plan: DeploymentPlan, host_key: HostKey) -> None:
@@ -305,7 +329,7 @@ def test_extra_merges_mappings_recursively_and_lists_replace(host_key: HostKey) 
     assert doc["install"]["poweroff"] is True  # untouched siblings stay
     assert doc["install"]["grub_options"] == {"extra_cmdline": "console=ttyS0"}
     assert doc["stylus"]["site"]["ntpServers"] == ["10.0.0.1"]  # a list replaces, never concatenates
-    assert doc["stylus"]["site"]["network"]["interfaces"]["eth0"]["ipAddress"] == "10.251.0.11"
+    assert doc["stylus"]["site"]["network"]["interfaces"]["eth0"]["ipAddress"] == "10.251.0.11/24"
     assert doc["stylus"]["installationMode"] == "airgap"
     assert doc["stages"]["boot"][0]["name"] == "motd"
     assert [s["name"] for s in doc["stages"]["initramfs"]] == ["palette-provision-users", "palette-provision-host-keys"]
@@ -327,6 +351,12 @@ def test_deep_merge_leaves_its_inputs_alone() -> None:
         ({"install": {"poweroff": False}}, "user_data_extra.install.poweroff"),
         ({"install": "manual"}, "user_data_extra.install.auto"),
         ({"hostname": None}, "user_data_extra.hostname"),
+        ({"hostname": "other"}, "user_data_extra.hostname"),
+        ({"stylus": {"site": {"hostName": "other"}}}, "user_data_extra.stylus.site.hostName"),
+        (
+            {"stylus": {"site": {"network": {"interfaces": {"eth0": {"mask": "24"}}}}}},
+            "user_data_extra.stylus.site.network.interfaces.eth0.mask",
+        ),
         ({"stylus": {"localUI": {"port": 8443}}}, "user_data_extra.stylus.localUI.port"),
         ({"stages": {"initramfs": [{"name": "mine"}]}}, "user_data_extra.stages.initramfs.palette-provision-users"),
         (
@@ -338,8 +368,9 @@ def test_deep_merge_leaves_its_inputs_alone() -> None:
 def test_extra_cannot_remove_or_change_a_key_the_library_depends_on(
     host_key: HostKey, extra: dict[str, Any], key: str
 ) -> None:
-    plan = make_plan(user_data_extra=extra)
+    # Found by validate (the plan's rules) or, for what only the rendered seed shows, by the renderer.
     with pytest.raises(PlanError) as info:
+        plan = make_plan(user_data_extra=extra)
         render_user_data(plan, plan.node_specs()[0], host_key)
     assert key in [issue.path for issue in info.value.issues]
     assert key in str(info.value)
@@ -356,7 +387,7 @@ def test_extra_that_is_not_plain_yaml_is_refused(host_key: HostKey) -> None:
 def test_any_valid_node_name_renders_and_round_trips(name: str, host_key: HostKey) -> None:
     plan = make_plan(nodes={"count": 1, "names": [name], "size": "small"})
     node = plan.node_specs()[0]
-    assert yaml.safe_load(render_user_data(plan, node, host_key))["hostname"] == name
+    assert yaml.safe_load(render_user_data(plan, node, host_key))["stylus"]["site"]["hostName"] == name
     assert yaml.safe_load(render_meta_data(plan, node))["local-hostname"] == name
 
 

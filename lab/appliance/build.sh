@@ -129,7 +129,7 @@ printf '127.0.0.1 localhost\n' >"$ROOT/etc/hosts"
 
 # Modules and their dependencies, in load order (dependencies first). insmod
 # instead of modprobe: no modules.dep to build and the order is fixed here.
-MODS="ata_piix sd_mod sr_mod isofs e1000 qemu_fw_cfg"
+MODS="ata_piix sd_mod sr_mod isofs vfat nls_cp437 nls_ascii virtio_pci virtio_blk e1000 qemu_fw_cfg"
 declare -A SEEN=()
 ORDER=()
 modfile() { find "$KDIR/modules/kernel" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) | head -n1; }

@@ -43,6 +43,8 @@ class GuestSpec:
     unique among running guests."""
     cdroms: list[Path] = field(default_factory=list)
     """0..2 ISO images: CD 1 (the appliance ISO), CD 2 (the seed). With any, the guest boots from CD 1."""
+    storage_disk: Path | None = None
+    """A second raw disk (IDE primary slave, the guest's /dev/sdb): the appliance's storage-pool disk."""
     memory_mb: int = 384
     install_delay_s: int = 3
     """Simulated install time of the test appliance (QEMU ``-fw_cfg opt/pplab/install_delay``)."""
@@ -56,6 +58,7 @@ class GuestSpec:
     def __post_init__(self) -> None:
         """Normalise: paths as :class:`Path`, the MAC in lower case."""
         self.disk = Path(self.disk)
+        self.storage_disk = Path(self.storage_disk) if self.storage_disk else None
         self.cdroms = [Path(c) for c in self.cdroms]
         self.mac = self.mac.lower()
         self.console_log = Path(self.console_log) if self.console_log else None
@@ -171,7 +174,7 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         raise LabError(f"bad MAC {spec.mac!r} (want lower-case aa:bb:cc:dd:ee:ff)")
     if len(spec.cdroms) > 2:
         raise LabError("at most 2 CD drives (appliance ISO, seed)")
-    for path in (spec.disk, *spec.cdroms):
+    for path in (spec.disk, *spec.cdroms, *([spec.storage_disk] if spec.storage_disk else [])):
         if not Path(path).is_file():
             raise LabError(f"guest {spec.name}: {path} does not exist")
     qemu = require_tool("qemu-system-x86_64", "qemu-system-x86")
@@ -186,6 +189,9 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         "-device", f"e1000,netdev=n0,mac={spec.mac}",
         "-fw_cfg", f"name=opt/pplab/install_delay,string={int(spec.install_delay_s)}",
     ]  # fmt: skip
+    if spec.storage_disk is not None:
+        # IDE primary slave: the guest's /dev/sdb, as a vSphere VM's second SCSI disk is.
+        argv += ["-drive", f"file={spec.storage_disk},format=raw,if=ide,index=1,cache=unsafe"]
     # IDE secondary master/slave: the guest's /dev/sr0 (CD 1) and /dev/sr1 (CD 2).
     for i, iso in enumerate(spec.cdroms):
         argv += ["-drive", f"file={iso},media=cdrom,if=ide,index={2 + i},readonly=on"]

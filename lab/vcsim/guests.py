@@ -25,6 +25,8 @@ class BootRequest:
     cdroms: tuple[Path, ...]
     """In the VM's device order: first the appliance ISO, then the seed. Empty: boot from the disk."""
     console_log: Path
+    storage_disk: Path | None = None
+    """The VM's second disk (the storage pool), when it has one."""
 
 
 class GuestHandle(Protocol):
@@ -90,6 +92,7 @@ class PplabRunner:
             mac=request.mac.lower(),  # pplab wants lower case; vSphere reports either
             cdroms=list(request.cdroms),
             console_log=request.console_log,
+            storage_disk=request.storage_disk,
             **options,
         )
         # Boots from CD 1 when there are CDs (and caches its kernel/initrd beside the disk); otherwise a direct

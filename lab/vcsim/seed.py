@@ -93,7 +93,11 @@ def read_seed(path: Path) -> SeedInfo:
     meta = yaml.safe_load(meta_data.decode("utf-8", errors="replace")) if meta_data else None
 
     interface, ip = _first_interface(doc)
-    hostname = doc.get("hostname")
+    # As the appliance names itself: stylus.site.hostName, else stylus.site.name (the top-level cloud-init hostname
+    # is ignored, as the test appliance ignores it).
+    site = (doc.get("stylus") or {}).get("site") if isinstance(doc.get("stylus"), dict) else None
+    site = site if isinstance(site, dict) else {}
+    hostname = site.get("hostName") or site.get("name")
     if not isinstance(hostname, str) and isinstance(meta, dict):
         hostname = meta.get("local-hostname")
     return SeedInfo(ip=ip, hostname=hostname if isinstance(hostname, str) else None, interface=interface)

@@ -99,6 +99,10 @@ class _Node:
     def disk(self) -> Path:
         return self.dir / "disk.img"
 
+    @property
+    def storage_disk(self) -> Path:
+        return self.dir / "storage.img"
+
     def save(self) -> None:
         """Persist what a restarted watcher must remember: the address learnt from the seed."""
         data = {"uuid": self.uuid, "name": self.name, "ip": self.ip, "hostname": self.hostname}
@@ -302,12 +306,17 @@ class Watcher:
                 self.config.default_disk_bytes,
             )
             self.runner.create_disk(node.disk, size or self.config.default_disk_bytes)
+        disks = [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+        if len(disks) > 1 and not node.storage_disk.exists():
+            size = int(disks[1].capacityInKB) * 1024
+            self.runner.create_disk(node.storage_disk, size or self.config.default_disk_bytes)
         request = BootRequest(
             name=f"vc-{node.key}",
             mac=str(nics[0].macAddress),
             disk=node.disk,
             cdroms=tuple(cdroms),
             console_log=node.dir / f"console-{node.boots + 1}-{'cd' if cdroms else 'disk'}.log",
+            storage_disk=node.storage_disk if node.storage_disk.exists() else None,
         )
         node.guest = self.runner.start(request)
         node.boots += 1

@@ -95,8 +95,9 @@ def find_archive(session: Session) -> Archive:
 def merge_variables(session: Session, archive: Archive) -> list[Variable]:
     """The archive's values with the plan's ``profile_variables`` and ``profile_secrets`` merged over them."""
     cluster = session.context.plan.cluster
-    given: dict[str, str | Secret] = {**cluster.profile_variables, **cluster.profile_secrets}
     declared = {v.name for v in archive.variables}
+    defaults = {k: v for k, v in session.context.profile_defaults.items() if k in declared}
+    given: dict[str, str | Secret] = {**defaults, **cluster.profile_variables, **cluster.profile_secrets}
     unknown = sorted(set(given) - declared)
     if unknown:
         raise HandoffError(

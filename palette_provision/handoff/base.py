@@ -53,6 +53,9 @@ class HandoffContext:
     log: Any
     emit: Callable[[str, str, Mapping[str, Any]], None] = lambda _step, _msg, _data: None
     step: StepRunner | None = None
+    #: Profile variables the deployment knows (the storage-pool disk the provider attached), applied when the
+    #: archive declares them and the plan's ``cluster.profile_variables`` does not set them.
+    profile_defaults: Mapping[str, str] = field(default_factory=dict)
 
     def run_step(
         self, name: str, action: Callable[[], Mapping[str, Any] | None], *, node: str = GLOBAL, always: bool = False

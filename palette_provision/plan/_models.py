@@ -95,6 +95,26 @@ def _sha256_hex(value: str) -> str:
 #: A SHA-256 digest: 64 hexadecimal digits, kept lower-case (the ISO's and the content bundle's).
 Sha256 = Annotated[str, AfterValidator(_sha256_hex)]
 
+_DISK_PATH = re.compile(r"^/dev/[A-Za-z0-9._:/+@-]+$")
+
+
+def _disk_path(value: str) -> str:
+    if value == "auto":
+        raise PydanticCustomError(
+            "disk_auto",
+            "must name the disk: with 'auto' the installer picks the largest drive, which may be the storage-pool "
+            "disk",
+        )
+    if not _DISK_PATH.match(value) or "/../" in value or value.endswith("/.."):
+        raise PydanticCustomError(
+            "disk_path", "must be a device path under /dev/, e.g. /dev/disk/by-path/... or /dev/sda"
+        )
+    return value
+
+
+#: A block device as the node sees it (``/dev/...``); never ``auto``.
+DiskPath = Annotated[str, AfterValidator(_disk_path)]
+
 
 class IsoSource(_Model):
     """The appliance (or Edge installer) ISO: a local path or an http(s) URL, and its SHA-256."""
@@ -201,6 +221,12 @@ class HostEntry(BaseModel):
     address: ipaddress.IPv4Interface | None = Field(
         default=None, description="Static mode: this node's address with prefix (instead of network.addresses)."
     )
+    install_disk: DiskPath | None = Field(
+        default=None, description="This node's install disk (see nodes.install_disk)."
+    )
+    storage_disk: DiskPath | None = Field(
+        default=None, description="This node's storage-pool disk (see nodes.storage_disk)."
+    )
 
     @property
     def provider_settings(self) -> dict[str, Any]:
@@ -208,11 +234,18 @@ class HostEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
+#: The most nodes one plan deploys (a bound, so a typo such as 10000000 is a plan error, not a hung validate).
+MAX_NODES = 1000
+
+
 class NodesSettings(_Model):
     """The machines: how many (or which), how big, their disks, firmware and network."""
 
     count: int | None = Field(
-        default=None, description="Number of nodes: 1 or 3 for the appliance, >= 1 for edge (default: len(hosts))."
+        default=None,
+        ge=1,
+        le=MAX_NODES,
+        description="Number of nodes: 1 or 3 for the appliance, >= 1 for edge (default: len(hosts)).",
     )
     names: list[str] | None = Field(default=None, description="Node names; default <cluster.name>-<n>.")
     hosts: list[HostEntry] | None = Field(
@@ -223,6 +256,22 @@ class NodesSettings(_Model):
     memory_gb: int | None = Field(default=None, ge=1)
     install_disk_gb: int = Field(default=500, ge=1, description="Install disk (>= 300 GB for the appliance).")
     storage_disk_gb: int = Field(default=500, ge=0, description="Storage-pool disk (>= 500 GB for the appliance).")
+    install_disk: DiskPath | None = Field(
+        default=None,
+        description="The disk the appliance installs onto, as the node sees it: a stable name such as "
+        "/dev/disk/by-path/... or /dev/disk/by-id/... is better than /dev/sda. Default: the provider names it for "
+        "machines it builds; required for machines it does not.",
+    )
+    storage_disk: DiskPath | None = Field(
+        default=None,
+        description="The storage-pool disk (wiped by the cluster), as the node sees it; becomes the profile variable "
+        "storage_pool_drive unless cluster.profile_variables sets it. Default: the provider names it, else /dev/sdb.",
+    )
+    wipe_install_disk: bool = Field(
+        default=False,
+        description="Erase old partition signatures on the install disk before installing (wipefs --all, run by the "
+        "seed; logged as a warning). Off by default: it destroys whatever the disk held.",
+    )
     firmware: Literal["uefi", "bios"] = "uefi"
     secure_boot: bool = False
     network: NetworkSettings = Field(default_factory=NetworkSettings)
@@ -287,6 +336,10 @@ class NodeSpec(_Model):
     address: ipaddress.IPv4Interface | None = None
     gateway: ipaddress.IPv4Address | None = None
     dns: tuple[ipaddress.IPv4Address, ...] = ()
+    install_disk: str | None = Field(
+        default=None, description="The install device, or None (the provider's, else auto)."
+    )
+    storage_disk: str | None = Field(default=None, description="The storage-pool device, or None (not named).")
     settings: Any = Field(
         default=None, description="The provider's per-node settings (its node_settings_model), or None.", exclude=True
     )
@@ -392,6 +445,8 @@ class DeploymentPlan(_Model):
                     address=address,
                     gateway=net.gateway if address else None,
                     dns=tuple(self.cluster.dns),
+                    install_disk=(hosts[i].install_disk if i < len(hosts) else None) or self.nodes.install_disk,
+                    storage_disk=(hosts[i].storage_disk if i < len(hosts) else None) or self.nodes.storage_disk,
                     settings=self._node_settings[i] if i < len(self._node_settings) else None,
                 )
             )

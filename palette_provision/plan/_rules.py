@@ -22,7 +22,7 @@ def _rule_issues(plan: DeploymentPlan) -> list[PlanIssue]:
     gets every other cross-field problem reported in the same round.
     """
     issues: list[PlanIssue] = []
-    for group in (_count_and_size, _firmware, _names, _network, _leader, _ssh, _iso, _handoff):
+    for group in (_count_and_size, _firmware, _names, _network, _leader, _ssh, _iso, _handoff, _seed_overrides):
         try:
             issues.extend(group(plan))
         except (AttributeError, TypeError, KeyError, ValueError):
@@ -180,3 +180,13 @@ def _network_issues(plan: DeploymentPlan, count: int) -> list[PlanIssue]:
         elif net.gateway is not None and net.gateway not in iface.network:
             issues.append(PlanIssue(path, f"gateway {net.gateway} is outside {iface.network}"))
     return issues
+
+
+def _seed_overrides(plan: DeploymentPlan) -> list[PlanIssue]:
+    """``user_data_extra`` against the seed's conformance table: typos, types, allowed values (errors only; the
+    warnings are for ``validate`` to show, see :func:`palette_provision.seed.override_findings`)."""
+    if not plan.user_data_extra:
+        return []  # and the seed module (PyYAML with it) stays unimported: a re-run does not need it
+    from palette_provision.seed._extra import override_findings
+
+    return override_findings(plan.user_data_extra)[0]

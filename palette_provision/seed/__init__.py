@@ -28,6 +28,7 @@ from palette_provision.journal import Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import SeedFormat
+from palette_provision.seed._extra import override_findings
 from palette_provision.seed._fat import build_cidata_disk
 from palette_provision.seed._hostkey import HostKey
 from palette_provision.seed._iso import SEED_VOLUME_LABEL, build_cidata_iso, write_seed
@@ -44,6 +45,7 @@ __all__ = [
     "build_cidata_iso",
     "build_seed",
     "build_seed_iso",
+    "override_findings",
     "render_meta_data",
     "render_user_data",
     "sha512_crypt",

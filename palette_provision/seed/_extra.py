@@ -24,7 +24,7 @@ from typing import Any
 
 from palette_provision.errors import PlanIssue
 
-__all__ = ["LIBRARY_KEYS", "LibraryKey", "deep_merge", "library_key_issues"]
+__all__ = ["LIBRARY_KEYS", "LibraryKey", "deep_merge", "legacy_issues", "library_key_issues", "override_findings"]
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class LibraryKey:
 
 #: The keys ``user_data_extra`` may not remove (or, when pinned, change).
 LIBRARY_KEYS: tuple[LibraryKey, ...] = (
-    LibraryKey(("hostname",), False, "the node's name"),
+    LibraryKey(("stylus", "site", "hostName"), True, "the node's name in the cluster; rename the node in the plan"),
     LibraryKey(("install", "device"), False, "the installer needs a target disk"),
     LibraryKey(("install", "auto"), True, "without it the installer waits for a person at the console"),
     LibraryKey(("install", "poweroff"), True, "the library detects the end of the install by the power-off"),
@@ -118,3 +118,48 @@ def library_key_issues(base: Mapping[str, Any], merged: Mapping[str, Any]) -> li
                 )
             )
     return issues
+
+
+def legacy_issues(extra: Mapping[str, Any]) -> list[PlanIssue]:
+    """Overrides of keys earlier seeds wrote and the published references route elsewhere: a clear message each."""
+    issues: list[PlanIssue] = []
+    if "hostname" in extra:
+        issues.append(
+            PlanIssue(
+                "user_data_extra.hostname",
+                "the appliance names the host from stylus.site.hostName, which the seed sets to the node's name; "
+                "name the node in the plan instead (nodes.names or nodes.hosts[i].name)",
+            )
+        )
+    nics = _get(extra, ("stylus", "site", "network", "interfaces"))
+    for name, nic in (nics.items() if isinstance(nics, Mapping) else ()):
+        if isinstance(nic, Mapping) and "mask" in nic:
+            issues.append(
+                PlanIssue(
+                    f"user_data_extra.stylus.site.network.interfaces.{name}.mask",
+                    "the seed writes the prefix in ipAddress (10.0.10.25/24), as the installer reference's examples "
+                    "do; set it in the plan's addresses (nodes.network.addresses) and remove mask",
+                )
+            )
+    return issues
+
+
+def override_findings(extra: Mapping[str, Any] | None) -> tuple[list[PlanIssue], list[PlanIssue]]:
+    """``(errors, warnings)`` for a plan's ``user_data_extra``, checked against the seed's conformance table.
+
+    Errors: typos of published keys, wrong types, values outside the allowed set, and overrides of keys the seed
+    now writes elsewhere (top-level ``hostname``, a NIC's ``mask``). Warnings: keys the references do not list (the
+    installer accepts more than is published) and deprecated keys. Each names its field path.
+    """
+    from palette_provision.seed._conformance import check_seed_document
+
+    if not extra:
+        return [], []
+    errors = legacy_issues(extra)
+    flagged = {issue.path for issue in errors}
+    warnings: list[PlanIssue] = []
+    for finding in check_seed_document(extra, prefix="user_data_extra."):
+        if finding.path in flagged:
+            continue
+        (errors if finding.severity == "error" else warnings).append(PlanIssue(finding.path, finding.message))
+    return errors, warnings

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from palette_provision.errors import PlanError, PlanIssue
 from palette_provision.plan import DeploymentPlan, NodeSpec, Profile
 from palette_provision.secrets import Secret
-from palette_provision.seed._extra import deep_merge, library_key_issues
+from palette_provision.seed._extra import deep_merge, legacy_issues, library_key_issues
 from palette_provision.seed._hostkey import HostKey
 from palette_provision.seed._sha512crypt import CRYPT_ALPHABET, SEED_ROUNDS, sha512_crypt
 
@@ -35,6 +35,7 @@ __all__ = [
     "SeedStylus",
     "SeedUser",
     "derive_salt",
+    "edge_host_id",
     "render_meta_data",
     "render_user_data",
 ]
@@ -44,6 +45,22 @@ CLOUD_CONFIG_HEADER = "#cloud-config\n"
 #: Names of the two ``stages.initramfs`` steps the library writes.
 USERS_STAGE = "palette-provision-users"
 HOST_KEYS_STAGE = "palette-provision-host-keys"
+#: The Kairos stage run before the installer partitions the disk, and the library's wipe step in it.
+WIPE_STAGE_NAME = "kairos-install.pre"
+WIPE_STAGE = "palette-provision-wipe-install-disk"
+#: Characters the installer reference does not allow in an Edge host ID.
+_ID_FORBIDDEN = set("/?#&+%,$~!@*(){}|=;:<>'.^\" \t\n")
+
+
+def edge_host_id(plan_name: str, node_name: str) -> str:
+    """The Edge host ID (``stylus.site.name``): ``<plan>-<node>``, characters the reference forbids as ``-``.
+
+    >>> edge_host_id("site-1", "palette-1")
+    'site-1-palette-1'
+    >>> edge_host_id("lab.example", "n1")
+    'lab-example-n1'
+    """
+    return "".join("-" if c in _ID_FORBIDDEN else c for c in f"{plan_name}-{node_name}")[:128]
 
 _SALT_DOMAIN = b"palette-provision/sha512-crypt-salt/v2\0"
 
@@ -53,12 +70,17 @@ class _Part(BaseModel):
 
 
 class SeedInstall(_Part):
-    """``install:``: unattended install onto ``device``, then power off (the library detects the end by it)."""
+    """``install:``: unattended install onto ``device``, then power off (the library detects the end by it).
+
+    ``wipe`` adds a ``kairos-install.pre`` step running ``wipefs --all`` on the device before the installer
+    partitions it (the appliance's docs require an install disk without old partitions).
+    """
 
     auto: bool = True
     device: str = "auto"
     poweroff: bool = True
     reboot: bool = False
+    wipe: bool = False
 
 
 class SeedInterface(_Part):
@@ -73,11 +95,9 @@ class SeedInterface(_Part):
         """The YAML mapping (``type`` only for DHCP)."""
         if self.type == "dhcp" or self.address is None:
             return {"type": "dhcp"}
-        doc: dict[str, Any] = {
-            "type": "static",
-            "ipAddress": str(self.address.ip),
-            "mask": self.address.network.prefixlen,
-        }
+        # The prefix goes in ipAddress ("10.0.10.25/24"), as every published example writes it; the reference
+        # types ``mask`` as a String and no example uses it (docs/seed-format.md).
+        doc: dict[str, Any] = {"type": "static", "ipAddress": self.address.with_prefixlen}
         if self.gateway is not None:
             doc["gateway"] = str(self.gateway)
         if self.nameserver is not None:
@@ -86,12 +106,13 @@ class SeedInterface(_Part):
 
 
 class SeedStylus(_Part):
-    """``stylus:``: a locally managed (multi-node) appliance, no TUI, the Local UI port, NTP and the NICs."""
+    """``stylus:``: a locally managed (multi-node) appliance, no TUI, host name and ID, Local UI port, NTP, NICs."""
 
     management_mode: str = "local"
     enable_multi_node: bool = True
     disable_tui: bool = True
-    include_tui: bool = False
+    host_name: str = ""
+    edge_host_id: str = ""
     local_ui_port: int = 5080
     ntp_servers: tuple[str, ...] = ()
     interfaces: dict[str, SeedInterface] = {}
@@ -102,9 +123,13 @@ class SeedStylus(_Part):
             "managementMode": self.management_mode,
             "enableMultiNode": self.enable_multi_node,
             "disableTui": self.disable_tui,
-            "includeTui": self.include_tui,
             "localUI": {"port": self.local_ui_port},
             "site": {
+                # The Edge host's name, and so the node's name in the cluster (the installer reference); without
+                # it the host would be named from site.name or a generated edge-<serial>.
+                "hostName": self.host_name,
+                # The Edge host ID (the device ID Palette registers).
+                "name": self.edge_host_id,
                 "ntpServers": list(self.ntp_servers),
                 "network": {"interfaces": {name: nic.to_document() for name, nic in self.interfaces.items()}},
             },
@@ -175,7 +200,7 @@ class SeedModel(_Part):
     Example::
 
         model = SeedModel.from_plan(plan, node, HostKey.generate())
-        text = model.render(plan.user_data_extra)   # "#cloud-config\\nhostname: node-1\\n..."
+        text = model.render(plan.user_data_extra)   # "#cloud-config\\ninstall:\\n  auto: true..."
     """
 
     hostname: str
@@ -201,6 +226,8 @@ class SeedModel(_Part):
             nic = SeedInterface(type="dhcp")
         stylus = SeedStylus(
             enable_multi_node=plan.profile is Profile.APPLIANCE or plan.node_count > 1,
+            host_name=node.name,
+            edge_host_id=edge_host_id(plan.name, node.name),
             local_ui_port=plan.handoff.local_api_port,
             ntp_servers=tuple(plan.cluster.ntp),
             interfaces={node.interface: nic},
@@ -212,7 +239,8 @@ class SeedModel(_Part):
             SeedFile(path="/etc/ssh/ssh_host_ed25519_key", content=host_key.private_openssh, permissions=0o600),
             SeedFile(path="/etc/ssh/ssh_host_ed25519_key.pub", content=host_key.public_line, permissions=0o644),
         )
-        return cls(hostname=node.name, stylus=stylus, users=(user,), files=files)
+        install = SeedInstall(device=node.install_disk or "auto", wipe=plan.nodes.wipe_install_disk)
+        return cls(hostname=node.name, install=install, stylus=stylus, users=(user,), files=files)
 
     def to_document(self) -> dict[str, Any]:
         """The user-data mapping per ``docs/seed-format.md``. Reveals the secrets: call it only to render."""
@@ -225,8 +253,17 @@ class SeedModel(_Part):
             for u in self.users
         }
         install = self.install
+        stages: dict[str, Any] = {
+            "initramfs": [
+                {"name": USERS_STAGE, "users": users},
+                {"name": HOST_KEYS_STAGE, "files": [f.to_document() for f in self.files]},
+            ]
+        }
+        if install.wipe:
+            # kairos-install.pre runs before the installer partitions the disk (before-install would be too late:
+            # it runs after partitioning). See docs/seed-conformance.md.
+            stages[WIPE_STAGE_NAME] = [{"name": WIPE_STAGE, "commands": [f"wipefs --all {install.device}"]}]
         return {
-            "hostname": self.hostname,
             "install": {
                 "auto": install.auto,
                 "device": install.device,
@@ -234,12 +271,7 @@ class SeedModel(_Part):
                 "reboot": install.reboot,
             },
             "stylus": self.stylus.to_document(),
-            "stages": {
-                "initramfs": [
-                    {"name": USERS_STAGE, "users": users},
-                    {"name": HOST_KEYS_STAGE, "files": [f.to_document() for f in self.files]},
-                ]
-            },
+            "stages": stages,
         }
 
     def render(self, extra: Mapping[str, Any] | None = None) -> str:
@@ -251,7 +283,7 @@ class SeedModel(_Part):
         """
         base = self.to_document()
         merged = deep_merge(base, extra or {})
-        issues = library_key_issues(base, merged)
+        issues = legacy_issues(extra or {}) + library_key_issues(base, merged)
         if issues:
             raise PlanError(issues)
         return _dump_checked(merged)

@@ -70,6 +70,7 @@ from palette_provision.provider import (
     Machine,
     MediaFile,
     MediaSlot,
+    NodeDisks,
     PowerState,
     ProgressCallback,
     ProviderContext,
@@ -257,6 +258,13 @@ class FakeProvider:
     def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
         """One key for the whole fake platform, limited by ``concurrency_limit`` (unlimited: the node count)."""
         return "fake", self.settings.concurrency_limit or self.settings.max_nodes
+
+    def disk_layout(self, node: NodeSpec) -> NodeDisks | None:
+        """Created machines: /dev/sda and /dev/sdb (as the vSphere provider builds them). Others: unknown (the plan
+        names them)."""
+        if self.lifecycle is not Lifecycle.CREATED:
+            return None
+        return NodeDisks("/dev/sda", "/dev/sdb" if node.storage_disk_gb > 0 else None)
 
     def seed_format(self, node: NodeSpec) -> SeedFormat:
         """A VM reads a second CD; a BMC's second slot is a removable disk; a deployed image reads user-data."""

@@ -112,6 +112,13 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     assert _vcsim_vms(lab) == ["lab-palette-lab-1"]
     consoles = sorted(p.name for p in (lab.vcsim_dir / "watcher").rglob("*console*-cd.log"))
     assert len(consoles) == 1, f"the installer ran more than once: {consoles}"
+    # The seed named the install disk by its by-path name (PVSCSI unit 0), not the larger storage-pool disk the
+    # guest also had, and the appliance named itself from stylus.site.hostName.
+    [install_log] = (lab.vcsim_dir / "watcher").rglob("*console*-cd.log")
+    console = install_log.read_text(errors="replace")
+    assert "install: /dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0 is /dev/sda" in console, console[-3000:]
+    assert "install: start #1 onto /dev/sda" in console and "hostname=palette-lab-1" in console, console[-3000:]
+    assert list((lab.vcsim_dir / "watcher").rglob("storage.img")), "the VM's storage-pool disk reached the guest"
     sim = _sim_state(lab)
     assert sim["stats"]["clustersCreated"] == 1
     assert len([u for u in sim["stats"]["uploads"] if u.get("result") != "rejected"]) == 1

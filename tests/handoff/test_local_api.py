@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 import time
 from pathlib import Path
@@ -283,3 +284,20 @@ def test_a_running_but_unhealthy_cluster_times_out_without_its_kubeconfig_in_any
     files = [journal.path, journal.path.with_name(journal.path.name + "-wal")]
     raw = b"".join(p.read_bytes() for p in files if p.exists())
     assert b"current-context" not in raw and b"certificate-authority-data" not in raw
+
+
+@pytest.mark.parametrize(("plan_value", "expected"), [(None, "/dev/sdc"), ("/dev/disk/by-id/wwn-0x5000c5", None)])
+def test_the_storage_disk_the_deployment_knows_becomes_storage_pool_drive_unless_the_plan_sets_it(
+    simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path, plan_value: str | None, expected: str | None
+) -> None:
+    sim = simulate(1)
+    overrides = {"cluster.profile_variables": {"storage_pool_drive": plan_value}} if plan_value else None
+    plan = rig.build_plan(rig.plan_data(tmp_path, 1, content=bundle, overrides=overrides))
+    spec = rig.sim_spec(sim)
+    context = dataclasses.replace(
+        rig.context_for(plan, journal, spec, []), profile_defaults={"storage_pool_drive": "/dev/sdc"}
+    )
+    rig.former(spec).form(context)
+    body = sim.leader.state()["cluster"]["config"]
+    variables = {v["name"]: v["value"] for v in body["spec"]["profileVariables"]}
+    assert variables["storage_pool_drive"] == (expected or plan_value)

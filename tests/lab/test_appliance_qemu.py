@@ -21,6 +21,8 @@ from pplab.disk import create_disk, read_install_state
 from pplab.net import LanDhcp
 from pplab.qemu import GuestSpec, cached_boot_files, start_guest
 
+from palette_provision.waiting import wait_for
+
 from .conftest import Ed25519, make_iso, sha512_crypt
 
 # Not .11/.12: other lab tests boot guests with those at the same time.
@@ -35,13 +37,17 @@ def _indent(text: str, spaces: int) -> str:
     return "".join(" " * spaces + line + "\n" for line in text.strip().splitlines())
 
 
-def user_data(host: Ed25519, client: Ed25519, passwd_hash: str) -> str:
-    """The seed's user-data, laid out as docs/seed-format.md, plus keys the appliance must ignore."""
+BY_PATH = "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0"
+
+
+def user_data(host: Ed25519, client: Ed25519, passwd_hash: str, device: str = "/dev/sda") -> str:
+    """The seed's user-data, laid out as docs/seed-format.md, plus keys the appliance must ignore (the top-level
+    cloud-init ``hostname``: the appliance names itself from ``stylus.site.hostName``)."""
     return f"""#cloud-config
-hostname: {HOSTNAME}
+hostname: ignored-top-level-name
 install:
   auto: true
-  device: /dev/sda
+  device: {device}
   poweroff: true
   reboot: false
   grub_options: {{extra_cmdline: "console=ttyS0"}}
@@ -49,10 +55,11 @@ stylus:
   managementMode: local
   enableMultiNode: true
   disableTui: true
-  includeTui: false
   localUI:
     port: 5080
   site:
+    hostName: {HOSTNAME}
+    name: labtest-{HOSTNAME}
     ntpServers: [pool.ntp.org]
     network:
       interfaces:
@@ -133,13 +140,16 @@ def test_install_from_iso_then_boot_from_disk_and_ssh(appliance_iso: Path, tmp_p
     client_key = Ed25519.generate("user@test")
     seed_dir = tmp_path / "seed"
     seed_dir.mkdir()
-    (seed_dir / "user-data").write_text(user_data(host, client_key, sha512_crypt("lab-password")))
+    # The install disk by the by-path name the vSphere provider writes (SCSI 0:0:0:0; the lab's disk controller is
+    # IDE, primary master, the same SCSI address): the appliance resolves it, as udev would.
+    (seed_dir / "user-data").write_text(user_data(host, client_key, sha512_crypt("lab-password"), device=BY_PATH))
     (seed_dir / "meta-data").write_text(f"instance-id: labtest-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n")
     seed = make_iso(seed_dir, tmp_path / "seed.iso", "cidata")
     disk = create_disk(tmp_path / "node.raw", "300G")
+    storage = create_disk(tmp_path / "storage.raw", "500G")  # larger: "auto" would pick it
     net.ensure_lan()
     with LanDhcp({MAC: ADDRESS}) as dhcp:
-        _install_then_boot_from_disk(appliance_iso, seed, disk, host, client_key, tmp_path)
+        _install_then_boot_from_disk(appliance_iso, seed, disk, host, client_key, tmp_path, storage)
         assert dhcp.log_path is not None
         log = dhcp.log_path.read_text()
     # The address came from this server's static lease, not from anywhere else.
@@ -147,13 +157,13 @@ def test_install_from_iso_then_boot_from_disk_and_ssh(appliance_iso: Path, tmp_p
 
 
 def _install_then_boot_from_disk(
-    appliance_iso: Path, seed: Path, disk: Path, host: Ed25519, client_key: Ed25519, tmp_path: Path
+    appliance_iso: Path, seed: Path, disk: Path, host: Ed25519, client_key: Ed25519, tmp_path: Path, storage: Path
 ) -> None:
 
-    # Boot 1: the ISO installs and powers the guest off (QEMU -no-reboot exits).
+    # Boot 1: the ISO installs onto the named disk (not the larger storage disk) and powers the guest off.
     spec = GuestSpec(
         name="lab-install", disk=disk, mac=MAC, cdroms=[appliance_iso, seed], install_delay_s=2,
-        console_log=tmp_path / "install.log",
+        console_log=tmp_path / "install.log", storage_disk=storage,
     )  # fmt: skip
     started = time.monotonic()
     with start_guest(spec) as guest:
@@ -164,11 +174,13 @@ def _install_then_boot_from_disk(
     assert "pplab: " in console and "seed found on /dev/sr1" in console, console
     assert "install: waiting 2s" in console, console  # the runner's install delay reached the guest
     assert "install: complete #1" in console and "install: powering off" in console, console
+    assert f"install: {BY_PATH} is /dev/sda" in console, console
     assert "RE-INSTALL" not in console
     assert not link_exists(spec.tap, net.LAN_NAMESPACE), "Guest.stop() left the tap behind"
 
     state = read_install_state(disk)
     assert state is not None, "nothing installed on the disk"
+    assert read_install_state(storage) is None, "the storage-pool disk was left alone"
     assert (state.count, state.hostname, state.device) == (1, HOSTNAME, "/dev/sda")
     assert state.instance_id == f"labtest-{HOSTNAME}"
     assert state.config["ACCOUNT"] == ACCOUNT
@@ -205,3 +217,29 @@ def _install_then_boot_from_disk(
             assert sock.recv(64).startswith(b"SSH-2.0-dropbear")
     assert not guest.is_running()
     print(f"install boot: {install_s:.1f} s, disk boot to SSH session: {ssh_s:.1f} s")
+
+
+@pytest.mark.lab
+@pytest.mark.qemu
+@pytest.mark.timeout(300)
+def test_an_auto_install_device_with_two_disks_is_refused(appliance_iso: Path, tmp_path: Path) -> None:
+    """The real installer takes the largest drive; the lab's appliance refuses to guess, so a seed that leaves the
+    install disk to chance fails in the lab instead of wiping a storage disk in the field."""
+    host, client_key = Ed25519.generate("k"), Ed25519.generate("user@test")
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    (seed_dir / "user-data").write_text(user_data(host, client_key, sha512_crypt("pw"), device="auto"))
+    (seed_dir / "meta-data").write_text(f"instance-id: labtest-{HOSTNAME}\n")
+    seed = make_iso(seed_dir, tmp_path / "seed.iso", "cidata")
+    disk, storage = create_disk(tmp_path / "node.raw", "300G"), create_disk(tmp_path / "storage.raw", "500G")
+    net.ensure_lan()
+    spec = GuestSpec(name="lab-auto", disk=disk, mac=MAC, cdroms=[appliance_iso, seed], storage_disk=storage,
+                     console_log=tmp_path / "auto.log")  # fmt: skip
+    with start_guest(spec) as guest:
+        console = wait_for(
+            guest.console, what="the appliance to refuse the auto install device", timeout=BOOT_TIMEOUT,
+            until=lambda text: "refusing to guess" in text or not guest.is_running(),
+        )  # fmt: skip
+        assert "install.device is auto and there are 2 disks; refusing to guess" in console, console[-3000:]
+        assert guest.is_running(), "it stays up at the console, as the interactive installer would"
+    assert read_install_state(disk) is None and read_install_state(storage) is None, "nothing was installed"

@@ -192,12 +192,16 @@ func plan(userData, metaData, out string) error {
 		env[k] = v
 	}
 
-	hostname := scalar(lookup(&doc, "hostname"))
+	// As the Edge installer reference says: the host (and cluster node) name is
+	// stylus.site.hostName, else stylus.site.name, else a generated edge-<id>.
+	// The top-level cloud-init "hostname" is ignored on purpose, so a seed that
+	// sets only that would show up in the lab with the wrong name.
+	hostname := scalar(lookup(&doc, "stylus", "site", "hostName"))
 	if hostname == "" {
-		hostname = scalar(lookup(&meta, "local-hostname"))
+		hostname = scalar(lookup(&doc, "stylus", "site", "name"))
 	}
 	if hostname == "" {
-		hostname = "palette-appliance"
+		hostname = "edge-" + strings.ReplaceAll(scalar(lookup(&meta, "instance-id")), "/", "-")
 	}
 	set("HOSTNAME", hostname)
 	set("INSTANCE_ID", scalar(lookup(&meta, "instance-id")))
@@ -225,13 +229,23 @@ func plan(userData, metaData, out string) error {
 		switch typ {
 		case "dhcp":
 		case "static":
+			// The published examples write the prefix in ipAddress
+			// ("10.0.10.25/24"); a separate mask (a String in the reference) is
+			// accepted too.
 			addr := scalar(lookup(cfg, "ipAddress"))
-			if net.ParseIP(addr).To4() == nil {
-				return fmt.Errorf("interface %s: ipAddress %q is not an IPv4 address", name, addr)
-			}
-			prefix, err := maskToPrefix(scalar(lookup(cfg, "mask")))
-			if err != nil {
-				return fmt.Errorf("interface %s: %v", name, err)
+			var prefix string
+			if ip, ipnet, err := net.ParseCIDR(addr); err == nil && ip.To4() != nil {
+				ones, _ := ipnet.Mask.Size()
+				addr, prefix = ip.String(), strconv.Itoa(ones)
+			} else {
+				if net.ParseIP(addr).To4() == nil {
+					return fmt.Errorf("interface %s: ipAddress %q is not an IPv4 address", name, addr)
+				}
+				p, err := maskToPrefix(scalar(lookup(cfg, "mask")))
+				if err != nil {
+					return fmt.Errorf("interface %s: %v", name, err)
+				}
+				prefix = p
 			}
 			gw := scalar(lookup(cfg, "gateway"))
 			if gw != "" && net.ParseIP(gw).To4() == nil {

@@ -62,7 +62,7 @@ VARIABLES: tuple[VariableDef, ...] = (
     VariableDef("service_cidr", "Service CIDR", "IPv4 CIDR of the service network; must not overlap"
                 " the pod CIDR", "ipv4cidr", CIDR_REGEX, "100.64.64.0/18"),
     VariableDef("storage_pool_drive", "Storage pool drive", "Disk wiped and used for the Piraeus"
-                " storage pool", "string", r"^/dev/[A-Za-z0-9._/-]+$", "/dev/sdb"),
+                " storage pool", "string", r"^/dev/[A-Za-z0-9._:/+-]+$", "/dev/sdb"),
     VariableDef("csi_placement_count", "CSI placement count", "Replicas of each volume (also the"
                 " MongoDB replica count)", "number", r"^[1-9]$", "3"),
     VariableDef("registry_port", "Registry port", "NodePort of the in-cluster Zot registry",

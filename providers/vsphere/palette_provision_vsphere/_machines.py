@@ -21,6 +21,7 @@ __all__ = [
     "cdrom_specs",
     "create_vm",
     "delete_vm",
+    "disk_by_path",
     "listed_machine",
     "machine_of",
     "owner_of",
@@ -31,6 +32,24 @@ __all__ = [
 MARKER = "palette-provision"
 
 _SCSI_KEY, _AHCI_KEY, _NIC_KEY = -100, -300, -500
+#: The PCI slot we give the VM's one paravirtual SCSI controller. vSphere's virtual hardware places slot 160 at
+#: PCI bus 3, device 0, so the guest sees the controller at :data:`PVSCSI_PCI_ADDRESS` (the address a Linux guest
+#: shows for the first PVSCSI controller of a VM whose slots vSphere chose itself); pinning it makes the disks'
+#: ``/dev/disk/by-path`` names known before the VM exists.
+PVSCSI_PCI_SLOT = 160
+PVSCSI_PCI_ADDRESS = "0000:03:00.0"
+
+
+def disk_by_path(unit: int) -> str:
+    """The udev ``by-path`` name of the disk at ``unit`` of the PVSCSI controller (host 0, channel 0, LUN 0).
+
+    Stable across boots, unlike ``/dev/sdX`` (Linux probes SCSI disks asynchronously and names them in the order
+    the probes finish).
+
+    >>> disk_by_path(1)
+    '/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:1:0'
+    """
+    return f"/dev/disk/by-path/pci-{PVSCSI_PCI_ADDRESS}-scsi-0:0:{unit}:0"
 _MACHINE_PROPS = ("name", "config.uuid", "config.instanceUuid", "config.hardware.device")
 _DISK_KEYS = (-201, -202)
 _CD_KEYS = (-401, -402)
@@ -131,7 +150,12 @@ def _config_spec(
     devices = [
         add(
             operation="add",
-            device=vim.vm.device.ParaVirtualSCSIController(key=_SCSI_KEY, busNumber=0, sharedBus="noSharing"),
+            device=vim.vm.device.ParaVirtualSCSIController(
+                key=_SCSI_KEY,
+                busNumber=0,
+                sharedBus="noSharing",
+                slotInfo=vim.vm.device.VirtualDevice.PciBusSlotInfo(pciSlotNumber=PVSCSI_PCI_SLOT),
+            ),
         )
     ]
     sizes = [node.install_disk_gb] + ([node.storage_disk_gb] if node.storage_disk_gb > 0 else [])

@@ -24,6 +24,7 @@ from palette_provision.provider import (
     Machine,
     MediaFile,
     MediaSlot,
+    NodeDisks,
     PowerState,
     ProgressCallback,
     ProviderContext,
@@ -128,6 +129,14 @@ class VsphereProvider:
     def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
         """Every node shares the vCenter: ``max_concurrent_operations`` of them act on it at once."""
         return f"vcenter:{self.settings.server}", self.settings.max_concurrent_operations
+
+    def disk_layout(self, node: NodeSpec) -> NodeDisks:
+        """The install disk (unit 0 of the VM's one paravirtual SCSI controller) and the storage disk (unit 1), by
+        their ``/dev/disk/by-path`` names: the controller's PCI slot is pinned at creation, so the names are known
+        now. Not ``/dev/sda``: Linux names SCSI disks in the order their asynchronous probes finish."""
+        from palette_provision_vsphere._machines import disk_by_path
+
+        return NodeDisks(disk_by_path(0), disk_by_path(1) if node.storage_disk_gb > 0 else None)
 
     def vm_name(self, node: NodeSpec | str) -> str:
         """The VM name of a node: ``<vm_prefix><node name>``."""

@@ -60,6 +60,8 @@ def test_the_vm_is_built_as_the_plan_says(
     devices = config.hardware.device
     pvscsi = [d for d in devices if isinstance(d, vim.vm.device.ParaVirtualSCSIController)]
     assert len(pvscsi) == 1
+    # The slot the disks' by-path names (the seed's install.device) depend on.
+    assert pvscsi[0].slotInfo is not None and pvscsi[0].slotInfo.pciSlotNumber == 160
     disks = sorted(
         (d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
         key=lambda d: d.unitNumber,

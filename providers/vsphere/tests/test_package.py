@@ -36,6 +36,6 @@ def test_all_names_exist_and_every_capability_is_implemented(tmp_path: Path) -> 
     assert isinstance(provider, Provider)
     assert capabilities_of(provider) == [
         "creates_machines", "power", "power_history", "boot_device", "virtual_media", "media_staging",
-        "media_locating", "address_discovery", "concurrency_limits",
+        "media_locating", "address_discovery", "concurrency_limits", "disk_layout",
     ]
     assert set(capabilities_of(provider)) <= set(CAPABILITIES)
