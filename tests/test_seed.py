@@ -475,3 +475,28 @@ def test_one_seed_three_forms_and_the_disk_image_reads_back_with_real_fat_tools(
     assert read == user_data
     meta = subprocess.run(["mtype", "-i", str(image), "::/meta-data"], capture_output=True, env=env).stdout
     assert meta == render_meta_data(plan, node).encode()
+
+
+def test_nodes_rendering_at_once_hash_the_password_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time as _time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from palette_provision.seed import _model
+
+    calls: list[str] = []
+    real = _model.sha512_crypt
+
+    def counting(password: str, salt: str, rounds: int = 5000) -> str:
+        calls.append(threading.current_thread().name)
+        _time.sleep(0.05)  # long enough for every thread to arrive while the first one computes
+        return real(password, salt, rounds)
+
+    monkeypatch.setattr(_model, "sha512_crypt", counting)
+    _model._cached_hash.cache_clear()
+    plan = make_plan(name="concurrent-hash-test")
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda n: render_user_data(plan, n, HostKey.generate()), plan.node_specs() * 3))
+    assert len(calls) == 1, "the 100,000 rounds are paid once per deployment, not per node"
+    hashes = {yaml.safe_load(t)["stages"]["initramfs"][0]["users"]["kairos"]["passwd"] for t in texts}
+    assert len(hashes) == 1
