@@ -202,9 +202,12 @@ class ProviderContext:
     acquisition started but no machine was recorded: the run died in between), so a provider's clash check can
     tell ours from someone else's. ``state_dir``: a folder the provider may use for its own cache (kept between
     runs). ``log``: a logger with ``provider`` bound, called like structlog's (:class:`palette_provision.log.Logger`).
+    ``nodes``: the plan's nodes with their per-node settings, so a provider whose machines are reached through
+    per-node credentials (a BMC each) can act on a machine the journal recorded, in ``destroy`` too.
     """
 
     deployment: str
     state_dir: Path
     log: Any
     owned_machines: Mapping[str, Machine | None] = field(default_factory=dict)
+    nodes: tuple[Any, ...] = ()

@@ -161,6 +161,7 @@ class Deployment:
                 state_dir=self.state_dir / "providers" / self.plan.platform.provider,
                 log=get_logger("palette_provision.provider", provider=self.plan.platform.provider),
                 owned_machines=self._owned_machines(),
+                nodes=tuple(self.plan.node_specs()),
             )
             self._provider = create_provider(self.plan.platform.provider, self.plan.platform_settings, context)
         return self._provider

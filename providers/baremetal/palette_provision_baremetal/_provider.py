@@ -1,0 +1,273 @@
+"""The bare-metal provider: servers enrolled by their BMCs, the appliance ISO and seeds from the media server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError
+from palette_provision.media import sha256_file
+from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.provider import (
+    BootDevice,
+    InstallMethod,
+    Lifecycle,
+    Machine,
+    MediaFile,
+    MediaSlot,
+    PowerState,
+    ProgressCallback,
+    ProviderContext,
+    SeedFormat,
+    SlotKind,
+    StagedMedia,
+)
+from pydantic import BaseModel
+
+from palette_provision_baremetal._bmc import BmcDriver, BmcGate
+from palette_provision_baremetal._redfish import RedfishDriver
+from palette_provision_baremetal._settings import BaremetalNodeSettings, BaremetalSettings
+
+__all__ = ["BaremetalProvider"]
+
+PROVIDER = "baremetal"
+
+
+class BaremetalProvider:
+    """Servers behind Redfish BMCs, enrolled (never created or deleted): see the package docstring."""
+
+    name: ClassVar[str] = PROVIDER
+    settings_model: ClassVar[type[BaseModel]] = BaremetalSettings
+    node_settings_model: ClassVar[type[BaseModel] | None] = BaremetalNodeSettings
+    lifecycle = Lifecycle.ENROLLED
+    install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
+
+    def __init__(self, settings: BaremetalSettings, context: ProviderContext) -> None:
+        self.settings = settings
+        self.context = context
+        self._log = context.log
+        self._gate = BmcGate(settings.min_command_interval_s)
+        self._nodes: dict[str, NodeSpec] = {n.name: n for n in context.nodes}
+        self._drivers: dict[str, BmcDriver] = {}
+        self._lock = threading.Lock()
+        self._media: Any = None
+        self._enrolled: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------- drivers
+    def _node_settings(self, node: str) -> BaremetalNodeSettings:
+        spec = self._nodes.get(node)
+        settings = spec.settings if spec is not None else None
+        if not isinstance(settings, BaremetalNodeSettings):
+            raise ConfigurationError(f"{node} has no BMC settings", field="nodes.hosts", provider=PROVIDER)
+        return settings
+
+    def driver(self, node: str) -> BmcDriver:
+        """The node's BMC driver (built once)."""
+        with self._lock:
+            if node not in self._drivers:
+                bmc = self._node_settings(node).bmc
+                if bmc.tls == "insecure":
+                    self._log.warning("bmc_tls_unverified", node=node, bmc=bmc.address)
+                self._drivers[node] = RedfishDriver(
+                    bmc.address, bmc.effective_port, bmc.username, bmc.password, node=node, tls=bmc.tls,
+                    ca_bundle=bmc.ca_bundle, fingerprint=bmc.fingerprint, system_id=bmc.system_id,
+                    power_timeout_s=self.settings.power_timeout_s,
+                )  # fmt: skip
+            return self._drivers[node]
+
+    def _run(self, node: str, command: Any) -> Any:
+        return self._gate.run(self.driver(node), command)
+
+    @property
+    def sessions(self) -> tuple[int, int]:
+        """(opened, closed) BMC sessions so far: equal whenever no call is running."""
+        return self._gate.opened, self._gate.closed
+
+    # ------------------------------------------------------------------------------------------- provider
+    def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
+        """Every node listed with its BMC; no two nodes on one BMC system."""
+        issues: list[PlanIssue] = []
+        if not plan.nodes.hosts:
+            return [PlanIssue("nodes.hosts", "list each server with its bmc (the provider enrolls, never creates)")]
+        seen: dict[tuple[str, int, str | None], int] = {}
+        for i, host in enumerate(plan.nodes.hosts):
+            settings = plan.node_specs()[i].settings if i < plan.node_count else None
+            if not isinstance(settings, BaremetalNodeSettings):
+                continue  # reported by the node settings' own validation
+            bmc = settings.bmc
+            ident = (bmc.address, bmc.effective_port, bmc.system_id)
+            if ident in seen:
+                issues.append(PlanIssue(f"nodes.hosts[{i}].bmc", f"the same BMC system as nodes.hosts[{seen[ident]}]"))
+            seen.setdefault(ident, i)
+            del host
+        return issues
+
+    def preflight(self, plan: DeploymentPlan) -> None:
+        """Every BMC answers and takes the credentials; slots for the ISO and the seed; no node running unless
+        ``reinstall``; the media server runs (started detached if needed: it outlives this run)."""
+        for spec in plan.node_specs():
+            self._nodes[spec.name] = spec
+        for spec in plan.node_specs():
+            where = f"nodes.hosts[{spec.index}].bmc"
+            try:
+                state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()))
+            except ConfigurationError:
+                raise
+            except ProviderError as exc:
+                raise ConfigurationError(str(exc), field=where, provider=PROVIDER) from exc
+            settings = self._node_settings(spec.name)
+            need = 1 if settings.media == "preinserted" else 2
+            if len(slots) < need:
+                raise ConfigurationError(
+                    f"{spec.name}'s BMC offers {len(slots)} virtual-media slot(s); {need} are needed "
+                    "(the ISO and the seed)", field=where, provider=PROVIDER,
+                )  # fmt: skip
+            # Running is expected of a server this deployment already enrolled (a re-run); of another, it means a
+            # system someone may be using.
+            ours = spec.name in self.context.owned_machines or spec.name in self._enrolled
+            if state is PowerState.ON and not ours and not self.settings.reinstall:
+                raise ConfigurationError(
+                    f"{spec.name} is powered on; set platform.reinstall: true to power it off and reinstall it",
+                    field="platform.reinstall", provider=PROVIDER,
+                )  # fmt: skip
+        self._server()
+
+    def close(self) -> None:
+        """Every BMC session is closed after its command already. The media server keeps running while it serves
+        a seed: a node may be installing from it (and a run killed mid-install never gets here: see
+        docs/media-server.md). Serving only the ISO, it stops; a later run starts it again at the same URL."""
+        from palette_provision.media_server import find_media_server, stop_media_server
+
+        folder = self.context.state_dir / "media-server"
+        with self._lock:
+            self._media = None
+        if not folder.is_dir():
+            return
+        server = find_media_server(folder)
+        if server is not None and not any(e.node for e in server.catalog.entries()):
+            stop_media_server(folder)
+
+    def concurrency_key(self, node: NodeSpec) -> tuple[str, int]:
+        """One acting step at a time per BMC."""
+        return self.driver(node.name).key, 1
+
+    def seed_format(self, node: NodeSpec) -> SeedFormat:
+        """A FAT ``cidata`` image for a removable-disk slot, else a ``cidata`` ISO for a second CD."""
+        slots = self._run(node.name, lambda s: s.media_slots())
+        if any(s.kind is SlotKind.REMOVABLE_DISK for s in slots):
+            return SeedFormat.CIDATA_DISK
+        return SeedFormat.CIDATA_ISO
+
+    # ------------------------------------------------------------------------------------------- machines
+    def enroll_machine(self, node: NodeSpec, record: Machine | None) -> Machine:
+        """The server behind the node's BMC: reachable, and the same system on every enrolment."""
+        self._nodes[node.name] = node
+        driver = self.driver(node.name)
+        self._run(node.name, lambda s: s.power_state())
+        self._enrolled.add(node.name)
+        settings = self._node_settings(node.name)
+        attributes = {"bmc": driver.key}
+        if settings.mac:
+            attributes["mac"] = settings.mac.lower()
+        return Machine(node.name, driver.key, node.name, attributes)
+
+    # ------------------------------------------------------------------------------------------- power and boot
+    def power_state(self, machine: Machine) -> PowerState:
+        """As the BMC reports it."""
+        state: PowerState = self._run(machine.node, lambda s: s.power_state())
+        return state
+
+    def power_on(self, machine: Machine) -> None:
+        """Power on and wait until the BMC reports it (already on: nothing sent)."""
+        self._run(machine.node, lambda s: s.set_power(True))
+
+    def power_off(self, machine: Machine) -> None:
+        """Hard power off (already off: nothing sent)."""
+        self._run(machine.node, lambda s: s.set_power(False))
+
+    def set_boot_device(self, machine: Machine, device: BootDevice, *, persistent: bool) -> None:
+        """The next boot's device (``persistent``: every boot's)."""
+        self._run(machine.node, lambda s: s.set_boot_device(device, persistent=persistent))
+
+    def clear_boot_override(self, machine: Machine) -> None:
+        """Back to the server's own boot order."""
+        self._run(machine.node, lambda s: s.clear_boot_override())
+
+    # ------------------------------------------------------------------------------------------- virtual media
+    def media_slots(self, machine: Machine) -> list[MediaSlot]:
+        """The BMC's slots; with ``media: preinserted`` the first CD holds the operator's ISO."""
+        slots: list[MediaSlot] = self._run(machine.node, lambda s: s.media_slots())
+        if self._node_settings(machine.node).media == "preinserted":
+            slots = [
+                MediaSlot(s.kind, s.index, "appliance-iso") if (s.kind, s.index) == (SlotKind.CD, 0) else s
+                for s in slots
+            ]
+        return slots
+
+    def insert_media(self, machine: Machine, media: Mapping[MediaSlot, StagedMedia]) -> None:
+        """Insert each file by its media-server URL; each slot read back."""
+        server = self._server()
+        urls = {slot: server.url_for(staged.locator) for slot, staged in media.items()}
+
+        def insert(session: Any) -> None:
+            for slot, url in sorted(urls.items()):
+                session.insert_media(slot, url)
+
+        self._run(machine.node, insert)
+
+    def inserted_media(self, machine: Machine) -> dict[MediaSlot, str]:
+        """What each slot holds: our files by their locator, anything else (an operator's ISO) by its URL."""
+        by_url = self._published_urls()
+        held: dict[MediaSlot, str] = self._run(machine.node, lambda s: s.inserted_media())
+        return {slot: by_url.get(url, url) for slot, url in held.items()}
+
+    def eject_media(self, machine: Machine, slots: Sequence[MediaSlot]) -> None:
+        """Empty the slots (empty already: fine)."""
+
+        def eject(session: Any) -> None:
+            for slot in slots:
+                session.eject_media(slot)
+
+        self._run(machine.node, eject)
+
+    # ------------------------------------------------------------------------------------------- media server
+    def _server(self) -> Any:
+        from palette_provision.media_server import ensure_media_server
+
+        with self._lock:
+            if self._media is None:
+                ms = self.settings.media_server
+                self._media = ensure_media_server(
+                    self.context.state_dir / "media-server", ms.bind, advertise_host=ms.advertise_host
+                )
+            return self._media
+
+    def _published_urls(self) -> dict[str, str]:
+        server = self._server()
+        return {server.url_for(entry): entry.key for entry in server.catalog.entries()}
+
+    def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
+        """Publish the file on the media server (nothing is copied: the server reads it where it is)."""
+        server = self._server()
+        path = Path(media.local_path)
+        if media.role == "seed":
+            entry = server.publish_seed(media.node or path.stem, path, file_name=media.name)
+        else:
+            entry = server.publish_iso(path, file_name=media.name, sha256=media.sha256)
+        digest = media.sha256 or sha256_file(path)
+        if progress is not None:
+            progress(media.size, media.size)
+        return StagedMedia(media.role, entry.key, digest, media.size, 0, media.node)
+
+    def unstage_media(self, staged: StagedMedia) -> None:
+        """Stop serving the file; the server stops once it serves nothing."""
+        from palette_provision.media_server import stop_media_server
+
+        server = self._server()
+        server.unpublish(staged.locator)
+        if not server.catalog.entries():
+            stop_media_server(self.context.state_dir / "media-server")
+            with self._lock:
+                self._media = None

@@ -1,0 +1,267 @@
+"""Redfish BMCs, through sushy (OpenStack's Redfish library, Ironic's).
+
+Why sushy and not pyghmi's Redfish client: pyghmi's ``attach_remote_media`` silently does nothing on BMCs that
+report their slots as in use (sushy-tools' emulator does), and it caches the boot device for 30 s.
+
+Sessions: basic authentication on every request (no Redfish session to leak; some BMCs, and the emulator, have no
+SessionService at all), on one HTTP connection per :class:`BmcGate` session, closed when it ends. Proxies are never
+taken from the environment. TLS: verified against the system store or ``ca_bundle``, or pinned to the
+certificate's SHA-256 in the handshake (self-signed BMC certificates), or, when the plan says so, not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import Any
+
+import requests
+import sushy  # type: ignore[import-untyped]
+from palette_provision.errors import AuthenticationError, ProviderError, TransientError
+from palette_provision.provider import BootDevice, MediaSlot, PowerState, SlotKind
+from palette_provision.secrets import Secret
+from palette_provision.tls import pinned_context, verified_context
+from palette_provision.waiting import Backoff, wait_for
+from requests.adapters import HTTPAdapter
+from sushy.auth import BasicAuth  # type: ignore[import-untyped]
+from sushy.connector import Connector  # type: ignore[import-untyped]
+from sushy.exceptions import (  # type: ignore[import-untyped]
+    AccessError,
+    BadRequestError,
+    SushyError,
+)
+from sushy.exceptions import (
+    ConnectionError as SushyConnectionError,
+)
+
+__all__ = ["RedfishDriver", "RedfishSession"]
+
+PROVIDER = "baremetal"
+
+#: Redfish ``PowerState`` -> the core's. ``PoweringOn``/``PoweringOff`` are transitions, reported as such.
+POWER_STATES: dict[Any, PowerState] = {
+    sushy.POWER_STATE_ON: PowerState.ON,
+    sushy.POWER_STATE_OFF: PowerState.OFF,
+    sushy.POWER_STATE_POWERING_ON: PowerState.UNKNOWN,
+    sushy.POWER_STATE_POWERING_OFF: PowerState.UNKNOWN,
+}
+#: The core's boot devices -> Redfish ``BootSourceOverrideTarget``.
+BOOT_TARGETS: dict[BootDevice, Any] = {
+    BootDevice.CD: sushy.BOOT_SOURCE_TARGET_CD,
+    BootDevice.DISK: sushy.BOOT_SOURCE_TARGET_HDD,
+    BootDevice.PXE: sushy.BOOT_SOURCE_TARGET_PXE,
+}
+#: Redfish ``MediaTypes`` -> the slot kind they make.
+SLOT_KINDS: dict[str, SlotKind] = {
+    "CD": SlotKind.CD,
+    "DVD": SlotKind.CD,
+    "Floppy": SlotKind.REMOVABLE_DISK,
+    "USBStick": SlotKind.REMOVABLE_DISK,
+}
+_POWER_BACKOFF = Backoff(initial=0.5, maximum=3.0)
+
+
+class _ContextAdapter(HTTPAdapter):
+    """requests with our own TLS context (a pin checked in the handshake, or a CA bundle)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+class RedfishSession:
+    """An open connection to one BMC's system (see :class:`~._bmc.BmcSession`)."""
+
+    def __init__(self, driver: RedfishDriver, root: Any, system: Any) -> None:
+        self._driver = driver
+        self._root = root
+        self._system = system
+
+    def _call(self, what: str, action: Any) -> Any:
+        return self._driver.call(what, action)
+
+    def power_state(self) -> PowerState:
+        self._call("reading the power state", self._system.refresh)
+        return POWER_STATES.get(self._system.power_state, PowerState.UNKNOWN)
+
+    def set_power(self, on: bool) -> None:
+        want = PowerState.ON if on else PowerState.OFF
+        if self.power_state() is want:
+            return  # already in that state: success, and no second command
+        value = sushy.RESET_ON if on else sushy.RESET_FORCE_OFF
+        self._call(f"powering {'on' if on else 'off'}", lambda: self._system.reset_system(value))
+        # BMCs apply power changes asynchronously (the emulator after a delay, on a later read): poll.
+        wait_for(
+            self.power_state,
+            what=f"{self._driver.node}'s BMC to report power {want.value}",
+            until=lambda s: s is want,
+            timeout=self._driver.power_timeout_s,
+            backoff=_POWER_BACKOFF,
+        )
+
+    def set_boot_device(self, device: BootDevice, *, persistent: bool) -> None:
+        enabled = sushy.BOOT_SOURCE_ENABLED_CONTINUOUS if persistent else sushy.BOOT_SOURCE_ENABLED_ONCE
+        target = BOOT_TARGETS[device]
+        self._call(
+            f"setting the boot device to {device.value}",
+            lambda: self._system.set_system_boot_options(target, enabled=enabled),
+        )
+
+    def clear_boot_override(self) -> None:
+        # Not every BMC lists "None" among its allowed targets (the emulator does not): then only the override's
+        # enablement is turned off, which any BMC takes.
+        allowed = self._call("reading the boot targets", self._system.get_allowed_system_boot_source_values)
+        target = sushy.BOOT_SOURCE_TARGET_NONE if sushy.BOOT_SOURCE_TARGET_NONE in allowed else None
+
+        def clear() -> None:
+            try:
+                self._system.set_system_boot_options(target, enabled=sushy.BOOT_SOURCE_ENABLED_DISABLED)
+            except BadRequestError:
+                # Some BMCs (sushy-tools' emulator among them) refuse "Disabled": booting the disk every time is
+                # the same result for a server whose OS is installed on it.
+                self._system.set_system_boot_options(
+                    sushy.BOOT_SOURCE_TARGET_HDD, enabled=sushy.BOOT_SOURCE_ENABLED_CONTINUOUS
+                )
+
+        self._call("clearing the boot override", clear)
+
+    def _media(self) -> list[tuple[MediaSlot, Any]]:
+        collection = self._call("listing the virtual media", lambda: self._system.virtual_media)
+        members = self._call("listing the virtual media", collection.get_members)
+        slots: list[tuple[MediaSlot, Any]] = []
+        counts: dict[SlotKind, int] = {}
+        for member in sorted(members, key=lambda m: str(m.path)):
+            # sushy gives MediaTypes as its VirtualMediaType enum, whose values are Redfish's words.
+            words = {str(getattr(t, "value", t)) for t in (member.media_types or [])}
+            kinds = {SLOT_KINDS[w] for w in words if w in SLOT_KINDS}
+            if not kinds:
+                continue
+            kind = SlotKind.CD if SlotKind.CD in kinds else SlotKind.REMOVABLE_DISK
+            slots.append((MediaSlot(kind, counts.get(kind, 0)), member))
+            counts[kind] = counts.get(kind, 0) + 1
+        return slots
+
+    def media_slots(self) -> list[MediaSlot]:
+        return [slot for slot, _ in self._media()]
+
+    def _member(self, slot: MediaSlot) -> Any:
+        for known, member in self._media():
+            if (known.kind, known.index) == (slot.kind, slot.index):
+                return member
+        raise ProviderError(
+            f"{self._driver.node}'s BMC has no {slot} slot", provider=PROVIDER, resource=self._driver.key
+        )
+
+    def insert_media(self, slot: MediaSlot, url: str) -> None:
+        member = self._member(slot)
+        if member.inserted and member.image == url:
+            return
+        if member.inserted:
+            self._call(f"ejecting {slot}", member.eject_media)
+        self._call(f"inserting media in {slot}", lambda: member.insert_media(url, inserted=True, write_protected=True))
+        self._call(f"reading {slot} back", member.refresh)
+        # Read back: some BMCs accept the request and then fail to mount the image.
+        if not (member.inserted and member.image == url):
+            raise ProviderError(
+                f"{self._driver.node}'s BMC accepted the media for {slot} but does not report it inserted",
+                provider=PROVIDER,
+                resource=self._driver.key,
+            )
+
+    def inserted_media(self) -> dict[MediaSlot, str]:
+        return {slot: str(member.image) for slot, member in self._media() if member.inserted and member.image}
+
+    def eject_media(self, slot: MediaSlot) -> None:
+        member = self._member(slot)
+        if member.inserted or member.image:
+            self._call(f"ejecting {slot}", member.eject_media)
+
+
+class RedfishDriver:
+    """One Redfish BMC (see :class:`~._bmc.BmcDriver`)."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        username: str,
+        password: Secret,
+        *,
+        node: str,
+        tls: str = "verify",
+        ca_bundle: str | None = None,
+        fingerprint: str | None = None,
+        system_id: str | None = None,
+        power_timeout_s: float = 120.0,
+    ) -> None:
+        self.key = f"redfish:{address}:{port}"
+        self.node = node
+        self.power_timeout_s = power_timeout_s
+        self._url = f"https://{address}:{port}"
+        self._where = f"node {node}: BMC {address}:{port}"
+        self._username = username
+        self._password = password
+        self._tls, self._ca_bundle, self._fingerprint = tls, ca_bundle, fingerprint
+        self._system_id = system_id
+
+    def call(self, what: str, action: Any) -> Any:
+        """Run a sushy call, translating its errors into the project's (never with the BMC's answer as text)."""
+        try:
+            return action()
+        except AccessError as exc:
+            if getattr(exc, "status_code", None) == 401:
+                raise AuthenticationError(f"{self._where} refused the login", provider=PROVIDER) from None
+            raise ProviderError(f"{self._where} refused {what} (HTTP {exc.status_code})", provider=PROVIDER) from None
+        except BadRequestError as exc:
+            raise ProviderError(f"{self._where} rejected {what} (HTTP {exc.status_code})", provider=PROVIDER) from None
+        except SushyConnectionError as exc:
+            raise TransientError(f"{self._where} did not answer while {what}", provider=PROVIDER) from exc
+        except SushyError as exc:
+            raise ProviderError(f"{self._where}: {what} failed ({type(exc).__name__})", provider=PROVIDER) from None
+
+    def _connector(self) -> Any:
+        connector = Connector(self._url, verify=self._tls == "verify" and not self._fingerprint)
+        http: requests.Session = connector._session
+        http.trust_env = False  # proxies are never taken from the environment (docs/security.md)
+        if self._fingerprint:
+            http.mount("https://", _ContextAdapter(pinned_context(self._fingerprint, server=self._where)))
+        elif self._ca_bundle:
+            http.mount("https://", _ContextAdapter(verified_context(self._ca_bundle)))
+        return connector
+
+    def open(self) -> RedfishSession:
+        """Connect and find the system (its Id, or the only one)."""
+        connector = self._connector()
+        auth = BasicAuth(self._username, self._password.reveal())
+
+        def connect() -> tuple[Any, Any]:
+            root = sushy.Sushy(self._url, auth=auth, connector=connector)
+            if self._system_id:
+                ident = self._system_id if self._system_id.startswith("/") else f"/redfish/v1/Systems/{self._system_id}"
+                return root, root.get_system(ident)
+            members = root.get_system_collection().get_members()
+            if len(members) != 1:
+                raise ProviderError(
+                    f"{self._where} manages {len(members)} systems: set bmc.system_id", provider=PROVIDER
+                )
+            return root, members[0]
+
+        try:
+            root, system = self.call("connecting", connect)
+        except BaseException:
+            connector.close()
+            raise
+        session = RedfishSession(self, root, system)
+        session.connector = connector  # type: ignore[attr-defined]
+        return session
+
+    def close(self, session: Any) -> None:
+        """Close the HTTP connection (basic auth: no Redfish session to end)."""
+        connector = getattr(session, "connector", None)
+        if connector is not None:
+            with contextlib.suppress(Exception):  # a connection that is already gone
+                connector.close()

@@ -1,0 +1,116 @@
+"""The bare-metal provider's settings: the plan's ``platform`` section and each ``nodes.hosts[i]`` entry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from palette_provision.plan import SecretRef
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+__all__ = ["BaremetalNodeSettings", "BaremetalSettings", "BmcSettings", "MediaServerSettings"]
+
+#: IPMI's maximum user name and password lengths (16 and 20 bytes; some BMCs accept a byte less).
+_IPMI_USER_MAX, _IPMI_PASSWORD_MAX = 16, 20
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BmcSettings(_Model):
+    """One server's BMC: how to reach it and log in."""
+
+    protocol: Literal["ipmi", "redfish"] = Field(description="ipmi (IPMI 2.0 over LAN) or redfish (HTTPS).")
+    address: str = Field(min_length=1, max_length=253, description="The BMC's address or host name.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: 623 for IPMI, 443 for Redfish.")
+    username: str = Field(min_length=1, max_length=64)
+    password: SecretRef = Field(description="A secret reference (env:NAME, file:PATH).")
+    tls: Literal["verify", "insecure"] = Field(
+        default="verify",
+        description="Redfish: verify the BMC's certificate (system store, ca_bundle, or the pinned fingerprint), "
+        "or, logged as a warning, nothing.",
+    )
+    ca_bundle: str | None = Field(default=None, description="Redfish: a CA bundle to verify the BMC's certificate.")
+    fingerprint: str | None = Field(
+        default=None,
+        description="Redfish: the SHA-256 of the BMC's certificate, pinned (self-signed BMC certificates).",
+    )
+    system_id: str | None = Field(
+        default=None, description="Redfish: the system to drive, when the BMC manages several (its Id or path)."
+    )
+
+    @property
+    def effective_port(self) -> int:
+        """The port, defaulted by protocol."""
+        return self.port or (623 if self.protocol == "ipmi" else 443)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BmcSettings:
+        if self.protocol == "ipmi" and (self.ca_bundle or self.fingerprint or self.system_id):
+            raise PydanticCustomError(
+                "baremetal", "ca_bundle, fingerprint and system_id are Redfish settings; this BMC speaks IPMI"
+            )
+        if self.tls == "insecure" and (self.ca_bundle or self.fingerprint):
+            raise PydanticCustomError(
+                "baremetal", "tls: insecure verifies nothing; drop ca_bundle/fingerprint or verify"
+            )
+        if self.protocol == "ipmi" and len(self.username) >= _IPMI_USER_MAX:
+            raise PydanticCustomError("baremetal", f"an IPMI user name has fewer than {_IPMI_USER_MAX} characters")
+        return self
+
+
+class BaremetalNodeSettings(_Model):
+    """A ``nodes.hosts[i]`` entry's provider keys: the BMC, how the ISO reaches the server, its MAC."""
+
+    bmc: BmcSettings
+    media: Literal["virtual-media", "preinserted"] = Field(
+        default="virtual-media",
+        description="virtual-media: the provider inserts the ISO and the seed through the BMC; preinserted: an "
+        "operator attached the ISO (the seed still goes through virtual media).",
+    )
+    mac: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", description="The NIC's MAC (DHCP nodes)."
+    )
+
+    @model_validator(mode="after")
+    def _media_fits_the_bmc(self) -> BaremetalNodeSettings:
+        if self.bmc.protocol == "ipmi":
+            raise PydanticCustomError(
+                "baremetal",
+                "IPMI has no virtual media, so the seed cannot reach the server yet: use a Redfish BMC (IPMI "
+                "power and boot-device control exist, the seed's way to an IPMI server does not)"
+            )
+        return self
+
+
+class MediaServerSettings(_Model):
+    """Where the media server listens and the address BMCs fetch from."""
+
+    bind: str = Field(default="0.0.0.0:0", description="host:port to listen on (port 0: any free port, kept).")
+    advertise_host: str | None = Field(
+        default=None, description="The host BMCs use in URLs (default: the bind host, which must then not be 0.0.0.0)."
+    )
+
+
+class BaremetalSettings(_Model):
+    """The plan's ``platform`` section for ``provider: baremetal``."""
+
+    media_server: MediaServerSettings = Field(default_factory=MediaServerSettings)
+    min_command_interval_s: float = Field(
+        default=0.5, ge=0, le=60, description="The least time between two sessions to one BMC."
+    )
+    power_timeout_s: float = Field(default=120, gt=0, description="How long a BMC may take to apply a power change.")
+    reinstall: bool = Field(
+        default=False,
+        description="Allow nodes that are powered on at preflight (they will be powered off and reinstalled).",
+    )
+
+    @model_validator(mode="after")
+    def _advertised(self) -> BaremetalSettings:
+        host = self.media_server.bind.rsplit(":", 1)[0]
+        if host in ("0.0.0.0", "", "::") and not self.media_server.advertise_host:  # noqa: S104 - a check, not a bind
+            raise PydanticCustomError(
+                "baremetal", "media_server.advertise_host is needed when media_server.bind listens on every address"
+            )
+        return self

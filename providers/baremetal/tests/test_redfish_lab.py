@@ -1,0 +1,173 @@
+"""The bare-metal provider on the lab's Redfish BMC (sushy-tools' emulator, its machine a real QEMU guest).
+
+One deployment, end to end: ``apply`` enrolls the server, serves the lab appliance ISO and a FAT seed from the media
+server, inserts both through virtual media (read back), boots once from the CD, waits for the installer to power the
+server off, ejects, boots from disk, and climbs the readiness ladder to an authenticated SSH session with the seeded
+host key; a re-run changes nothing; ``destroy`` leaves the server off, its media ejected, its boot override cleared.
+No BMC session is left open at any point (the gate's count), and the emulator is driven over verified TLS (pinned).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sushy  # type: ignore[import-untyped]
+from bmclab.redfish import RedfishLab, RedfishNode
+from palette_provision.log import get_logger
+from palette_provision.media_server import find_media_server
+from palette_provision.pipeline import Deployment
+from palette_provision.plan import DeploymentPlan, parse_plan
+from palette_provision.provider import Machine, MediaFile, ProviderContext
+from palette_provision.registry import create_provider
+from palette_provision.testing.contract import ProviderContract
+from pplab import net
+from pplab.disk import read_install_state
+from sushy.auth import BasicAuth  # type: ignore[import-untyped]
+
+REPO = Path(__file__).resolve().parents[3]
+APPLIANCE_ISO = REPO / "lab" / "build" / "appliance.iso"
+NODE, MAC, ADDRESS = "rf-e2e", "52:54:00:5e:02:41", "10.251.0.141"
+PASSWORD_ENV, BMC_PASSWORD_ENV = "PP_BM_NODE_PASSWORD", "PP_BM_BMC_PASSWORD"
+
+pytestmark = [pytest.mark.lab, pytest.mark.qemu]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishLab]:
+    assert APPLIANCE_ISO.is_file(), "the lab appliance ISO is built by ./dev setup (lab/install.sh)"
+    net.ensure_lan()
+    with RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], install_delay_s=2,
+                    workdir=tmp_path_factory.mktemp("redfish")) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="module")
+def plan_data(lab: RedfishLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    work = tmp_path_factory.mktemp("plan")
+    key = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    os.environ[PASSWORD_ENV] = "bm-node-password-1"
+    os.environ[BMC_PASSWORD_ENV] = lab.password
+    bmc = lab.bmc(NODE)
+    return {
+        "name": "bm-e2e",
+        "profile": "appliance",
+        "iso": {"source": str(APPLIANCE_ISO)},
+        "cluster": {
+            "name": "bm", "vip": "10.251.0.140", "dns": ["10.251.0.1"],
+            "ssh_public_keys": [key.with_suffix(".pub").read_text().strip()],
+            "node_account": {"username": "kairos", "password": f"env:{PASSWORD_ENV}",
+                             "ssh_private_key": f"file:{key}"},
+        },
+        "nodes": {
+            "size": "small", "install_disk": "/dev/sda",
+            "network": {"mode": "static", "gateway": "10.251.0.1"},
+            "hosts": [{
+                "name": NODE, "address": f"{ADDRESS}/24",
+                "bmc": {"protocol": "redfish", "address": "127.0.0.1", "port": int(bmc.url.rsplit(":", 1)[1]),
+                        "username": lab.username, "password": f"env:{BMC_PASSWORD_ENV}",
+                        "fingerprint": lab.fingerprint, "system_id": bmc.system_id},
+            }],
+        },
+        "readiness": {"ssh": True, "local_api": False},
+        "handoff": {"kind": "inventory", "output_dir": str(work / "out")},
+        "timeouts": {"install": 600, "ready": 300},
+        "platform": {"provider": "baremetal", "media_server": {"bind": "127.0.0.1:0"}, "min_command_interval_s": 0.1},
+    }  # fmt: skip
+
+
+def _system(lab: RedfishLab) -> Any:
+    bmc = lab.bmc(NODE)
+    root = sushy.Sushy(bmc.url, auth=BasicAuth(bmc.username, bmc.password), verify=str(bmc.cert_path))
+    system = root.get_system(bmc.system_path)
+    return system
+
+
+def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
+    lab: RedfishLab, plan_data: dict[str, Any], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    plan = parse_plan(plan_data)
+    with Deployment(plan, state_dir=state) as deployment:
+        report = deployment.apply()
+        provider: Any = deployment.provider
+        assert report.ok, report.failures()
+        [node] = report.nodes
+        assert (node.status, node.address) == ("ready", ADDRESS)
+        assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
+        opened, closed = provider.sessions
+        assert opened == closed > 0, "every BMC session was closed"
+
+        # The install ran once, onto the named disk, from the ISO and the FAT seed the media server served.
+        installed = read_install_state(lab.disk(NODE))
+        assert installed is not None and (installed.count, installed.hostname) == (1, NODE)
+        boots = lab.events(kind="boot")
+        assert boots, "the listener saw the guest boot"
+        system = _system(lab)
+        assert system.power_state == sushy.POWER_STATE_ON
+        media = {m.identity: (m.inserted, m.image) for m in system.virtual_media.get_members()}
+        assert all(not inserted for inserted, _ in media.values()), f"media left inserted: {media}"
+
+        again = deployment.apply()
+        assert again.ok
+        assert read_install_state(lab.disk(NODE)).count == 1, "a re-run installs nothing"  # type: ignore[union-attr]
+
+        destroyed = deployment.destroy()
+        assert {e["result"] for e in destroyed} >= {"restored"}
+        opened, closed = provider.sessions
+        assert opened == closed
+    # Closed with no seed left to serve, the media server stopped (it would have kept serving a seed).
+    assert find_media_server(state / "providers" / "baremetal" / "media-server") is None
+    system = _system(lab)
+    system.refresh()
+    assert system.power_state == sushy.POWER_STATE_OFF
+    assert system.boot.enabled in (sushy.BOOT_SOURCE_ENABLED_DISABLED, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)
+
+
+# ------------------------------------------------------------------------------------------------ the contract
+
+
+class TestBaremetalContract(ProviderContract):
+    """The core's provider contract (enrolled lifecycle), on the lab's Redfish BMC."""
+
+    @pytest.fixture
+    def plan(self, lab: RedfishLab, plan_data: dict[str, Any]) -> DeploymentPlan:
+        return parse_plan(plan_data)
+
+    @pytest.fixture
+    def make_provider(self, plan: DeploymentPlan, tmp_path: Path) -> Callable[[], object]:
+        def build() -> object:
+            context = ProviderContext(
+                deployment=plan.name,
+                state_dir=tmp_path / "state",
+                log=get_logger("palette_provision_baremetal"),
+                nodes=tuple(plan.node_specs()),
+            )
+            return create_provider("baremetal", plan.platform_settings, context)
+
+        return build
+
+    @pytest.fixture
+    def boot_device_of(self, lab: RedfishLab) -> Callable[[Machine], str | None]:
+        """What the BMC says the next boot uses (the emulator reports every override as Continuous)."""
+        words = {sushy.BOOT_SOURCE_TARGET_CD: "cd", sushy.BOOT_SOURCE_TARGET_HDD: "disk",
+                 sushy.BOOT_SOURCE_TARGET_PXE: "pxe"}  # fmt: skip
+
+        def read(machine: Machine) -> str | None:
+            system = _system(lab)
+            if system.boot.enabled == sushy.BOOT_SOURCE_ENABLED_DISABLED:
+                return None
+            return words.get(system.boot.target)
+
+        return read
+
+    @pytest.fixture
+    def media_file(self, tmp_path: Path) -> MediaFile:
+        path = tmp_path / "contract.iso"
+        path.write_bytes(os.urandom(256 * 1024))
+        return MediaFile("appliance-iso", path, path.stat().st_size, "contract.iso")
