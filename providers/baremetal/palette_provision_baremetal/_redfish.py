@@ -12,7 +12,10 @@ certificate's SHA-256 in the handshake (self-signed BMC certificates), or, when 
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -59,6 +62,29 @@ SLOT_KINDS: dict[str, SlotKind] = {
     "USBStick": SlotKind.REMOVABLE_DISK,
 }
 _POWER_BACKOFF = Backoff(initial=0.5, maximum=3.0)
+
+
+_QUIET = threading.local()
+
+
+class _DropExpectedRefusals(logging.Filter):
+    """Drops sushy's warnings about a refusal this thread expects (and handles) while inside ``_expected_refusal``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_QUIET, "on", False)
+
+
+for _name in ("sushy.connector", "sushy.exceptions"):
+    logging.getLogger(_name).addFilter(_DropExpectedRefusals())
+
+
+@contextlib.contextmanager
+def _expected_refusal() -> Iterator[None]:
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = False
 
 
 class _ContextAdapter(HTTPAdapter):
@@ -119,7 +145,8 @@ class RedfishSession:
 
         def clear() -> None:
             try:
-                self._system.set_system_boot_options(target, enabled=sushy.BOOT_SOURCE_ENABLED_DISABLED)
+                with _expected_refusal():
+                    self._system.set_system_boot_options(target, enabled=sushy.BOOT_SOURCE_ENABLED_DISABLED)
             except BadRequestError:
                 # Some BMCs (sushy-tools' emulator among them) refuse "Disabled": booting the disk every time is
                 # the same result for a server whose OS is installed on it.
