@@ -10,13 +10,16 @@ No BMC session is left open at any point (the gate's count), and the emulator is
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sushy  # type: ignore[import-untyped]
+import yaml
 from bmclab.redfish import RedfishLab, RedfishNode
 from palette_provision.log import get_logger
 from palette_provision.media_server import find_media_server
@@ -127,6 +130,61 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     system.refresh()
     assert system.power_state == sushy.POWER_STATE_OFF
     assert system.boot.enabled in (sushy.BOOT_SOURCE_ENABLED_DISABLED, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)
+
+
+# ------------------------------------------------------------------------------------------------ SIGKILL
+
+#: Every phase of the bare-metal chain, and the deployment-wide ones: the run is killed right after each.
+PHASES = [("preflight", "*"), ("stage_media", "*"), ("stage_seed", "n"), ("acquire", "n"),
+          ("insert_media", "n"), ("boot_once_from_cd", "n"), ("power_on", "n"), ("await_install", "n"),
+          ("boot_from_disk", "n"), ("await_ready", "n")]  # fmt: skip
+
+KILL_AFTER_PHASE = r"""
+import os, signal, sys
+from palette_provision.plan import load_plan
+from palette_provision.pipeline import Deployment
+phase, node = sys.argv[2], sys.argv[3]
+def on_event(event):
+    if event.status in ("done", "skipped") and event.phase == phase and event.node == node:
+        os.kill(os.getpid(), signal.SIGKILL)
+with Deployment(load_plan(sys.argv[1]), on_event=on_event) as d:
+    d.apply()
+"""
+
+
+def test_killed_after_every_phase_resumes_with_one_install_and_the_media_server_outlives_the_kill(
+    lab: RedfishLab, plan_data: dict[str, Any], tmp_path: Path
+) -> None:
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump({**plan_data, "name": "bm-kill"}))
+    media_dir = tmp_path / ".palette-provision" / "bm-kill" / "providers" / "baremetal" / "media-server"
+    before = read_install_state(lab.disk(NODE))
+    installs_before = before.count if before is not None else 0
+    cd_boots_before = len([e for e in lab.events(kind="boot") if e.boot == "cd"])
+    for phase, who in PHASES:
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AFTER_PHASE, str(plan_path), phase, NODE if who == "n" else "*"],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, f"not killed after {phase}: {killed.stderr[-3000:]}"
+        if phase == "power_on":
+            # Killed with the install under way: the media server, a process of its own, still serves.
+            assert find_media_server(media_dir) is not None, "the media server died with the run"
+    applied = subprocess.run(
+        [sys.executable, "-m", "palette_provision", "apply", str(plan_path), "--json"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    installed = read_install_state(lab.disk(NODE))
+    assert installed is not None and installed.count == installs_before + 1, "one install across eleven runs"
+    cd_boots = len([e for e in lab.events(kind="boot") if e.boot == "cd"])
+    assert cd_boots == cd_boots_before + 1, "the server booted the installer once"
+    destroyed = subprocess.run(
+        [sys.executable, "-m", "palette_provision", "destroy", str(plan_path), "--purge-media"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert destroyed.returncode == 0, destroyed.stderr[-3000:]
+    assert find_media_server(media_dir) is None
 
 
 # ------------------------------------------------------------------------------------------------ the contract
