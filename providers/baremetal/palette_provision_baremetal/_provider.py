@@ -132,7 +132,31 @@ class BaremetalProvider:
                     f"{spec.name} is powered on; set platform.reinstall: true to power it off and reinstall it",
                     field="platform.reinstall", provider=PROVIDER,
                 )  # fmt: skip
-        self._server()
+        self._check_advertised(self._server())
+
+    def _check_advertised(self, server: Any) -> None:
+        """The media server answers at the URL the BMCs will be given (as far as this host can tell: whether the
+        BMC network reaches that address is the operator's to open, see docs/providers/baremetal.md)."""
+        import httpx
+        from palette_provision.media_server import HEALTH_PATH
+        from palette_provision.tls import pinned_context
+
+        url = str(server.url) + HEALTH_PATH
+        # Over HTTPS, the server's own certificate, pinned (it is self-signed unless the operator gave one).
+        verify: Any = pinned_context(server.cert_sha256, server="media server") if server.cert_sha256 else True
+        try:
+            with httpx.Client(verify=verify, trust_env=False, timeout=5.0) as client:
+                answer = client.head(url)
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"the media server does not answer at {server.url}, the address BMCs would fetch from "
+                f"({type(exc).__name__})", field="platform.media_server", provider=PROVIDER,
+            ) from None  # fmt: skip
+        if answer.headers.get("x-media-server") != server.instance:
+            raise ConfigurationError(
+                f"{server.url} is answered by something else than this deployment's media server",
+                field="platform.media_server.advertise_host", provider=PROVIDER,
+            )  # fmt: skip
 
     def close(self) -> None:
         """Every BMC session is closed after its command already. The media server keeps running while it serves

@@ -21,8 +21,9 @@ import pytest
 import sushy  # type: ignore[import-untyped]
 import yaml
 from bmclab.redfish import RedfishLab, RedfishNode
+from palette_provision.errors import ConfigurationError
 from palette_provision.log import get_logger
-from palette_provision.media_server import find_media_server
+from palette_provision.media_server import find_media_server, stop_media_server
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.provider import Machine, MediaFile, ProviderContext
@@ -130,6 +131,20 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     system.refresh()
     assert system.power_state == sushy.POWER_STATE_OFF
     assert system.boot.enabled in (sushy.BOOT_SOURCE_ENABLED_DISABLED, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)
+
+
+def test_a_media_server_the_bmcs_could_not_reach_is_refused_at_preflight(
+    lab: RedfishLab, plan_data: dict[str, Any], tmp_path: Path
+) -> None:
+    platform = {**plan_data["platform"], "media_server": {"bind": "127.0.0.1:0", "advertise_host": "127.0.0.2"}}
+    data = {**plan_data, "name": "bm-unreachable", "platform": platform}
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+        with pytest.raises(ConfigurationError) as info:
+            deployment.apply()
+        assert info.value.field == "platform.media_server"
+        assert "127.0.0.2" in str(info.value) and "BMCs would fetch from" in str(info.value)
+        assert deployment.journal.resources() == [], "nothing was changed before the refusal"
+    stop_media_server(tmp_path / "state" / "providers" / "baremetal" / "media-server")
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
