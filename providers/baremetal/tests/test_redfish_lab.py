@@ -9,11 +9,15 @@ No BMC session is left open at any point (the gate's count), and the emulator is
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +25,21 @@ import pytest
 import sushy  # type: ignore[import-untyped]
 import yaml
 from bmclab.redfish import RedfishLab, RedfishNode
-from palette_provision.errors import ConfigurationError
+from palette_provision.errors import AuthenticationError, ConfigurationError, ProviderError
 from palette_provision.log import get_logger
 from palette_provision.media_server import find_media_server, stop_media_server
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.provider import Machine, MediaFile, ProviderContext
 from palette_provision.registry import create_provider
+from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
 from pplab import net
 from pplab.disk import read_install_state
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
+
+from palette_provision_baremetal._bmc import BmcGate
+from palette_provision_baremetal._redfish import RedfishDriver
 
 REPO = Path(__file__).resolve().parents[3]
 APPLIANCE_ISO = REPO / "lab" / "build" / "appliance.iso"
@@ -145,6 +153,61 @@ def test_a_media_server_the_bmcs_could_not_reach_is_refused_at_preflight(
         assert "127.0.0.2" in str(info.value) and "BMCs would fetch from" in str(info.value)
         assert deployment.journal.resources() == [], "nothing was changed before the refusal"
     stop_media_server(tmp_path / "state" / "providers" / "baremetal" / "media-server")
+
+
+def _with_bmc(plan_data: dict[str, Any], name: str, **bmc: Any) -> dict[str, Any]:
+    host = plan_data["nodes"]["hosts"][0]
+    hosts = [{**host, "bmc": {**host["bmc"], **bmc}}]
+    return {**plan_data, "name": name, "nodes": {**plan_data["nodes"], "hosts": hosts}}
+
+
+def test_a_wrong_bmc_password_is_refused_at_preflight_naming_node_and_bmc(
+    lab: RedfishLab, plan_data: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PP_BM_WRONG_PASSWORD", "not-the-bmc-password")
+    data = _with_bmc(plan_data, "bm-wrong-pw", password="env:PP_BM_WRONG_PASSWORD")
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+        with pytest.raises(AuthenticationError) as info:
+            deployment.apply()
+        assert deployment.journal.resources() == []
+    message = str(info.value)
+    assert f"node {NODE}: BMC 127.0.0.1:" in message and "refused the login" in message
+    assert "not-the-bmc-password" not in message
+
+
+def test_an_unreachable_bmc_is_a_configuration_error_naming_it(plan_data: dict[str, Any], tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    data = _with_bmc(plan_data, "bm-unreachable-bmc", port=closed_port)
+    deployment = Deployment(parse_plan(data), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "nodes.hosts[0].bmc"
+    assert f"BMC 127.0.0.1:{closed_port} did not answer" in str(info.value)
+
+
+def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, tmp_path: Path) -> None:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    missing = f"http://127.0.0.1:{files.server_address[1]}/missing.iso"  # a 404
+    bmc = lab.bmc(NODE)
+    driver = RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+    gate = BmcGate(0.0)
+    try:
+        with gate.session(driver) as session:
+            cd = next(slot for slot in session.media_slots() if slot.kind.value == "cd")
+            with pytest.raises(ProviderError, match=r"rejected inserting media in cd0 \(HTTP 400\)"):
+                session.insert_media(cd, missing)
+            assert cd not in session.inserted_media()
+    finally:
+        files.shutdown()
+        files.server_close()
+    assert gate.opened == gate.closed == 1
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
