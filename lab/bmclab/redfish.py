@@ -199,6 +199,7 @@ class RedfishLab:
         memory_mb: int = 384,
         workdir: Path | None = None,
         start_timeout_s: float = 30,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         """Describe the lab; nothing runs until :meth:`start` / ``__enter__``.
 
@@ -222,6 +223,9 @@ class RedfishLab:
         self.install_delay_s = install_delay_s
         self.memory_mb = memory_mb
         self.start_timeout_s = start_timeout_s
+        self.listen_host = listen_host
+        """Where the emulator listens: 127.0.0.1, or also the lab's host address (``0.0.0.0``) for a relay from the
+        LAN namespace (:mod:`bmclab.lossy`). :attr:`url` is always the loopback one."""
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="bmclab-redfish-"))
         self.port = 0
@@ -327,7 +331,7 @@ class RedfishLab:
         ).start()
         self.port = _free_port()
         settings |= {
-            "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
+            "SUSHY_EMULATOR_LISTEN_IP": self.listen_host,
             "SUSHY_EMULATOR_LISTEN_PORT": self.port,
             "SUSHY_EMULATOR_AUTH_FILE": str(htpasswd),
             "SUSHY_EMULATOR_STATE_DIR": str(state),

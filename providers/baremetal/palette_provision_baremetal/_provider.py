@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError
+from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TransientError
 from palette_provision.media import sha256_file
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
@@ -24,6 +24,7 @@ from palette_provision.provider import (
     SlotKind,
     StagedMedia,
 )
+from palette_provision.waiting import Backoff, wait_for
 from pydantic import BaseModel
 
 from palette_provision_baremetal._bmc import BmcDriver, BmcGate
@@ -33,6 +34,7 @@ from palette_provision_baremetal._settings import BaremetalNodeSettings, Baremet
 __all__ = ["BaremetalProvider"]
 
 PROVIDER = "baremetal"
+_RETRY_BACKOFF = Backoff(initial=1.0, maximum=5.0)
 
 
 class BaremetalProvider:
@@ -77,8 +79,21 @@ class BaremetalProvider:
                 )  # fmt: skip
             return self._drivers[node]
 
-    def _run(self, node: str, command: Any) -> Any:
-        return self._gate.run(self.driver(node), command)
+    def _run(self, node: str, command: Any, *, retry: bool = True) -> Any:
+        """``command`` in a session of its own; a transient failure (the BMC did not answer, a lossy link) is
+        retried, with a new session each time, for up to ``bmc_retry_s``. Every command reads before it acts, so
+        running one again is safe."""
+        driver = self.driver(node)
+        if not retry:
+            return self._gate.run(driver, command)
+        return wait_for(
+            lambda: self._gate.run(driver, command),
+            what=f"{node}'s BMC to answer",
+            until=lambda _: True,
+            timeout=self.settings.bmc_retry_s,
+            retry_on=(TransientError,),
+            backoff=_RETRY_BACKOFF,
+        )
 
     @property
     def sessions(self) -> tuple[int, int]:
@@ -112,7 +127,8 @@ class BaremetalProvider:
         for spec in plan.node_specs():
             where = f"nodes.hosts[{spec.index}].bmc"
             try:
-                state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()))
+                # One attempt: an unreachable BMC is the operator's to fix, said at once.
+                state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()), retry=False)
             except ConfigurationError:
                 raise
             except ProviderError as exc:

@@ -101,6 +101,9 @@ class BaremetalSettings(_Model):
         default=0.5, ge=0, le=60, description="The least time between two sessions to one BMC."
     )
     power_timeout_s: float = Field(default=120, gt=0, description="How long a BMC may take to apply a power change.")
+    bmc_retry_s: float = Field(
+        default=120, gt=0, description="How long a command is retried while its BMC does not answer (a lossy link)."
+    )
     reinstall: bool = Field(
         default=False,
         description="Allow nodes that are powered on at preflight (they will be powered off and reinstalled).",

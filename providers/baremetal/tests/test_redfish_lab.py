@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import sushy  # type: ignore[import-untyped]
 import yaml
+from bmclab.lossy import LossyLink
 from bmclab.redfish import RedfishLab, RedfishNode
 from palette_provision.errors import AuthenticationError, ConfigurationError, ProviderError
 from palette_provision.log import get_logger
@@ -53,7 +54,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishLab]:
     assert APPLIANCE_ISO.is_file(), "the lab appliance ISO is built by ./dev setup (lab/install.sh)"
     net.ensure_lan()
-    with RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], install_delay_s=2,
+    # Listening on every address: the lossy-link test reaches it through a relay in the lab's LAN namespace.
+    with RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], install_delay_s=2, listen_host="0.0.0.0",  # noqa: S104
                     workdir=tmp_path_factory.mktemp("redfish")) as running:  # fmt: skip
         yield running
 
@@ -208,6 +210,35 @@ def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, 
         files.shutdown()
         files.server_close()
     assert gate.opened == gate.closed == 1
+
+
+def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets(
+    plan_data: dict[str, Any], tmp_path: Path
+) -> None:
+    # A server of its own, whose install lasts long enough (a real one lasts many minutes) for a power-on poll
+    # slowed by the lossy link to see it on: polling for "on" cannot tell a power-on still pending from an install
+    # that already ended.
+    name, mac, address = "rf-lossy", "52:54:00:5e:02:42", "10.251.0.142"
+    with RedfishLab([RedfishNode(name, mac, address)], install_delay_s=30, listen_host="0.0.0.0",  # noqa: S104
+                    workdir=tmp_path / "lab") as lossy_lab:  # fmt: skip
+        emulator_port = int(lossy_lab.bmc(name).url.rsplit(":", 1)[1])
+        with LossyLink(emulator_port, 30) as link:
+            host = {**plan_data["nodes"]["hosts"][0], "name": name, "address": f"{address}/24"}
+            host["bmc"] = {**host["bmc"], "address": link.address, "port": link.port,
+                           "fingerprint": lossy_lab.fingerprint, "system_id": lossy_lab.bmc(name).system_id,
+                           "password": "env:PP_BM_LOSSY_BMC_PASSWORD", "username": lossy_lab.username}  # fmt: skip
+            os.environ["PP_BM_LOSSY_BMC_PASSWORD"] = lossy_lab.password
+            data = {**plan_data, "name": "bm-lossy", "nodes": {**plan_data["nodes"], "hosts": [host]}}
+            with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+                report = deployment.apply()
+                provider: Any = deployment.provider
+                assert report.ok, report.failures()
+                deployment.destroy(purge_media=True)
+                opened, closed = provider.sessions
+                assert opened == closed, "every session closed, retried ones included"
+            assert link.dropped_packets() > 0, "the link really lost packets"
+        installed = read_install_state(lossy_lab.disk(name))
+        assert installed is not None and installed.count == 1
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
