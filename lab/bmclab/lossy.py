@@ -11,7 +11,6 @@ TCP retransmits; what is measured is whether the client copes. :meth:`dropped_pa
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -104,13 +103,7 @@ class LossyLink:
 
     def dropped_packets(self) -> int:
         """Packets the rules dropped so far."""
-        proc = run(ns_argv(net.LAN_NAMESPACE, ["nft", "-j", "list", "table", "inet", _TABLE]))
-        total = 0
-        for item in json.loads(proc.stdout).get("nftables", []):
-            for expr in item.get("rule", {}).get("expr", []):
-                if "counter" in expr:
-                    total += int(expr["counter"]["packets"])
-        return total
+        return net.counted_packets(net.LAN_NAMESPACE, _TABLE)
 
     def stop(self) -> None:
         """Stop the relay and remove the rules (idempotent)."""

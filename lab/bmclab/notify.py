@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import queue
 import ssl
-import subprocess
 import threading
 import time
 import urllib.error
@@ -40,10 +40,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pplab import net
-from pplab._cmd import LabError, link_exists, ns_argv, run
+from pplab._cmd import LabError
 from pplab.disk import read_install_state
-from pplab.qemu import Guest, GuestSpec, _extract_boot_files, cached_boot_files, qemu_argv, start_guest
+from pplab.qemu import Guest, GuestSpec, cached_boot_files, start_guest
 
 __all__ = ["BmcEvent", "EmulatorApi", "NotificationListener", "SystemNode", "start_machine"]
 
@@ -416,37 +415,12 @@ def _inserted(slot: Any) -> Path | None:
 
 
 def start_machine(spec: GuestSpec, removable: Path | None = None) -> Guest:
-    """:func:`pplab.qemu.start_guest`, plus the removable-media image as a read-only virtio disk (/dev/vda).
+    """:func:`pplab.qemu.start_guest`, with the removable-media image as a read-only virtio disk (/dev/vda).
 
     Not an IDE disk beside the install disk: the kernel probes the disks of one IDE channel asynchronously, so
-    which one becomes /dev/sda varies from boot to boot (seen: the seed image as sda, the install written onto it),
-    and seeds name ``/dev/sda``. A virtio disk is named vda, whatever the order.
+    which one becomes /dev/sda varies from boot to boot (seen: the seed image as sda, the install written onto it).
+    A virtio disk is named vda, whatever the order.
     """
-    if removable is None:
-        return start_guest(spec)
-    argv = [*qemu_argv(spec), "-drive", f"file={removable},format=raw,if=virtio,readonly=on"]
-    # What start_guest does, with that argv (pplab has no slot for a third kind of drive).
-    if spec.cdroms:
-        _extract_boot_files(spec.cdroms[0], spec.disk)
-    net.ensure_lan()
-    n = ["ip", "-n", net.LAN_NAMESPACE]
-    if link_exists(spec.tap, net.LAN_NAMESPACE):
-        run([*n, "link", "del", spec.tap])
-    run([*n, "tuntap", "add", "dev", spec.tap, "mode", "tap"])
-    run([*n, "link", "set", spec.tap, "master", net.BRIDGE, "up"])
-    console = spec.console_path
-    console.parent.mkdir(parents=True, exist_ok=True)
-    console.write_text("")
-    qemu_log = console.with_name(console.name + ".qemu")
-    with qemu_log.open("wb") as err:
-        process = subprocess.Popen(
-            ns_argv(net.LAN_NAMESPACE, argv),
-            stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    guest = Guest(spec, process, argv)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(0.5)
-    if process.returncode is not None and process.returncode != 0:
-        guest.stop()
-        raise LabError(f"QEMU for {spec.name} exited at once ({process.returncode}): {qemu_log.read_text()[-2000:]}")
-    return guest
+    if removable is not None:
+        spec = dataclasses.replace(spec, removable=removable)
+    return start_guest(spec)

@@ -152,6 +152,17 @@ def exposed_local_apis() -> dict[str, int]:
     return result
 
 
+def counted_packets(namespace: str, table: str) -> int:
+    """The packets counted by every ``counter`` of the ``inet`` table ``table`` in ``namespace`` (fault rules)."""
+    proc = run(ns_argv(namespace, ["nft", "-j", "list", "table", "inet", table]))
+    total = 0
+    for item in json.loads(proc.stdout).get("nftables", []):
+        for expr in item.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                total += int(expr["counter"]["packets"])
+    return total
+
+
 def run_in_lan(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
     """Start ``argv`` inside the ``pplab`` namespace (creating the LAN if needed).
 
@@ -362,13 +373,7 @@ class SshdNode:
 
     def dropped_packets(self) -> int:
         """Packets dropped by the current fault rules (counters reset when the faults change)."""
-        proc = run(ns_argv(self.namespace, ["nft", "-j", "list", "table", "inet", "ppfault"]))
-        total = 0
-        for item in json.loads(proc.stdout).get("nftables", []):
-            for expr in item.get("rule", {}).get("expr", []):
-                if "counter" in expr:
-                    total += int(expr["counter"]["packets"])
-        return total
+        return counted_packets(self.namespace, "ppfault")
 
     def destroy(self) -> None:
         """Stop sshd and remove the namespace, veth and files; safe to call more than once."""

@@ -44,7 +44,10 @@ class GuestSpec:
     cdroms: list[Path] = field(default_factory=list)
     """0..2 ISO images: CD 1 (the appliance ISO), CD 2 (the seed). With any, the guest boots from CD 1."""
     storage_disk: Path | None = None
-    """A second raw disk (IDE primary slave, the guest's /dev/sdb): the appliance's storage-pool disk."""
+    """A second raw disk (IDE primary slave): the appliance's storage-pool disk."""
+    removable: Path | None = None
+    """A read-only image for a BMC's removable-media slot (a seed), as a virtio disk: the guest's /dev/vda, named
+    so whatever order the kernel probes the IDE disks in."""
     memory_mb: int = 384
     install_delay_s: int = 3
     """Simulated install time of the test appliance (QEMU ``-fw_cfg opt/pplab/install_delay``)."""
@@ -59,6 +62,7 @@ class GuestSpec:
         """Normalise: paths as :class:`Path`, the MAC in lower case."""
         self.disk = Path(self.disk)
         self.storage_disk = Path(self.storage_disk) if self.storage_disk else None
+        self.removable = Path(self.removable) if self.removable else None
         self.cdroms = [Path(c) for c in self.cdroms]
         self.mac = self.mac.lower()
         self.console_log = Path(self.console_log) if self.console_log else None
@@ -174,7 +178,8 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         raise LabError(f"bad MAC {spec.mac!r} (want lower-case aa:bb:cc:dd:ee:ff)")
     if len(spec.cdroms) > 2:
         raise LabError("at most 2 CD drives (appliance ISO, seed)")
-    for path in (spec.disk, *spec.cdroms, *([spec.storage_disk] if spec.storage_disk else [])):
+    extra = [p for p in (spec.storage_disk, spec.removable) if p is not None]
+    for path in (spec.disk, *spec.cdroms, *extra):
         if not Path(path).is_file():
             raise LabError(f"guest {spec.name}: {path} does not exist")
     qemu = require_tool("qemu-system-x86_64", "qemu-system-x86")
@@ -192,6 +197,8 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
     if spec.storage_disk is not None:
         # IDE primary slave: the guest's /dev/sdb, as a vSphere VM's second SCSI disk is.
         argv += ["-drive", f"file={spec.storage_disk},format=raw,if=ide,index=1,cache=unsafe"]
+    if spec.removable is not None:
+        argv += ["-drive", f"file={spec.removable},format=raw,if=virtio,readonly=on"]
     # IDE secondary master/slave: the guest's /dev/sr0 (CD 1) and /dev/sr1 (CD 2).
     for i, iso in enumerate(spec.cdroms):
         argv += ["-drive", f"file={iso},media=cdrom,if=ide,index={2 + i},readonly=on"]
