@@ -107,8 +107,8 @@ class BaremetalProvider:
         if not plan.nodes.hosts:
             return [PlanIssue("nodes.hosts", "list each server with its bmc (the provider enrolls, never creates)")]
         seen: dict[tuple[str, int, str | None], int] = {}
-        for i, host in enumerate(plan.nodes.hosts):
-            settings = plan.node_specs()[i].settings if i < plan.node_count else None
+        for spec in plan.node_specs():
+            i, settings = spec.index, spec.settings
             if not isinstance(settings, BaremetalNodeSettings):
                 continue  # reported by the node settings' own validation
             bmc = settings.bmc
@@ -116,7 +116,6 @@ class BaremetalProvider:
             if ident in seen:
                 issues.append(PlanIssue(f"nodes.hosts[{i}].bmc", f"the same BMC system as nodes.hosts[{seen[ident]}]"))
             seen.setdefault(ident, i)
-            del host
         return issues
 
     def preflight(self, plan: DeploymentPlan) -> None:

@@ -37,6 +37,8 @@ from sushy.exceptions import (
     ConnectionError as SushyConnectionError,
 )
 
+from palette_provision_baremetal._bmc import BmcSession
+
 __all__ = ["RedfishDriver", "RedfishSession"]
 
 PROVIDER = "baremetal"
@@ -102,8 +104,10 @@ class _ContextAdapter(HTTPAdapter):
 class RedfishSession:
     """An open connection to one BMC's system (see :class:`~._bmc.BmcSession`)."""
 
-    def __init__(self, driver: RedfishDriver, root: Any, system: Any) -> None:
+    def __init__(self, driver: RedfishDriver, connector: Any, root: Any, system: Any) -> None:
         self._driver = driver
+        self.connector = connector
+        """The HTTP connection, closed by :meth:`RedfishDriver.close`."""
         self._root = root
         self._system = system
 
@@ -282,13 +286,10 @@ class RedfishDriver:
         except BaseException:
             connector.close()
             raise
-        session = RedfishSession(self, root, system)
-        session.connector = connector  # type: ignore[attr-defined]
-        return session
+        return RedfishSession(self, connector, root, system)
 
-    def close(self, session: Any) -> None:
+    def close(self, session: BmcSession) -> None:
         """Close the HTTP connection (basic auth: no Redfish session to end)."""
-        connector = getattr(session, "connector", None)
-        if connector is not None:
+        if isinstance(session, RedfishSession):
             with contextlib.suppress(Exception):  # a connection that is already gone
-                connector.close()
+                session.connector.close()
