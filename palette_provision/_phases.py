@@ -14,7 +14,7 @@ from typing import Any
 
 from palette_provision import media as media_mod
 from palette_provision._run import NodeRun, Outcome
-from palette_provision.errors import ProviderError, ReadinessError
+from palette_provision.errors import OperatorActionNeeded, ProviderError, ReadinessError
 from palette_provision.journal import Fact
 from palette_provision.provider import (
     AddressDiscovery,
@@ -196,15 +196,17 @@ def _same_machine(recorded: Machine | None, found: Machine) -> Machine:
 def assign_slots(
     slots: Sequence[MediaSlot], seed_format: SeedFormat, machine: str
 ) -> tuple[MediaSlot | None, MediaSlot | None, MediaSlot]:
-    """Where the ISO and the seed go: ``(iso slot or None when preinserted, preinserted slot or None, seed slot)``.
+    """Where the ISO and the seed go: ``(iso slot or None when preinserted, preinserted ISO slot or None, seed
+    slot)``; the seed slot may itself be an operator's (``preinserted == "seed"``).
 
-    The ISO takes the slot an operator filled with it, else the first CD; a ``cidata`` ISO seed the next CD, a
-    ``cidata`` disk image the first removable disk.
+    The ISO takes the slot an operator filled with it, else the first CD; a ``cidata`` ISO seed the slot an
+    operator fills with it, else the next CD; a ``cidata`` disk image the first removable disk.
 
     Raises:
         ProviderError: the machine has no slot for one of them, naming what is missing.
     """
     pre = next((s for s in slots if s.preinserted == "appliance-iso"), None)
+    operator_seed = next((s for s in slots if s.preinserted == "seed"), None)
     free_cds = [s for s in slots if s.kind is SlotKind.CD and s.preinserted is None]
     disks = [s for s in slots if s.kind is SlotKind.REMOVABLE_DISK and s.preinserted is None]
     iso_slot = None
@@ -212,6 +214,8 @@ def assign_slots(
         if not free_cds:
             raise ProviderError(f"{machine} has no free CD slot for the appliance ISO", resource=machine)
         iso_slot = free_cds.pop(0)
+    if operator_seed is not None:
+        return iso_slot, pre, operator_seed
     pool = free_cds if seed_format is SeedFormat.CIDATA_ISO else disks
     if not pool:
         kind = "CD" if seed_format is SeedFormat.CIDATA_ISO else "removable-disk"
@@ -224,26 +228,62 @@ def _insertion_id(machine: Machine, slot: MediaSlot) -> str:
 
 
 def insert_media(run: NodeRun) -> Outcome:
-    """Insert the ISO (unless an operator did) and the seed; each insertion journaled before it is made."""
+    """Insert the ISO (unless an operator did) and the seed (unless an operator must); each insertion journaled
+    before it is made."""
     vm, machine = run.cap(VirtualMedia), run.machine
     if run.seed is None or run.seed_format is None:
         raise ProviderError(f"{run.node.name} has no staged seed", resource=run.node.name)
     iso_slot, pre, seed_slot = assign_slots(vm.media_slots(machine), run.seed_format, machine.name)
-    wanted: dict[MediaSlot, StagedMedia] = {seed_slot: run.seed}
+    if seed_slot.preinserted == "seed":
+        _hand_seed_to_operator(run, iso_slot is None)
+    wanted: dict[MediaSlot, StagedMedia] = {} if seed_slot.preinserted else {seed_slot: run.seed}
     if iso_slot is not None:
         wanted[iso_slot] = run.iso()
     resources = []
     for slot, staged in sorted(wanted.items()):
-        data = {"machine": machine_record(machine, run.lifecycle), "slot": str(slot), "kind": slot.kind.value,
-                "index": slot.index, "locator": staged.locator}
+        record = {"machine": machine_record(machine, run.lifecycle), "slot": str(slot), "kind": slot.kind.value,
+                  "index": slot.index, "locator": staged.locator}
         run.journal.add_resource(INSERTION, run.provider_name, run.node.name, _insertion_id(machine, slot),
-                                 {**data, "pending": True})
-        resources.append((INSERTION, run.provider_name, _insertion_id(machine, slot), data))
-    vm.insert_media(machine, dict(sorted(wanted.items())))
-    if pre is not None and not vm.inserted_media(machine).get(pre):
-        raise ProviderError(f"{machine.name}: slot {pre} should hold the appliance ISO an operator inserted, and is "
-                            "empty", resource=machine.name)
-    return Outcome({"slots": {str(s): m.locator for s, m in sorted(wanted.items())}}, resources)  # type: ignore[arg-type]
+                                 {**record, "pending": True})
+        resources.append((INSERTION, run.provider_name, _insertion_id(machine, slot), record))
+    if wanted:
+        vm.insert_media(machine, dict(sorted(wanted.items())))
+    readable = [s for s in (pre, seed_slot if seed_slot.preinserted else None) if s is not None and s.readable]
+    if readable:
+        held = vm.inserted_media(machine)
+        for slot in readable:
+            if not held.get(slot):
+                raise ProviderError(f"{machine.name}: slot {slot} should hold the {slot.preinserted} an operator "
+                                    "inserted, and is empty", resource=machine.name)
+    data: dict[str, Any] = {"slots": {str(s): m.locator for s, m in sorted(wanted.items())}}
+    operator = [str(s) for s in (pre, seed_slot) if s is not None and s.preinserted]
+    if operator:
+        data["operator_attached"] = operator
+    return Outcome(data, resources)  # type: ignore[arg-type]
+
+
+def _hand_seed_to_operator(run: NodeRun, iso_too: bool) -> None:
+    """The platform cannot insert the seed: stop the node once, saying where its seed is; go on when told before.
+
+    The fact is written before the error is raised, so a run killed in between tells the operator again rather than
+    booting a machine whose seed nobody was shown.
+    """
+    node = run.node.name
+    if run.journal.fact(node, Fact.SEED_HANDED_OVER_AT) is not None:
+        run.log.info("seed_attached_by_operator", node=node)
+        return
+    fmt = run.seed_format or SeedFormat.CIDATA_ISO
+    path = run.deployment.seed_path(run.node, fmt)
+    what = "the appliance ISO and this node's seed" if iso_too else "this node's seed"
+    shape = "a cidata ISO" if fmt is SeedFormat.CIDATA_ISO else "a cidata disk image"
+    sha = run.seed.sha256 if run.seed is not None else media_mod.sha256_file(path)
+    run.journal.set_fact(node, Fact.SEED_HANDED_OVER_AT, time.time())
+    raise OperatorActionNeeded(
+        f"{node}: attach {what} to the machine (the seed is {shape}, SHA-256 {sha}, at {path}: a second virtual CD "
+        "or a USB stick written with it), then run apply again. The seed holds the node's private SSH host key: "
+        "detach it once the node is installed",
+        provider=run.provider_name, resource=node,
+    )  # fmt: skip
 
 
 def _override(run: NodeRun, device: BootDevice) -> Outcome:

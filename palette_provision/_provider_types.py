@@ -104,13 +104,17 @@ class DeployStatus:
 class MediaSlot:
     """One virtual-media slot of a machine.
 
-    ``preinserted`` names what an operator already put there (``"appliance-iso"``): the core then checks it with
-    :meth:`VirtualMedia.inserted_media` if it can, never ejects it, and does not insert the ISO anywhere else.
+    ``preinserted`` names what an operator puts there (``"appliance-iso"``, or ``"seed"`` where the platform has no
+    way to insert it, e.g. behind an IPMI BMC): the core never inserts into or ejects such a slot. It checks the
+    slot with :meth:`VirtualMedia.inserted_media` when ``readable``; a slot the platform cannot read (``readable``
+    false) is taken on the operator's word. For an operator's seed the core first stops the node once with
+    :class:`~palette_provision.errors.OperatorActionNeeded`, saying where the rendered seed is.
     """
 
     kind: SlotKind
     index: int = 0
-    preinserted: Literal["appliance-iso"] | None = None
+    preinserted: Literal["appliance-iso", "seed"] | None = None
+    readable: bool = field(default=True, compare=False)
 
     def __str__(self) -> str:
         return f"{self.kind.value}{self.index}"

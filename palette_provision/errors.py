@@ -13,7 +13,8 @@ into the most specific class below. Errors keep their context as attributes, nev
     │   ├── AuthenticationError     credentials refused (final, never retried)
     │   └── TLSVerificationError    certificate or thumbprint did not verify (final)
     ├── ProviderError               a platform call failed; .provider, .resource
-    │   └── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
+    │   ├── TransientError          a failure worth retrying (connection reset, 5xx, busy BMC)
+    │   └── OperatorActionNeeded    a person must attach media first; the message says what, then re-run
     │       └── LocalApiUnavailable (handoff) a node's Local API did not answer
     ├── LocalApiError               (handoff) a node's Local API answered with an error: not the platform's
     ├── WaitTimeout                 a wait ran out; .what, .waited_s, .last_state
@@ -40,6 +41,7 @@ __all__ = [
     "HostKeyMismatch",
     "JournalError",
     "LocalApiCertificateMismatch",
+    "OperatorActionNeeded",
     "PaletteProvisionError",
     "PlanError",
     "PlanIssue",
@@ -143,6 +145,11 @@ class ProviderError(PaletteProvisionError):
 
 class TransientError(ProviderError):
     """A failure that is worth retrying (connection reset, HTTP 5xx, a busy BMC)."""
+
+
+class OperatorActionNeeded(ProviderError):
+    """A person must act on the machine before its chain can go on (attach media the platform cannot attach); the
+    message says what. Nothing was left half-done: run ``apply`` again once it is done."""
 
 
 class WaitTimeout(PaletteProvisionError):

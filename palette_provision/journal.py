@@ -54,6 +54,7 @@ class Fact:
     POWER_ON_REQUESTED_AT = "power_on_requested_at"
     LOCAL_API_CERT = "local_api_cert_sha256"
     EDGE_HOST_ID = "edge_host_id"
+    SEED_HANDED_OVER_AT = "seed_handed_over_at"  # an operator was told where the seed is (operator-attached media)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -97,6 +97,28 @@ def test_an_operator_inserted_iso_is_used_and_never_ejected(tmp_path: Path) -> N
     assert state["servers"]["bmc-1.lab"]["installs"] == 1
 
 
+def test_a_seed_the_platform_cannot_insert_is_handed_to_the_operator_once(tmp_path: Path) -> None:
+    # As behind an IPMI BMC: the operator attaches the ISO and the seed. The first run stops that node before any
+    # power or boot change, naming the seed's path; the next one goes on, taking the operator's word.
+    data = plan_for(tmp_path, "enrolled", preinserted=["palette-1"], operator_seed=["palette-1"])
+    report, _, _ = deploy(tmp_path, data)
+    [first, *others] = report.nodes
+    assert (first.status, first.phase) == ("failed", "insert_media")
+    assert "attach the appliance ISO and this node's seed" in (first.error or "") and "run apply again" in (first.error or "")
+    seed = Path((first.error or "").split(" at ", 1)[1].split(":", 1)[0])
+    assert seed.is_file(), "the path the operator is given holds the seed"
+    assert all(n.status == "ready" for n in others), "the other nodes do not wait for this one"
+    touched = {a["op"] for a in read_state(tmp_path / "platform.json")["actions"] if a["node"] == "palette-1"}
+    assert not touched & {"insert_media", "set_boot_device", "power_on"}, touched
+
+    again, _, _ = deploy(tmp_path, data)
+    assert again.ok, again.failures()
+    state = read_state(tmp_path / "platform.json")
+    assert not [a for a in state["actions"] if a["op"] == "insert_media" and a["node"] == "palette-1"]
+    assert state["servers"]["bmc-1.lab"]["installs"] == 1
+    assert not seed.exists(), "installed: our copy of the seed is gone"
+
+
 def test_destroy_after_a_failure_mid_install_ejects_clears_and_powers_off(tmp_path: Path) -> None:
     data = plan_for(tmp_path, "enrolled", never_installs=["palette-3"])
     data["timeouts"]["install"] = 1.5

@@ -29,6 +29,7 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       never_installs: [node-1]         # the installer never finishes (await_install times out)
       ignores_eject: [node-1]          # eject and boot-device changes are ignored: the node installs again
       preinserted: [node-1]            # enrolled: an operator inserted the ISO in the CD slot
+      operator_seed: [node-1]          # enrolled: an operator attaches the seed too (apply stops once to say where)
       deploy_fails: [node-2]           # allocated: the image deployment ends in "Failed deployment"
       concurrency_limit: 2             # ConcurrencyLimits: at most this many nodes act at once (one key)
       kill_at: "create_machine:node-2" # SIGKILL this process right after that operation...
@@ -100,6 +101,9 @@ class FakeSettings(BaseModel):
     never_installs: list[str] = Field(default_factory=list)
     ignores_eject: list[str] = Field(default_factory=list)
     preinserted: list[str] = Field(default_factory=list)
+    operator_seed: list[str] = Field(
+        default_factory=list, description="enrolled nodes whose seed an operator attaches (as behind an IPMI BMC)"
+    )
     deploy_fails: list[str] = Field(default_factory=list)
     pool_size: int = Field(default=8, ge=0)
     concurrency_limit: int | None = Field(default=None, ge=1)
@@ -470,6 +474,10 @@ class FakeProvider:
         for name, held in m["slots"].items():
             kind = SlotKind.CD if name.startswith("cd") else SlotKind.REMOVABLE_DISK
             operator = held is not None and held["role"] == "operator-iso"
+            if kind is SlotKind.REMOVABLE_DISK and machine.node in self.settings.operator_seed:
+                # The platform cannot insert into or read this one: the operator's USB stick.
+                slots.append(MediaSlot(kind, int(name[-1]), "seed", readable=False))
+                continue
             slots.append(MediaSlot(kind, int(name[-1]), "appliance-iso" if operator else None))
         return slots
 

@@ -1,4 +1,4 @@
-"""palette-provision's bare-metal provider: servers enrolled by their BMCs (Redfish), booted from the appliance ISO.
+"""palette-provision's bare-metal provider: servers enrolled by their BMCs (Redfish, IPMI), booted from the ISO.
 
 Registered under the entry-point group ``palette_provision.providers`` as ``baremetal``. Each server is a
 ``nodes.hosts`` entry with its BMC (the schema is :class:`BaremetalNodeSettings`)::
@@ -21,8 +21,14 @@ inserted and clears the boot override); serves the ISO and each node's seed from
 (unless ``media: preinserted``) and the seed in its removable-disk slot (a FAT ``cidata`` image), or in a second CD
 when the BMC has no removable slot; boots once from the CD, waits for the installer to power the server off, ejects,
 boots from disk. Every BMC command runs in a session of its own, closed at once, one at a time per BMC, with a
-minimum interval between them. IPMI BMCs: power and boot-device control exist (``_ipmi``), but IPMI has no virtual
-media, so the provider refuses IPMI nodes until the seed has a way to them.
+minimum interval between them. IPMI BMCs have no virtual media: an IPMI node takes ``media: preinserted``, the
+operator attaching the ISO and the node's seed, whose path the first ``apply`` names when it stops that node before
+its boot; the next ``apply`` boots it once from the CD and goes on as above::
+
+        - name: rack-2
+          address: 10.0.10.12/24
+          media: preinserted
+          bmc: {protocol: ipmi, address: 10.0.0.12, username: admin, password: env:BMC_PASSWORD}
 """
 
 from palette_provision_baremetal._provider import BaremetalProvider

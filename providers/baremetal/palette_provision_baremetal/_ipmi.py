@@ -2,9 +2,8 @@
 
 :class:`IpmiDriver` logs in (:meth:`IpmiDriver.open`, one pyghmi ``Command`` and so one IPMI session) and out
 (:meth:`IpmiDriver.close`); :class:`IpmiSession` is what the provider does in between: read and set the power, set
-or clear the boot device override. IPMI has no virtual media, so the seed has no way to an IPMI server yet and
-the provider refuses IPMI nodes (see docs/providers/baremetal.md); this driver is ready for when it has one. Like
-every driver it is used only through :class:`~._bmc.BmcGate`.
+or clear the boot device override. IPMI has no virtual media: an operator attaches the ISO and the seed (see
+docs/providers/baremetal.md). Like every driver it is used only through :class:`~._bmc.BmcGate`.
 
 Words cross the boundary through the tables below (:data:`POWER_STATES`, :data:`BOOT_DEVICES`,
 :data:`CLEAR_BOOT_OVERRIDE`); pyghmi's errors become the project's here, naming the node and the BMC, never a

@@ -28,17 +28,20 @@ from palette_provision.waiting import Backoff, wait_for
 from pydantic import BaseModel
 
 from palette_provision_baremetal._bmc import BmcDriver, BmcGate
+from palette_provision_baremetal._ipmi import IpmiDriver
 from palette_provision_baremetal._redfish import RedfishDriver
 from palette_provision_baremetal._settings import BaremetalNodeSettings, BaremetalSettings
 
 __all__ = ["BaremetalProvider"]
 
 PROVIDER = "baremetal"
+#: The locator of a file no BMC fetches (every node attaches its media by hand): it stays where it is.
+_LOCAL = "file:"
 _RETRY_BACKOFF = Backoff(initial=1.0, maximum=5.0)
 
 
 class BaremetalProvider:
-    """Servers behind Redfish BMCs, enrolled (never created or deleted): see the package docstring."""
+    """Servers behind Redfish or IPMI BMCs, enrolled (never created or deleted): see the package docstring."""
 
     name: ClassVar[str] = PROVIDER
     settings_model: ClassVar[type[BaseModel]] = BaremetalSettings
@@ -70,6 +73,10 @@ class BaremetalProvider:
         with self._lock:
             if node not in self._drivers:
                 bmc = self._node_settings(node).bmc
+                if bmc.protocol == "ipmi":
+                    self._drivers[node] = IpmiDriver(bmc.address, bmc.effective_port, bmc.username, bmc.password,
+                                                     node=node, timeout_s=self.settings.power_timeout_s)
+                    return self._drivers[node]
                 if bmc.tls == "insecure":
                     self._log.warning("bmc_tls_unverified", node=node, bmc=bmc.address)
                 self._drivers[node] = RedfishDriver(
@@ -116,7 +123,19 @@ class BaremetalProvider:
             if ident in seen:
                 issues.append(PlanIssue(f"nodes.hosts[{i}].bmc", f"the same BMC system as nodes.hosts[{seen[ident]}]"))
             seen.setdefault(ident, i)
+        advertise = self.settings.advertise_issue()
+        if advertise and any(self._needs_server(spec) for spec in plan.node_specs()):
+            issues.append(PlanIssue("platform.media_server.advertise_host", advertise))
         return issues
+
+    @staticmethod
+    def _needs_server(spec: NodeSpec) -> bool:
+        settings = spec.settings
+        return not isinstance(settings, BaremetalNodeSettings) or settings.needs_media_server
+
+    def _server_needed(self) -> bool:
+        """Whether any node's BMC fetches from the media server (IPMI-only deployments never start it)."""
+        return any(self._needs_server(spec) for spec in self._nodes.values())
 
     def preflight(self, plan: DeploymentPlan) -> None:
         """Every BMC answers and takes the credentials; slots for the ISO and the seed; no node running unless
@@ -133,7 +152,7 @@ class BaremetalProvider:
             except ProviderError as exc:
                 raise ConfigurationError(str(exc), field=where, provider=PROVIDER) from exc
             settings = self._node_settings(spec.name)
-            need = 1 if settings.media == "preinserted" else 2
+            need = 0 if settings.operator_seed else 1 if settings.media == "preinserted" else 2
             if len(slots) < need:
                 raise ConfigurationError(
                     f"{spec.name}'s BMC offers {len(slots)} virtual-media slot(s); {need} are needed "
@@ -147,7 +166,8 @@ class BaremetalProvider:
                     f"{spec.name} is powered on; set platform.reinstall: true to power it off and reinstall it",
                     field="platform.reinstall", provider=PROVIDER,
                 )  # fmt: skip
-        self._check_advertised(self._server())
+        if self._server_needed():
+            self._check_advertised(self._server())
 
     def _check_advertised(self, server: Any) -> None:
         """The media server answers at the URL the BMCs will be given (as far as this host can tell: whether the
@@ -193,7 +213,10 @@ class BaremetalProvider:
         return self.driver(node.name).key, 1
 
     def seed_format(self, node: NodeSpec) -> SeedFormat:
-        """A FAT ``cidata`` image for a removable-disk slot, else a ``cidata`` ISO for a second CD."""
+        """A FAT ``cidata`` image for a removable-disk slot, else a ``cidata`` ISO for a second CD (or, on an IPMI
+        server, for the operator to attach: an ISO image works as a virtual CD and written to a USB stick)."""
+        if self._node_settings(node.name).operator_seed:
+            return SeedFormat.CIDATA_ISO
         slots = self._run(node.name, lambda s: s.media_slots())
         if any(s.kind is SlotKind.REMOVABLE_DISK for s in slots):
             return SeedFormat.CIDATA_DISK
@@ -236,9 +259,14 @@ class BaremetalProvider:
 
     # ------------------------------------------------------------------------------------------- virtual media
     def media_slots(self, machine: Machine) -> list[MediaSlot]:
-        """The BMC's slots; with ``media: preinserted`` the first CD holds the operator's ISO."""
+        """The BMC's slots; with ``media: preinserted`` the first CD holds the operator's ISO. An IPMI BMC has none:
+        the operator attaches both, which nothing over IPMI can read back."""
+        settings = self._node_settings(machine.node)
+        if settings.operator_seed:
+            return [MediaSlot(SlotKind.CD, 0, "appliance-iso", readable=False),
+                    MediaSlot(SlotKind.CD, 1, "seed", readable=False)]  # fmt: skip
         slots: list[MediaSlot] = self._run(machine.node, lambda s: s.media_slots())
-        if self._node_settings(machine.node).media == "preinserted":
+        if settings.media == "preinserted":
             slots = [
                 MediaSlot(s.kind, s.index, "appliance-iso") if (s.kind, s.index) == (SlotKind.CD, 0) else s
                 for s in slots
@@ -258,6 +286,8 @@ class BaremetalProvider:
 
     def inserted_media(self, machine: Machine) -> dict[MediaSlot, str]:
         """What each slot holds: our files by their locator, anything else (an operator's ISO) by its URL."""
+        if self._node_settings(machine.node).operator_seed:
+            return {}
         by_url = self._published_urls()
         held: dict[MediaSlot, str] = self._run(machine.node, lambda s: s.inserted_media())
         return {slot: by_url.get(url, url) for slot, url in held.items()}
@@ -288,9 +318,17 @@ class BaremetalProvider:
         return {server.url_for(entry): entry.key for entry in server.catalog.entries()}
 
     def stage_media(self, media: MediaFile, progress: ProgressCallback | None = None) -> StagedMedia:
-        """Publish the file on the media server (nothing is copied: the server reads it where it is)."""
-        server = self._server()
+        """Publish the file on the media server (nothing is copied: the server reads it where it is). A file no BMC
+        fetches (an IPMI node's seed; the ISO when every node's is attached by hand) is left where it is."""
         path = Path(media.local_path)
+        seed_node = self._nodes.get(media.node or "") if media.role == "seed" else None
+        wanted = self._needs_server(seed_node) if seed_node is not None else self._server_needed()
+        if not wanted:
+            if progress is not None:
+                progress(media.size, media.size)
+            return StagedMedia(media.role, _LOCAL + str(path), media.sha256 or sha256_file(path), media.size, 0,
+                               media.node)  # fmt: skip
+        server = self._server()
         if media.role == "seed":
             entry = server.publish_seed(media.node or path.stem, path, file_name=media.name)
         else:
@@ -304,6 +342,8 @@ class BaremetalProvider:
         """Stop serving the file; the server stops once it serves nothing."""
         from palette_provision.media_server import stop_media_server
 
+        if staged.locator.startswith(_LOCAL):
+            return  # never published; the core removes its local seed copies itself
         server = self._server()
         server.unpublish(staged.locator)
         if not server.catalog.entries():

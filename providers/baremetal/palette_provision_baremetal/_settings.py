@@ -67,7 +67,8 @@ class BaremetalNodeSettings(_Model):
     media: Literal["virtual-media", "preinserted"] = Field(
         default="virtual-media",
         description="virtual-media: the provider inserts the ISO and the seed through the BMC; preinserted: an "
-        "operator attached the ISO (the seed still goes through virtual media).",
+        "operator attached the ISO. On a Redfish BMC the seed still goes through virtual media; an IPMI BMC has "
+        "none, so the operator attaches the seed too (apply stops once to say where it is).",
     )
     mac: str | None = Field(
         default=None, pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", description="The NIC's MAC (DHCP nodes)."
@@ -75,13 +76,23 @@ class BaremetalNodeSettings(_Model):
 
     @model_validator(mode="after")
     def _media_fits_the_bmc(self) -> BaremetalNodeSettings:
-        if self.bmc.protocol == "ipmi":
+        if self.bmc.protocol == "ipmi" and self.media != "preinserted":
             raise PydanticCustomError(
                 "baremetal",
-                "IPMI has no virtual media, so the seed cannot reach the server yet: use a Redfish BMC (IPMI "
-                "power and boot-device control exist, the seed's way to an IPMI server does not)"
+                "IPMI has no virtual media: set media: preinserted and attach the appliance ISO and the node's seed "
+                "yourself (apply stops once, before the boot, to say where the seed is)",
             )
         return self
+
+    @property
+    def operator_seed(self) -> bool:
+        """The operator attaches the seed too: the BMC has no virtual media to insert it through."""
+        return self.bmc.protocol == "ipmi"
+
+    @property
+    def needs_media_server(self) -> bool:
+        """Whether the BMC fetches anything from the media server."""
+        return not self.operator_seed
 
 
 class MediaServerSettings(_Model):
@@ -109,11 +120,9 @@ class BaremetalSettings(_Model):
         description="Allow nodes that are powered on at preflight (they will be powered off and reinstalled).",
     )
 
-    @model_validator(mode="after")
-    def _advertised(self) -> BaremetalSettings:
+    def advertise_issue(self) -> str | None:
+        """Why BMCs could not be given the media server's URL (checked only when a node needs the server)."""
         host = self.media_server.bind.rsplit(":", 1)[0]
-        if host in ("0.0.0.0", "", "::") and not self.media_server.advertise_host:  # noqa: S104 - a check, not a bind
-            raise PydanticCustomError(
-                "baremetal", "media_server.advertise_host is needed when media_server.bind listens on every address"
-            )
-        return self
+        if host in ("0.0.0.0", "", "::", "[::]") and not self.media_server.advertise_host:  # noqa: S104 - a check
+            return "media_server.advertise_host is needed when media_server.bind listens on every address"
+        return None

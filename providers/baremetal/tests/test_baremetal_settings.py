@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pathlib import Path
+
 import pytest
 from palette_provision.errors import PlanError
+from palette_provision.pipeline import Deployment
 from palette_provision.plan import parse_plan
 
 os.environ.setdefault("PP_BM_SETTINGS_PW", "settings-test-password")
@@ -46,8 +49,7 @@ def test_a_valid_redfish_plan_parses_and_keeps_the_password_a_secret() -> None:
 def test_each_bmc_problem_is_named_by_its_path() -> None:
     found = issues(plan([
         {"name": "rack-1", "bmc": redfish(tls="insecure", fingerprint="ab" * 32)},
-        {"name": "rack-2", "bmc": {"protocol": "ipmi", "address": "10.0.0.12", "username": "admin",
-                                   "password": "env:PP_BM_SETTINGS_PW"}},
+        {"name": "rack-2", "bmc": ipmi()},
         {"name": "rack-3", "bmc": redfish(password="inline-secret")},
     ]))  # fmt: skip
     assert "verifies nothing" in found["nodes.hosts[0].bmc"]
@@ -56,6 +58,28 @@ def test_each_bmc_problem_is_named_by_its_path() -> None:
     assert not any("inline-secret" in message for message in found.values())
 
 
-def test_a_media_server_on_every_address_needs_the_address_bmcs_use() -> None:
-    found = issues(plan([{"name": "rack-1", "bmc": redfish()}], media_server={"bind": "0.0.0.0:8080"}))
-    assert any("advertise_host" in message for message in found.values()), found
+def ipmi(**bmc: Any) -> dict[str, Any]:
+    return {"protocol": "ipmi", "address": "10.0.0.12", "username": "admin", "password": "env:PP_BM_SETTINGS_PW",
+            **bmc}  # fmt: skip
+
+
+def provider_issues(data: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """What the provider's validate (through ``Deployment.check``, as ``validate`` runs it) says, by path."""
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment, pytest.raises(PlanError) as info:
+        deployment.check()
+    return {i.path: i.message for i in info.value.issues}
+
+
+def test_a_media_server_on_every_address_needs_the_address_bmcs_use(tmp_path: Path) -> None:
+    data = plan([{"name": "rack-1", "bmc": redfish()}], media_server={"bind": "0.0.0.0:8080"})
+    found = provider_issues(data, tmp_path)
+    assert "advertise_host" in found["platform.media_server.advertise_host"], found
+
+
+def test_an_ipmi_node_takes_preinserted_media_and_needs_no_media_server(tmp_path: Path) -> None:
+    # IPMI has no virtual media: the operator attaches both, so nothing asks for a media server's address.
+    data = plan([{"name": "rack-2", "media": "preinserted", "bmc": ipmi()}], media_server={"bind": "0.0.0.0:0"})
+    [node] = parse_plan(data).node_specs()
+    assert node.settings.operator_seed and not node.settings.needs_media_server
+    found = provider_issues(data, tmp_path)
+    assert set(found) == {"iso.source"}, found  # only the ISO this test does not have
