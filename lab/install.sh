@@ -15,7 +15,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
     qemu-system-x86 qemu-utils          # the guests (TCG)
-    busybox-static dropbear-bin         # the appliance's userland and SSH server
+    busybox-static dropbear-bin curl    # the appliance's userland, SSH server, and curl for its network stage
     xorriso isolinux syslinux-common    # the appliance ISO; xorriso also reads it back (pplab.qemu)
     cpio kmod                           # initramfs, module dependencies
     golang-go golang-gopkg-yaml.v3-dev  # the appliance's seed parser (static Go, GOPATH mode)

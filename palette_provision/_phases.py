@@ -18,6 +18,7 @@ from palette_provision.errors import OperatorActionNeeded, ProviderError, Readin
 from palette_provision.journal import Fact
 from palette_provision.provider import (
     AddressDiscovery,
+    AddressReporting,
     AllocatesMachines,
     BootDevice,
     BootDeviceControl,
@@ -87,7 +88,10 @@ def stage_seed(run: NodeRun) -> Outcome:
         data = path.read_bytes()
     else:
         host_key = seed_mod.HostKey.generate()
-        data = seed_mod.build_seed(run.plan, run.node, host_key, fmt)
+        report = None
+        if run.node.address is None and run.has(AddressReporting):
+            report = run.cap(AddressReporting).address_report_url(run.node)
+        data = seed_mod.build_seed(run.plan, run.node, host_key, fmt, address_report_url=report)
         seed_mod.write_seed(path, data)
         fingerprint = host_key.fingerprint
         run.journal.set_fact(run.node.name, Fact.HOST_KEY_PUBLIC, host_key.public_line)

@@ -20,6 +20,7 @@ where machines come from      exactly one, named by ``lifecycle``: :class:`Creat
 :class:`ImageDeployment`      deploy an image with user-data and report the platform's deployment state
 :class:`SeedDelivery`         optional: which form of the seed the machine reads (ISO, disk image, text)
 :class:`AddressDiscovery`     optional: the node's address as the platform knows it
+:class:`AddressReporting`     optional: where a DHCP node's seed sends its addresses (read back by discovery)
 :class:`ConcurrencyLimits`    optional: a key per machine (its BMC, its vCenter) and a limit per key
 ============================  ==========================================================================
 
@@ -58,6 +59,7 @@ from palette_provision.plan import DeploymentPlan, NodeSpec
 
 __all__ = [
     "AddressDiscovery",
+    "AddressReporting",
     "AllocatesMachines",
     "BootDevice",
     "BootDeviceControl",
@@ -335,6 +337,18 @@ class AddressDiscovery(Protocol):
 
 
 @runtime_checkable
+class AddressReporting(Protocol):
+    """Optional: a URL a DHCP node reports its addresses to once its network is up (the media server's
+    ``/report/<token>``). The core renders that step into the seed of every node without a planned address; the
+    provider's :class:`AddressDiscovery` then answers from what arrived. The URL holds the node's token: it is
+    rendered into the seed (a secret file) and never logged."""
+
+    def address_report_url(self, node: NodeSpec) -> str | None:
+        """Where ``node`` reports, or ``None`` when it cannot (no server its network reaches)."""
+        ...
+
+
+@runtime_checkable
 class ConcurrencyLimits(Protocol):
     """Optional: how many nodes may act on the platform at once, per key.
 
@@ -376,6 +390,7 @@ CAPABILITIES: dict[str, type] = {
     "image_deployment": ImageDeployment,
     "seed_delivery": SeedDelivery,
     "address_discovery": AddressDiscovery,
+    "address_reporting": AddressReporting,
     "concurrency_limits": ConcurrencyLimits,
     "disk_layout": DiskLayout,
 }

@@ -27,9 +27,11 @@ from palette_provision.media_server import (
     HEALTH_PATH,
     MediaCatalog,
     MediaServer,
+    ReportBook,
     ensure_media_server,
     find_media_server,
     generate_self_signed,
+    parse_addresses,
     parse_bind,
     read_stats,
     stop_media_server,
@@ -611,3 +613,62 @@ def test_a_file_that_shrinks_ends_the_connection_and_a_replaced_one_is_served_af
     with client() as c:
         assert c.get(server.url_for(entry)).content == b"b" * 10
     assert fds_on(path) == 1
+
+
+# ------------------------------------------------------------------------------------------------ address reports
+
+IP_OUTPUT = (
+    b"2: eth0    inet 10.251.0.61/24 brd 10.251.0.255 scope global dynamic eth0\\       valid_lft 3599sec\n"
+    b"2: eth0    inet6 fe80::5054:ff:fe5e:61/64 scope link \\       valid_lft forever\n"
+)
+
+
+def test_a_node_reports_its_addresses_with_its_own_token(server: MediaServer) -> None:
+    url = server.report_url("node-1")
+    assert url.startswith(server.base_url + "/report/") and server.report_url("node-1") == url, "one token, kept"
+    assert server.reported("node-1") is None
+    with capture_logs() as events, client() as c:
+        answer = c.post(url, content=IP_OUTPUT)
+        barrier(c, server)
+    assert answer.status_code == 200
+    report = server.reported("node-1")
+    assert report is not None and report.client == "127.0.0.1"
+    # The broadcast is not an address of the node; the link-local one is not a way to reach it.
+    assert report.addresses == ("10.251.0.61/24", "fe80::5054:ff:fe5e:61/64") and report.best() == "10.251.0.61"
+    token = url.rsplit("/", 1)[1]
+    assert [e["node"] for e in events if e["event"] == "address_reported"] == ["node-1"]
+    assert token not in repr(events)
+
+
+def test_reports_that_are_not_a_nodes_are_refused(server: MediaServer) -> None:
+    url = server.report_url("node-1")
+    token = url.rsplit("/", 1)[1]
+    with capture_logs() as events, client() as c:
+        assert c.post(server.base_url + "/report/" + "x" * 32, content=b"10.0.0.9/24").status_code == 404
+        assert c.post(url, content=b"hello \x1b[31m world").status_code == 400
+        assert c.post(url, content="10.0.0.9/24 é".encode()).status_code == 400  # not ASCII
+        assert c.get(url).status_code == 405
+        assert c.post(url, content=b"1" * 5000).status_code == 413
+        assert c.post(url, content=iter([b"10.0.0.9/24"])).status_code == 411  # chunked: no length
+    assert server.reported("node-1") is None, "nothing was recorded"
+    assert token not in repr(events) and "\x1b" not in repr(events)
+
+
+def test_reports_reach_the_deployment_through_the_state_folder(tmp_path: Path) -> None:
+    # The server process records; the deployment, another process, makes tokens and reads what arrived.
+    book = ReportBook(tmp_path)
+    with MediaServer("127.0.0.1:0", reports=ReportBook(tmp_path)) as srv, client() as c:
+        url = srv.base_url + "/report/" + book.token_for("node-2")
+        assert c.put(url, content=b"10.251.0.62").status_code == 200
+    latest = book.latest("node-2")
+    assert latest is not None and latest.best() == "10.251.0.62"
+    assert stat.S_IMODE((tmp_path / "reports.json").stat().st_mode) == 0o600
+    book.clear_report("node-2")
+    assert book.latest("node-2") is None and book.token_for("node-2") == url.rsplit("/", 1)[1]
+
+
+def test_parse_addresses_keeps_prefixed_words_and_refuses_nothing() -> None:
+    assert parse_addresses(b"10.0.0.5/24 brd 10.0.0.255\n") == ("10.0.0.5/24",)
+    assert parse_addresses(b"10.0.0.5 10.0.0.6") == ("10.0.0.5", "10.0.0.6")
+    with pytest.raises(ValueError, match="no address"):
+        parse_addresses(b"eth0 up")

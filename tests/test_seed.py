@@ -31,6 +31,7 @@ from palette_provision.seed import (
     write_seed,
     write_seeds,
 )
+from palette_provision.seed._conformance import check_seed_document
 from palette_provision.seed._extra import deep_merge
 from palette_provision.seed._hostkey import ssh_fingerprint
 
@@ -500,3 +501,62 @@ def test_nodes_rendering_at_once_hash_the_password_once(monkeypatch: pytest.Monk
     assert len(calls) == 1, "the 100,000 rounds are paid once per deployment, not per node"
     hashes = {yaml.safe_load(t)["stages"]["initramfs"][0]["users"]["kairos"]["passwd"] for t in texts}
     assert len(hashes) == 1
+
+
+# ------------------------------------------------------------------------------------------------ address report
+
+REPORT_URL = "http://10.250.0.1:8080/report/" + "T" * 32
+
+
+def dhcp_plan() -> DeploymentPlan:
+    return make_plan(nodes={"count": 2, "size": "small", "network": {"mode": "dhcp"}})
+
+
+def test_a_dhcp_node_reports_its_addresses_from_a_network_stage(host_key: HostKey) -> None:
+    plan = dhcp_plan()
+    node = plan.node_specs()[0]
+    doc = yaml.safe_load(render_user_data(plan, node, host_key, address_report_url=REPORT_URL))
+    [step] = doc["stages"]["network"]
+    assert step["name"] == "palette-provision-report-address"
+    [command] = step["commands"]
+    assert f"'{REPORT_URL}'" in command and command.rstrip().endswith("&"), "in the background, the URL quoted"
+    assert subprocess.run(["sh", "-n", "-c", command], check=False).returncode == 0, "valid shell"
+    assert check_seed_document(doc) == [], "the stage conforms to the installer reference"
+    assert REPORT_URL not in repr(SeedModel.from_plan(plan, node, host_key, address_report_url=REPORT_URL))
+
+
+def test_the_report_runs_against_a_listener_and_sends_the_nodes_addresses(host_key: HostKey) -> None:
+    # The very command, run by sh here: curl posts what `ip` says (this machine's global addresses).
+    from palette_provision.media_server import MediaServer
+
+    plan = dhcp_plan()
+    with MediaServer("127.0.0.1:0") as server:
+        url = server.report_url("node-x")
+        doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key, address_report_url=url))
+        subprocess.run(["sh", "-c", doc["stages"]["network"][0]["commands"][0]], check=True)
+        deadline = time.monotonic() + 20
+        while server.reported("node-x") is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    report = server.reported("node-x")
+    assert report is not None and report.addresses, "the node's addresses arrived"
+
+
+def test_a_node_with_a_planned_address_reports_nothing(plan: DeploymentPlan, host_key: HostKey) -> None:
+    doc = yaml.safe_load(render_user_data(plan, plan.node_specs()[0], host_key, address_report_url=REPORT_URL))
+    assert "network" not in doc["stages"]
+
+
+def test_user_data_extra_cannot_replace_the_report_step(host_key: HostKey) -> None:
+    plan = make_plan(nodes={"count": 1, "size": "small", "network": {"mode": "dhcp"}},
+                     user_data_extra={"stages": {"network": [{"name": "mine", "commands": ["true"]}]}})  # fmt: skip
+    with pytest.raises(PlanError) as info:
+        render_user_data(plan, plan.node_specs()[0], host_key, address_report_url=REPORT_URL)
+    assert [i.path for i in info.value.issues] == ["user_data_extra.stages.network.palette-provision-report-address"]
+
+
+@pytest.mark.parametrize("url", ["ftp://x/report/t", "http://x/report/t'; rm -rf /", "http://x/$(id)"])
+def test_a_report_url_with_shell_characters_is_refused(url: str) -> None:
+    from palette_provision.seed._model import address_report_command
+
+    with pytest.raises(ValueError, match="no quotes, blanks or shell characters|http"):
+        address_report_command(url)

@@ -48,7 +48,7 @@ KVER=${KPKG#linux-image-}
 pkgver() { dpkg-query -W -f='${Package}=${Version} ' "$@"; }
 INPUTS=$( {
     echo "kernel=$KPKG"
-    pkgver busybox-static dropbear-bin isolinux syslinux-common golang-go golang-gopkg-yaml.v3-dev libc6
+    pkgver busybox-static dropbear-bin curl libcurl4 isolinux syslinux-common golang-go golang-gopkg-yaml.v3-dev libc6
     (cd "$HERE" && find . -type f ! -name '*~' -print0 | sort -z | xargs -0 sha256sum)
 } | sha256sum | cut -d' ' -f1)
 
@@ -109,8 +109,9 @@ for applet in $(/bin/busybox --list); do
     [ -e "$ROOT/bin/$applet" ] || ln -s busybox "$ROOT/bin/$applet"
 done
 
-# dropbear is dynamically linked (libtomcrypt, libtommath, libgmp, libz, libcrypt, libc).
-for bin in /usr/sbin/dropbear /usr/bin/dropbearconvert /usr/bin/dropbearkey; do
+# dropbear is dynamically linked (libtomcrypt, libtommath, libgmp, libz, libcrypt, libc); curl (for the seed's
+# network-stage commands, as on a Kairos image) with its libraries.
+for bin in /usr/sbin/dropbear /usr/bin/dropbearconvert /usr/bin/dropbearkey /usr/bin/curl; do
     cp "$bin" "$ROOT$bin"
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
         mkdir -p "$ROOT$(dirname "$lib")"

@@ -16,6 +16,8 @@ whole install. This server gives them:
 * **A fetch log**: one ``media_fetch`` event per request (client, entry key, method, status, range, bytes, seconds)
   through :func:`palette_provision.log.get_logger`, and counters per entry and client (:meth:`MediaServer.stats`;
   ``stats.json`` for a server process) that show install progress.
+* **Address reports** from DHCP nodes: ``POST /report/<token>`` with the node's addresses as text, a token per
+  node (:meth:`MediaServer.report_url`, :meth:`MediaServer.reported`; see :mod:`._reports`).
 * **HTTPS** with a given certificate, or one from :func:`generate_self_signed` (its SHA-256 to pin).
 
 Two ways to run it. In process, for tests and short jobs::
@@ -55,23 +57,27 @@ from palette_provision.media_server._process import (
     serve,
     stop_media_server,
 )
+from palette_provision.media_server._reports import AddressReport, ReportBook, parse_addresses
 from palette_provision.media_server._server import HEALTH_PATH, MediaServer, parse_bind
 from palette_provision.media_server._stats import ClientStats, EntryStats, read_stats
 from palette_provision.media_server._tls import TlsFiles, generate_self_signed
 
 __all__ = [
     "HEALTH_PATH",
+    "AddressReport",
     "ClientStats",
     "Entry",
     "EntryStats",
     "MediaCatalog",
     "MediaPublisher",
     "MediaServer",
+    "ReportBook",
     "ServerHandle",
     "TlsFiles",
     "ensure_media_server",
     "find_media_server",
     "generate_self_signed",
+    "parse_addresses",
     "parse_bind",
     "read_stats",
     "serve",

@@ -96,9 +96,10 @@ def printable(text: str, limit: int) -> str:
 def shown_request_path(path: str) -> str:
     """A requested path as the fetch log shows it: printable, at most 120 characters, a would-be token cut short."""
     text = printable(path, 120)
-    if text.startswith("/seed/"):
-        token, _, rest = text[len("/seed/") :].partition("/")
-        text = f"/seed/{token[:6]}{'...' if len(token) > 6 else ''}/{rest}"
+    for prefix in ("/seed/", "/report/"):
+        if text.startswith(prefix):
+            token, slash, rest = text[len(prefix) :].partition("/")
+            text = f"{prefix}{token[:6]}{'...' if len(token) > 6 else ''}{slash}{rest}"
     return text
 
 

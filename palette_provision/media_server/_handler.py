@@ -27,6 +27,7 @@ from palette_provision.media_server._http import (
     parse_head,
     parse_range,
 )
+from palette_provision.media_server._reports import MAX_REPORT_BYTES, REPORT_PREFIX, ReportBook, parse_addresses
 from palette_provision.media_server._stats import FetchStats
 
 __all__ = ["HEALTH_PATH", "Conn", "Handler"]
@@ -64,8 +65,10 @@ class Handler:
         idle_timeout: float,
         send_timeout: float,
         stopping: threading.Event,
+        reports: ReportBook | None = None,
     ) -> None:
         self._files, self._stats, self._log = files, stats, log
+        self._reports = reports
         self.instance = instance
         self._context = context
         self.idle_timeout, self.send_timeout = idle_timeout, send_timeout
@@ -90,7 +93,7 @@ class Handler:
             pending = bytearray()
             while not self._stopping.is_set():
                 head = self._read_head(conn.sock, pending)
-                if head is None or not self._respond(conn, head):
+                if head is None or not self._respond(conn, head, pending):
                     break
         except BadRequest as exc:
             self._log.info("media_bad_request", client=conn.client, status=exc.status, reason=exc.detail)
@@ -145,10 +148,12 @@ class Handler:
         fields = [*(headers or []), ("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
         conn.sock.sendall(format_head(status, fields, keep_alive=keep_alive) + (body if method != "HEAD" else b""))
 
-    def _respond(self, conn: Conn, head: bytes) -> bool:
+    def _respond(self, conn: Conn, head: bytes, pending: bytearray) -> bool:
         """Answer one request; True to keep the connection."""
         started = time.perf_counter()
         request = parse_head(head)
+        if request.path.startswith(REPORT_PREFIX) and self._reports is not None:
+            return self._report(self._reports, conn, request, pending)
         keep = request.keep_alive and not request.has_body  # never read a body: close instead
         conn.linger = request.has_body
         if request.method not in ("GET", "HEAD"):
@@ -184,6 +189,48 @@ class Handler:
             return self._send_entry(conn, request, lease, started, keep)
         finally:
             lease.release()
+
+    def _report(self, book: ReportBook, conn: Conn, request: Request, pending: bytearray) -> bool:
+        """``POST``/``PUT /report/<token>``: a node's addresses (see :mod:`._reports`); 200 when recorded."""
+        shown = shown_request_path(request.path)
+        if request.method not in ("POST", "PUT"):
+            self._answer(conn, 405, keep_alive=False, method=request.method, body=b"only POST and PUT\n",
+                         headers=[("Allow", "POST, PUT")])  # fmt: skip
+            conn.linger = True
+            return False
+        length_text = request.headers.get("content-length", "")
+        if "transfer-encoding" in request.headers or not length_text.isdigit():
+            self._answer(conn, 411, keep_alive=False, method="POST", body=b"a Content-Length is required\n")
+            conn.linger = True
+            return False
+        length = int(length_text)
+        if length > MAX_REPORT_BYTES:
+            self._answer(conn, 413, keep_alive=False, method="POST", body=b"a report is at most 4096 bytes\n")
+            conn.linger = True
+            return False
+        while len(pending) < length:
+            chunk = conn.sock.recv(65536)
+            if not chunk:
+                return False
+            pending += chunk
+        body = bytes(pending[:length])
+        del pending[:length]
+        keep = request.keep_alive
+        node = book.node_for(request.path[len(REPORT_PREFIX) :])
+        if node is None:
+            self._answer(conn, 404, keep_alive=keep, method="POST", body=b"not found\n")
+            self._log.warning("address_report_refused", client=conn.client, path=shown, reason="unknown token")
+            return keep
+        try:
+            addresses = parse_addresses(body)
+        except ValueError as exc:
+            self._answer(conn, 400, keep_alive=keep, method="POST", body=f"{exc}\n".encode())
+            self._log.warning("address_report_refused", client=conn.client, node=node, reason=str(exc))
+            return keep
+        book.record(node, addresses, conn.client)
+        self._answer(conn, 200, keep_alive=keep, method="POST", body=b"ok\n", headers=[("Cache-Control", "no-store")])
+        self._log.info("address_reported", client=conn.client, node=node, addresses=list(addresses))
+        return keep
 
     def _send_entry(self, conn: Conn, request: Request, lease: Lease, started: float, keep: bool) -> bool:
         entry, file = lease.entry, lease.file

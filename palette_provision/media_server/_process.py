@@ -24,6 +24,7 @@ from typing import Any
 
 from palette_provision.errors import ConfigurationError, WaitTimeout
 from palette_provision.media_server._entries import Entry, MediaCatalog, write_private_json
+from palette_provision.media_server._reports import REPORT_PREFIX, AddressReport, ReportBook
 from palette_provision.media_server._server import HEALTH_PATH, WILDCARDS, MediaServer, parse_bind
 from palette_provision.media_server._stats import STATS_FILE, EntryStats, read_stats
 from palette_provision.media_server._tls import TlsFiles
@@ -72,6 +73,19 @@ class ServerHandle:
                 raise ConfigurationError(f"nothing is published under {entry!r}")
             entry = found
         return self.url + entry.url_path
+
+    @property
+    def reports(self) -> ReportBook:
+        """The folder's address tokens and reports."""
+        return ReportBook(self.state_dir)
+
+    def report_url(self, node: str) -> str:
+        """See :meth:`MediaServer.report_url`."""
+        return self.url + REPORT_PREFIX + self.reports.token_for(node)
+
+    def reported(self, node: str) -> AddressReport | None:
+        """See :meth:`MediaServer.reported`."""
+        return self.reports.latest(node)
 
     def stats(self) -> dict[str, EntryStats]:
         """The fetch counters the process last wrote (at most about a second old)."""
@@ -277,7 +291,8 @@ def serve(
     """
     catalog = MediaCatalog(state_dir)
     server = MediaServer(
-        bind, advertise_host=advertise_host, tls=tls, catalog=catalog, stats_file=catalog.state_dir / STATS_FILE
+        bind, advertise_host=advertise_host, tls=tls, catalog=catalog, stats_file=catalog.state_dir / STATS_FILE,
+        reports=ReportBook(catalog.state_dir),
     )
     server.bind()  # before detaching: the command itself reports a bad address
     ready_fd = _detach(catalog.state_dir) if detach else None

@@ -22,6 +22,7 @@ from palette_provision.media_server._entries import Catalog, Entry, MemoryCatalo
 from palette_provision.media_server._files import FileTable
 from palette_provision.media_server._handler import HEALTH_PATH, Conn, Handler
 from palette_provision.media_server._http import format_head
+from palette_provision.media_server._reports import REPORT_PREFIX, AddressReport, ReportBook
 from palette_provision.media_server._stats import EntryStats, FetchStats
 from palette_provision.media_server._tls import TlsFiles
 
@@ -54,6 +55,7 @@ class MediaServer:
             processes may write) or, by default, memory.
         stats_file: write the fetch counters there (JSON, 0600) at most once a second, and on :meth:`stop`.
         instance: the id the health path answers with (default: a random one).
+        reports: where nodes' address tokens and reports are kept (default: memory); see :meth:`report_url`.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class MediaServer:
         send_timeout: float = 120.0,
         stats_file: Path | None = None,
         instance: str | None = None,
+        reports: ReportBook | None = None,
     ) -> None:
         self.bind_host, self._requested_port = parse_bind(bind)
         if advertise_host is None and self.bind_host in WILDCARDS:
@@ -91,6 +94,7 @@ class MediaServer:
         self._conns: dict[threading.Thread, Conn] = {}
         self._stats_written = 0.0
         self.port = 0
+        self.reports = reports if reports is not None else ReportBook()
         self._handler = Handler(
             self._files,
             self._stats,
@@ -100,6 +104,7 @@ class MediaServer:
             idle_timeout=idle_timeout,
             send_timeout=send_timeout,
             stopping=self._stopping,
+            reports=self.reports,
         )
 
     # -- life cycle --------------------------------------------------------------------------------------------
@@ -196,6 +201,14 @@ class MediaServer:
                 raise ConfigurationError(f"nothing is published under {entry!r}")
             entry = found
         return self.base_url + entry.url_path
+
+    def report_url(self, node: str) -> str:
+        """Where ``node`` reports its addresses (``POST`` the text of ``ip -o addr``): a token of its own."""
+        return self.base_url + REPORT_PREFIX + self.reports.token_for(node)
+
+    def reported(self, node: str) -> AddressReport | None:
+        """``node``'s latest address report, if any."""
+        return self.reports.latest(node)
 
     def stats(self) -> dict[str, EntryStats]:
         """Fetch counters by entry key: requests, bytes, and per client address."""

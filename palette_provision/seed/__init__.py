@@ -56,15 +56,18 @@ __all__ = [
 _log = get_logger(__name__)
 
 
-def build_seed(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey, fmt: SeedFormat) -> bytes:
+def build_seed(
+    plan: DeploymentPlan, node: NodeSpec, host_key: HostKey, fmt: SeedFormat, *, address_report_url: str | None = None
+) -> bytes:
     """``node``'s seed in the form ``fmt``: a NoCloud ``cidata`` ISO, a ``cidata`` FAT disk image, or the user-data.
 
-    One seed model, three packings; each reproducible (the same plan, node and key give the same bytes).
+    One seed model, three packings; each reproducible (the same plan, node and key give the same bytes). A DHCP
+    node given ``address_report_url`` sends its addresses there once its network is up (a ``network`` stage).
 
     Raises:
         PlanError: ``plan.user_data_extra`` removes or changes a key the library depends on.
     """
-    user_data = render_user_data(plan, node, host_key).encode("utf-8")
+    user_data = render_user_data(plan, node, host_key, address_report_url=address_report_url).encode("utf-8")
     if fmt is SeedFormat.USER_DATA:
         return user_data
     files = {"user-data": user_data, "meta-data": render_meta_data(plan, node).encode("utf-8")}

@@ -90,16 +90,18 @@ def library_key_issues(base: Mapping[str, Any], merged: Mapping[str, Any]) -> li
             issues.append(PlanIssue(where, f"the library depends on this key ({rule.why}); it cannot be removed"))
         elif rule.pinned and new != old:
             issues.append(PlanIssue(where, f"the library depends on this key ({rule.why}); it must stay {old!r}"))
-    # The library's own steps must survive unchanged: its account and the host key it will pin.
-    old_steps, new_steps = _get(base, ("stages", "initramfs")), _get(merged, ("stages", "initramfs"))
-    if isinstance(old_steps, list) and isinstance(new_steps, list):
+    # The library's own steps must survive unchanged: its account, the host key it will pin, the address report.
+    for stage, old_steps in (_get(base, ("stages",)) or {}).items():
+        new_steps = _get(merged, ("stages", stage))
+        if not isinstance(old_steps, list):
+            continue
         for step in old_steps:
-            if step not in new_steps:
+            if not isinstance(new_steps, list) or step not in new_steps:
                 issues.append(
                     PlanIssue(
-                        f"user_data_extra.stages.initramfs.{step['name']}",
+                        f"user_data_extra.stages.{stage}.{step['name']}",
                         "the library's step was replaced or changed (lists replace when merged); add your steps "
-                        "under another stage, e.g. stages.boot",
+                        "under a stage the library does not write, e.g. stages.boot",
                     )
                 )
     # The planned static address is where the readiness ladder looks for the node.

@@ -49,6 +49,9 @@ HOST_KEYS_STAGE = "palette-provision-host-keys"
 #: The Kairos stage run before the installer partitions the disk, and the library's wipe step in it.
 WIPE_STAGE_NAME = "kairos-install.pre"
 WIPE_STAGE = "palette-provision-wipe-install-disk"
+#: The Kairos stage run once the network is up, and the library's address report step in it (DHCP nodes).
+REPORT_STAGE_NAME = "network"
+REPORT_STAGE = "palette-provision-report-address"
 #: Characters the installer reference does not allow in an Edge host ID.
 _ID_FORBIDDEN = set("/?#&+%,$~!@*(){}|=;:<>'.^\" \t\n")
 
@@ -219,10 +222,15 @@ class SeedModel(_Part):
     stylus: SeedStylus = SeedStylus()
     users: tuple[SeedUser, ...] = ()
     files: tuple[SeedFile, ...] = ()
+    address_report_url: Secret | None = None
 
     @classmethod
-    def from_plan(cls, plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> SeedModel:
-        """The model for ``node``: account, SSH keys, ``host_key``, hostname, NIC, DNS, NTP and install."""
+    def from_plan(
+        cls, plan: DeploymentPlan, node: NodeSpec, host_key: HostKey, *, address_report_url: str | None = None
+    ) -> SeedModel:
+        """The model for ``node``: account, SSH keys, ``host_key``, hostname, NIC, DNS, NTP and install; for a DHCP
+        node, ``address_report_url`` (where the node sends its addresses once its network is up, see
+        :func:`address_report_command`)."""
         account = plan.cluster.node_account
         salt = derive_salt(plan.name, account.username)
         passwd_hash = Secret(_password_hash(account.password.reveal(), salt), source=f"sha512-crypt:{account.username}")
@@ -251,7 +259,11 @@ class SeedModel(_Part):
             SeedFile(path="/etc/ssh/ssh_host_ed25519_key.pub", content=host_key.public_line, permissions=0o644),
         )
         install = SeedInstall(device=node.install_disk or "auto", wipe=plan.nodes.wipe_install_disk)
-        return cls(hostname=node.name, install=install, stylus=stylus, users=(user,), files=files)
+        report = None
+        if address_report_url is not None and node.address is None:
+            report = Secret(address_report_url, source=f"address report URL of {node.name}")
+        return cls(hostname=node.name, install=install, stylus=stylus, users=(user,), files=files,
+                   address_report_url=report)  # fmt: skip
 
     def to_document(self) -> dict[str, Any]:
         """The user-data mapping per ``docs/seed-format.md``. Reveals the secrets: call it only to render."""
@@ -274,6 +286,9 @@ class SeedModel(_Part):
             # kairos-install.pre runs before the installer partitions the disk (before-install would be too late:
             # it runs after partitioning). See docs/seed-conformance.md.
             stages[WIPE_STAGE_NAME] = [{"name": WIPE_STAGE, "commands": [f"wipefs --all {install.device}"]}]
+        if self.address_report_url is not None:
+            command = address_report_command(self.address_report_url.reveal())
+            stages[REPORT_STAGE_NAME] = [{"name": REPORT_STAGE, "commands": [command]}]
         return {
             "install": {
                 "auto": install.auto,
@@ -301,6 +316,23 @@ class SeedModel(_Part):
 
 
 # ----------------------------------------------------------------------------------------------- YAML
+
+
+def address_report_command(url: str) -> str:
+    """The shell command a DHCP node runs once its network is up: send its global addresses to ``url``.
+
+    In the background, so the boot does not wait for it; every 5 s for up to 5 minutes until an address is there
+    and the media server took it (``ip`` and ``awk`` as in busybox and iproute2; ``curl`` as in Kairos images).
+    """
+    if not url.startswith(("http://", "https://")) or any(c in url for c in "'\"\\ \n$`"):
+        raise ValueError("an address report URL is http(s) and has no quotes, blanks or shell characters")
+    return (
+        "( i=0; while [ $i -lt 60 ]; do "
+        "addrs=$(ip -o addr show scope global | awk '{print $4}'); "
+        f"if [ -n \"$addrs\" ] && printf '%s\\n' \"$addrs\" | curl -fsS -m 10 --data-binary @- '{url}'; "
+        "then break; fi; "
+        "i=$((i + 1)); sleep 5; done ) >/dev/null 2>&1 &"
+    )
 
 
 class _SeedDumper(yaml.SafeDumper):
@@ -347,9 +379,12 @@ def _dump_checked(document: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- entry points
 
 
-def render_user_data(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) -> str:
+def render_user_data(
+    plan: DeploymentPlan, node: NodeSpec, host_key: HostKey, *, address_report_url: str | None = None
+) -> str:
     """Render ``node``'s user-data: ``#cloud-config`` + YAML per ``docs/seed-format.md``, ``plan.user_data_extra``
-    deep-merged. The same plan, node and key give the same text.
+    deep-merged. The same plan, node and key (and report URL) give the same text. ``address_report_url``: see
+    :meth:`SeedModel.from_plan` (DHCP nodes only; ignored for a node with a planned address).
 
     Example::
 
@@ -359,7 +394,8 @@ def render_user_data(plan: DeploymentPlan, node: NodeSpec, host_key: HostKey) ->
     Raises:
         PlanError: ``user_data_extra`` removes or changes a key the library depends on, or is not plain YAML.
     """
-    return SeedModel.from_plan(plan, node, host_key).render(plan.user_data_extra)
+    model = SeedModel.from_plan(plan, node, host_key, address_report_url=address_report_url)
+    return model.render(plan.user_data_extra)
 
 
 def render_meta_data(plan: DeploymentPlan, node: NodeSpec) -> str:

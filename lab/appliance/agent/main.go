@@ -12,6 +12,11 @@
 //	    home directories with authorized_keys, /etc/hostname and the files from
 //	    stages.*[].files.
 //
+// The commands of the network stages (stages.network.before, network,
+// network.after) go into network.sh, which /init runs with sh once the
+// network is up at boot from disk, as Kairos runs them: the seed's address
+// report (DHCP nodes) is the command they exist for.
+//
 // Unknown keys are ignored on purpose: users extend the seed through
 // user_data_extra and a real Kairos installer ignores what it does not know.
 //
@@ -266,14 +271,19 @@ func plan(userData, metaData, out string) error {
 	// applies all of them at boot from disk).
 	var users []user
 	var files []file
+	var network []string
 	stages := lookup(&doc, "stages")
 	if stages != nil && stages.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(stages.Content); i += 2 {
+			stageName := stages.Content[i].Value
 			steps := stages.Content[i+1]
 			if steps.Kind != yaml.SequenceNode {
 				continue
 			}
 			for _, step := range steps.Content {
+				if stageName == "network.before" || stageName == "network" || stageName == "network.after" {
+					network = append(network, stringList(lookup(step, "commands"))...)
+				}
 				if us := lookup(step, "users"); us != nil && us.Kind == yaml.MappingNode {
 					for j := 0; j+1 < len(us.Content); j += 2 {
 						name := us.Content[j].Value
@@ -355,6 +365,14 @@ func plan(userData, metaData, out string) error {
 	if err := os.WriteFile(filepath.Join(out, "files.list"), []byte(b.String()), 0600); err != nil {
 		return err
 	}
+	script := ""
+	for _, c := range network {
+		script += c + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(out, "network.sh"), []byte(script), 0600); err != nil {
+		return err
+	}
+	logf("plan: %d network stage command(s)", len(network))
 	logf("plan: hostname=%s account=%s users=%d files=%d net=%s %s/%s gw=%s device=%s poweroff=%s reboot=%s",
 		hostname, account, len(users), len(files), env["NET_TYPE"], env["NET_ADDRESS"], env["NET_PREFIX"],
 		env["NET_GATEWAY"], dev, env["INSTALL_POWEROFF"], env["INSTALL_REBOOT"])

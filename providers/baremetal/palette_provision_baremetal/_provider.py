@@ -301,6 +301,27 @@ class BaremetalProvider:
 
         self._run(machine.node, eject)
 
+    # ------------------------------------------------------------------------------------------- addresses
+    def address_report_url(self, node: NodeSpec) -> str | None:
+        """A DHCP node reports its addresses to the media server (its BMC reaches it; its network usually does
+        too): its own token, and any report of an earlier install dropped. None for IPMI nodes (no server)."""
+        if not self._needs_server(node):
+            return None
+        server = self._server()
+        server.reports.clear_report(node.name)
+        url: str = server.report_url(node.name)
+        return url
+
+    def discover_address(self, machine: Machine, node: NodeSpec) -> str | None:
+        """The address a DHCP node last reported to the media server (checked: an IP address), or None."""
+        if node.address is not None or not self._needs_server(node):
+            return None
+        report = self._server().reported(node.name)
+        address = report.best() if report is not None else None
+        if address is not None:
+            self._log.debug("address_from_report", node=node.name, address=address)
+        return address
+
     # ------------------------------------------------------------------------------------------- media server
     def _server(self) -> Any:
         from palette_provision.media_server import ensure_media_server

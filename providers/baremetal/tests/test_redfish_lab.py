@@ -36,6 +36,7 @@ from palette_provision.registry import create_provider
 from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
 from pplab import net
+from pplab.net import LanDhcp
 from pplab.disk import read_install_state
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
 
@@ -141,6 +142,37 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     system.refresh()
     assert system.power_state == sushy.POWER_STATE_OFF
     assert system.boot.enabled in (sushy.BOOT_SOURCE_ENABLED_DISABLED, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)
+
+
+def test_a_dhcp_node_reports_its_address_to_the_media_server(
+    lab: RedfishLab, plan_data: dict[str, Any], tmp_path: Path
+) -> None:
+    # No address in the plan: the seed's network stage sends the node's addresses to the media server with the
+    # node's token, and the readiness ladder climbs from there (to the host key the seed pinned). The lease is not
+    # the address the other tests plan, so only the report can have told it.
+    leased = "10.251.0.143"
+    host = {k: v for k, v in plan_data["nodes"]["hosts"][0].items() if k != "address"}
+    nodes = {**plan_data["nodes"], "network": {"mode": "dhcp"}, "hosts": [host]}
+    # The node reaches the host at its lab uplink address (the BMC emulator, on the host, too).
+    platform = {**plan_data["platform"], "media_server": {"bind": "0.0.0.0:0", "advertise_host": "10.250.0.1"}}
+    data = {**plan_data, "name": "bm-dhcp", "nodes": nodes, "platform": platform}
+    before = read_install_state(lab.disk(NODE))
+    media_dir = tmp_path / "state" / "providers" / "baremetal" / "media-server"
+    with LanDhcp({MAC: leased}), Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+        report = deployment.apply()
+        assert report.ok, report.failures()
+        [node] = report.nodes
+        assert node.address == leased
+        assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
+        server = find_media_server(media_dir)
+        assert server is not None, "the media server still runs (it holds the node's report)"
+        reported = server.reported(NODE)
+        assert reported is not None and reported.client == leased and f"{leased}/24" in reported.addresses
+        log = (media_dir / "server.log").read_text()
+        assert "address_reported" in log and server.reports.token_for(NODE) not in log, "the token is never logged"
+        deployment.destroy(purge_media=True)
+    installed = read_install_state(lab.disk(NODE))
+    assert installed is not None and installed.count == (before.count if before else 0) + 1
 
 
 def test_a_media_server_the_bmcs_could_not_reach_is_refused_at_preflight(
