@@ -118,6 +118,12 @@ class BaremetalProvider:
             i, settings = spec.index, spec.settings
             if not isinstance(settings, BaremetalNodeSettings):
                 continue  # reported by the node settings' own validation
+            if settings.operator_seed and spec.address is None:
+                issues.append(PlanIssue(
+                    f"nodes.hosts[{i}].address",
+                    "an IPMI node needs its address in the plan: with DHCP it would have no media server to report "
+                    "its address to",
+                ))
             bmc = settings.bmc
             ident = (bmc.address, bmc.effective_port, bmc.system_id)
             if ident in seen:

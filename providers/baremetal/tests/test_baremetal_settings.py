@@ -77,8 +77,17 @@ def test_a_media_server_on_every_address_needs_the_address_bmcs_use(tmp_path: Pa
 
 def test_an_ipmi_node_takes_preinserted_media_and_needs_no_media_server(tmp_path: Path) -> None:
     # IPMI has no virtual media: the operator attaches both, so nothing asks for a media server's address.
-    data = plan([{"name": "rack-2", "media": "preinserted", "bmc": ipmi()}], media_server={"bind": "0.0.0.0:0"})
+    data = plan([{"name": "rack-2", "address": "10.0.0.22/24", "media": "preinserted", "bmc": ipmi()}],
+                media_server={"bind": "0.0.0.0:0"})  # fmt: skip
+    data["nodes"]["network"] = {"mode": "static", "gateway": "10.0.0.1"}
     [node] = parse_plan(data).node_specs()
     assert node.settings.operator_seed and not node.settings.needs_media_server
     found = provider_issues(data, tmp_path)
     assert set(found) == {"iso.source"}, found  # only the ISO this test does not have
+
+
+def test_an_ipmi_node_on_dhcp_is_refused(tmp_path: Path) -> None:
+    data = plan([{"name": "rack-2", "media": "preinserted", "bmc": ipmi()}], media_server={"bind": "0.0.0.0:0"})
+    data["nodes"]["network"] = {"mode": "dhcp"}
+    found = provider_issues(data, tmp_path)
+    assert "needs its address in the plan" in found["nodes.hosts[0].address"], found
