@@ -36,8 +36,8 @@ from palette_provision.registry import create_provider
 from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
 from pplab import net
-from pplab.net import LanDhcp
 from pplab.disk import read_install_state
+from pplab.net import LanDhcp
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
 
 from palette_provision_baremetal._bmc import BmcGate
