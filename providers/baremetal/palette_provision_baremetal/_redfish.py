@@ -21,6 +21,7 @@ from typing import Any
 import requests
 import sushy  # type: ignore[import-untyped]
 from palette_provision.errors import AuthenticationError, ProviderError, TransientError
+from palette_provision.log import get_logger
 from palette_provision.provider import BootDevice, MediaSlot, PowerState, SlotKind
 from palette_provision.secrets import Secret
 from palette_provision.tls import pinned_context, verified_context
@@ -67,6 +68,7 @@ _POWER_BACKOFF = Backoff(initial=0.5, maximum=3.0)
 
 
 _QUIET = threading.local()
+_log = get_logger(__name__)
 
 
 class _DropExpectedRefusals(logging.Filter):
@@ -140,6 +142,21 @@ class RedfishSession:
             f"setting the boot device to {device.value}",
             lambda: self._system.set_system_boot_options(target, enabled=enabled),
         )
+        if persistent:
+            return
+        # Read back: some BMCs accept a one-time override and then drop it (answering 200, the next boot uses the
+        # usual order: a server that never boots the installer). Then the override is made persistent; the core
+        # sets the disk after the install, and destroy clears the override. A BMC reporting every override as
+        # Continuous (sushy-tools' emulator) kept it: nothing to do.
+        self._call("reading the boot override back", self._system.refresh)
+        boot = self._system.boot
+        if boot.target != target or boot.enabled == sushy.BOOT_SOURCE_ENABLED_DISABLED:
+            _log.warning("bmc_one_time_boot_ignored", node=self._driver.node, bmc=self._driver.key,
+                         device=device.value)  # fmt: skip
+            self._call(
+                f"setting the boot device to {device.value} persistently",
+                lambda: self._system.set_system_boot_options(target, enabled=sushy.BOOT_SOURCE_ENABLED_CONTINUOUS),
+            )
 
     def clear_boot_override(self) -> None:
         # Not every BMC lists "None" among its allowed targets (the emulator does not): then only the override's
