@@ -29,7 +29,7 @@ from typing import Any
 
 from palette_provision.secrets import Secret, known_secret_values
 
-__all__ = ["SENSITIVE_KEYS", "STRUCTURED_ATTR", "Logger", "get_logger", "redact_secrets"]
+__all__ = ["SENSITIVE_KEYS", "STRUCTURED_ATTR", "Logger", "RedactingFilter", "get_logger", "redact_secrets"]
 
 #: The attribute of a stdlib :class:`logging.LogRecord` that holds a library event's name and redacted fields
 #: (``record.palette_event``), for an application's handler that renders structure (the CLI's JSON log lines).
@@ -149,3 +149,27 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
         else:
             event_dict[key] = _scrub(event_dict[key], secrets)
     return event_dict
+
+
+class RedactingFilter(logging.Filter):
+    """A stdlib filter for *other* libraries' loggers (a vendor SDK that logs request bodies at debug level, as
+    sushy does with a virtual-media URL holding a seed's token): every known secret value in the rendered message is
+    replaced by ``***`` before any handler sees it, however the application configured logging.
+
+    Attach it to the very logger that emits (a logger's filters do not apply to its children's records)::
+
+        logging.getLogger("sushy.connector").addFilter(RedactingFilter())
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = known_secret_values()
+        if not secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: keep it as it is (logging reports it)
+            return True
+        scrubbed = _scrub(message, secrets)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True

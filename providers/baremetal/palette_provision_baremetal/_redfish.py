@@ -21,7 +21,7 @@ from typing import Any
 import requests
 import sushy  # type: ignore[import-untyped]
 from palette_provision.errors import AuthenticationError, ProviderError, TransientError
-from palette_provision.log import get_logger
+from palette_provision.log import RedactingFilter, get_logger
 from palette_provision.provider import BootDevice, MediaSlot, PowerState, SlotKind
 from palette_provision.secrets import Secret
 from palette_provision.tls import pinned_context, verified_context
@@ -80,6 +80,9 @@ class _DropExpectedRefusals(logging.Filter):
 
 for _name in ("sushy.connector", "sushy.exceptions"):
     logging.getLogger(_name).addFilter(_DropExpectedRefusals())
+    # sushy logs each request's body at debug level: an InsertMedia body holds the seed's URL, whose token is the
+    # seed's only protection. Scrubbed here, whatever logging the application set up.
+    logging.getLogger(_name).addFilter(RedactingFilter())
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@ No BMC session is left open at any point (the gate's count), and the emulator is
 from __future__ import annotations
 
 import functools
+import io
+import logging
 import os
 import signal
 import socket
@@ -242,6 +244,37 @@ def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, 
         files.shutdown()
         files.server_close()
     assert gate.opened == gate.closed == 1
+
+
+def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_log(lab: RedfishLab) -> None:
+    # sushy logs each request's body at debug level, the InsertMedia URL included; an application that logs
+    # everything at debug (its own handler on the root logger) must still not see the seed's token.
+    token = "tok" + "E" * 40
+    Secret(token, source="test seed token")  # registered, as the media server registers its tokens
+    bmc = lab.bmc(NODE)
+    driver = RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        with BmcGate(0.0).session(driver) as session:
+            cd = next(slot for slot in session.media_slots() if slot.kind.value == "cd")
+            with pytest.raises(ProviderError):  # nothing answers there: the emulator refuses the URL
+                session.insert_media(cd, f"http://127.0.0.1:9/seed/{token}/node-seed.img")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    output = captured.getvalue()
+    assert "sushy.connector DEBUG HTTP request: POST" in output, "sushy logged the request (the test sees it)"
+    assert "/seed/***/node-seed.img" in output
+    assert token not in output and bmc.password not in output
 
 
 def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets(
