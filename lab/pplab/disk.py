@@ -76,6 +76,34 @@ def _parse_env(text: str) -> dict[str, str]:
     return out
 
 
+def write_image(path: Path) -> Path:
+    """Write a deployable disk image of the test appliance (what MAAS's image mode deploys; raw, ``ddraw``).
+
+    It holds the header and an archive with ``pplab/installed`` (``image=generic``) and ``pplab/image`` but no
+    configuration: the appliance's disk boot then configures itself from a ``cidata`` seed, as cloud-init does a
+    deployed image. Copy it onto a machine's disk to "deploy" it. Returns ``path``.
+    """
+    members = {
+        "pplab/installed": b"count=1\nimage=generic\n",
+        "pplab/image": b"a generic image: configured at boot from its cidata seed\n",
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        folder = tarfile.TarInfo("pplab")
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, 0
+        tar.addfile(folder)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    blob = buffer.getvalue()
+    header = f"{DISK_MAGIC.decode()} {len(blob)}\n".encode().ljust(512, b"\0")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + blob + b"\0" * (-len(blob) % 512))
+    return path
+
+
 def read_install_state(disk: Path) -> InstallState | None:
     """The installed system on ``disk``, or None if the appliance never installed onto it."""
     with Path(disk).open("rb") as f:
