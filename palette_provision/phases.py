@@ -36,6 +36,7 @@ from palette_provision.provider import (
 )
 
 __all__ = [
+    "ACQUIRE_FIRST",
     "ALL_NODE_PHASES",
     "CHAINS",
     "DEPLOYMENT_PHASES",
@@ -120,9 +121,21 @@ DEPLOYMENT_PHASES: dict[str, DeploymentPhase] = {
 }
 
 
-def chain_for(method: InstallMethod) -> tuple[Phase, ...]:
-    """The per-node phases of ``method``, in order."""
-    return tuple(NODE_PHASES[name] for name in CHAINS[method])
+#: Lifecycles whose machine is known only once acquired: a pool's machine (MAAS) is chosen by the platform, and the
+#: seed's form follows it (its BMC's virtual-media slots), so ``acquire`` comes before ``stage_seed``.
+ACQUIRE_FIRST = frozenset({Lifecycle.ALLOCATED})
+
+
+def chain_for(method: InstallMethod, lifecycle: Lifecycle | None = None) -> tuple[Phase, ...]:
+    """The per-node phases of ``method``, in order (for ``lifecycle``: see :data:`ACQUIRE_FIRST`).
+
+    >>> [p.name for p in chain_for(InstallMethod.DEPLOY_IMAGE, Lifecycle.ALLOCATED)][:2]
+    ['acquire', 'stage_seed']
+    """
+    names = CHAINS[method]
+    if lifecycle in ACQUIRE_FIRST and names[:2] == ("stage_seed", "acquire"):
+        names = ("acquire", "stage_seed", *names[2:])
+    return tuple(NODE_PHASES[name] for name in names)
 
 
 def stages_iso(method: InstallMethod) -> bool:

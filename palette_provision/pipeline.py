@@ -214,7 +214,7 @@ class Deployment:
 
     def chain(self) -> list[ChainEntry]:
         """The per-node chain of the install method, with the user's steps after their anchors."""
-        entries: list[ChainEntry] = list(chain_for(self.install_method))
+        entries: list[ChainEntry] = list(chain_for(self.install_method, Lifecycle(self.provider.lifecycle)))
         for step in reversed(self._node_steps):
             at = next((i for i, e in enumerate(entries) if e.name == step.after), None)
             if at is not None:
@@ -248,7 +248,8 @@ class Deployment:
                     f"{self.install_method.value} install method needs: {', '.join(missing)}",
                 ))
             try:
-                check_node_steps(self._node_steps, [p.name for p in chain_for(self.install_method)])
+                chain = chain_for(self.install_method, Lifecycle(provider.lifecycle))
+                check_node_steps(self._node_steps, [p.name for p in chain])
             except PlanError as exc:
                 issues.extend(exc.issues)
         issues.extend(disk_issues(self.plan, self.node_specs()))

@@ -23,7 +23,17 @@ from pplab import net
 from pplab._cmd import LabError, kill_group, link_exists, ns_argv, require_tool, run
 from pplab.disk import create_disk
 
-__all__ = ["Guest", "GuestSpec", "LabError", "cached_boot_files", "create_disk", "free_tap", "qemu_argv", "start_guest"]
+__all__ = [
+    "Guest",
+    "GuestSpec",
+    "LabError",
+    "cached_boot_files",
+    "create_disk",
+    "extract_boot_files",
+    "free_tap",
+    "qemu_argv",
+    "start_guest",
+]
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 DISK_BOOT_APPEND = "console=ttyS0,115200 quiet pplab.boot=disk"
@@ -83,7 +93,7 @@ def cached_boot_files(disk: Path) -> tuple[Path, Path]:
     return disk.with_name(disk.name + ".vmlinuz"), disk.with_name(disk.name + ".initrd")
 
 
-def _extract_boot_files(iso: Path, disk: Path) -> bool:
+def extract_boot_files(iso: Path, disk: Path) -> bool:
     """Copy /boot/vmlinuz and /boot/initrd.gz from the appliance ISO beside the disk; False if absent."""
     xorriso = require_tool("xorriso", "xorriso")
     kernel, initrd = cached_boot_files(disk)
@@ -224,7 +234,7 @@ def start_guest(spec: GuestSpec) -> Guest:
     """
     argv = qemu_argv(spec)
     if spec.cdroms:
-        _extract_boot_files(spec.cdroms[0], spec.disk)
+        extract_boot_files(spec.cdroms[0], spec.disk)
     net.ensure_lan()
     n = ["ip", "-n", net.LAN_NAMESPACE]
     if link_exists(spec.tap, net.LAN_NAMESPACE):

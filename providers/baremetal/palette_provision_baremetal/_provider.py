@@ -49,8 +49,13 @@ class BaremetalProvider:
     lifecycle = Lifecycle.ENROLLED
     install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
 
-    def __init__(self, settings: BaremetalSettings, context: ProviderContext) -> None:
+    def __init__(
+        self, settings: BaremetalSettings, context: ProviderContext, *, serve_media: bool | None = None
+    ) -> None:
+        """``serve_media``: whether the ISO goes on the media server; ``None``: when some node's BMC fetches it
+        (a provider that adopts its nodes later, MAAS's bmc mode, says ``True``)."""
         self.settings = settings
+        self._serve_media = serve_media
         self.context = context
         self._log = context.log
         self._gate = BmcGate(settings.min_command_interval_s)
@@ -67,6 +72,18 @@ class BaremetalProvider:
         if not isinstance(settings, BaremetalNodeSettings):
             raise ConfigurationError(f"{node} has no BMC settings", field="nodes.hosts", provider=PROVIDER)
         return settings
+
+    def adopt(self, spec: NodeSpec) -> None:
+        """Drive ``spec``'s machine through the BMC its settings name (a :class:`BaremetalNodeSettings`), learnt at
+        run time: MAAS's bmc mode reads each allocated machine's BMC from MAAS. A node adopted again with the same
+        settings keeps its driver."""
+        if not isinstance(spec.settings, BaremetalNodeSettings):
+            raise ConfigurationError(f"{spec.name} has no BMC settings", field="nodes.hosts", provider=PROVIDER)
+        with self._lock:
+            known = self._nodes.get(spec.name)
+            if known is not None and known.settings != spec.settings:
+                self._drivers.pop(spec.name, None)
+            self._nodes[spec.name] = spec
 
     def driver(self, node: str) -> BmcDriver:
         """The node's BMC driver (built once)."""
@@ -141,6 +158,8 @@ class BaremetalProvider:
 
     def _server_needed(self) -> bool:
         """Whether any node's BMC fetches from the media server (IPMI-only deployments never start it)."""
+        if self._serve_media is not None:
+            return self._serve_media
         return any(self._needs_server(spec) for spec in self._nodes.values())
 
     def preflight(self, plan: DeploymentPlan) -> None:
@@ -173,7 +192,15 @@ class BaremetalProvider:
                     field="platform.reinstall", provider=PROVIDER,
                 )  # fmt: skip
         if self._server_needed():
-            self._check_advertised(self._server())
+            self.check_media_server()
+
+    def check_media_server(self) -> None:
+        """Start the media server if needed and check it answers at the URL BMCs will be given.
+
+        Raises:
+            ConfigurationError: it does not answer there, or something else does.
+        """
+        self._check_advertised(self._server())
 
     def _check_advertised(self, server: Any) -> None:
         """The media server answers at the URL the BMCs will be given (as far as this host can tell: whether the
