@@ -386,7 +386,9 @@ def _cmd_destroy(args: argparse.Namespace) -> int:
     else:
         for entry in done:
             print(f"{entry['result']:<8} {entry['kind']:<8} {entry['node']:<20} {entry['id']}")
-        print(f"destroyed {sum(1 for e in done if e['result'] == 'deleted')} resource(s)")
+        # Deleted, released, restored, ejected, cleared...: everything but what was deliberately kept.
+        undone = sum(1 for e in done if e["result"] not in ("kept", "unknown kind, left alone"))
+        print(f"destroyed {undone} resource(s)")
     return EXIT_OK
 
 
