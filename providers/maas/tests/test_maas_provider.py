@@ -19,6 +19,7 @@ import pytest
 import yaml
 from palette_provision.errors import AuthenticationError, ConfigurationError
 from palette_provision.log import get_logger
+from palette_provision.media_server import stop_media_server
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.provider import Machine, ProviderContext
@@ -271,3 +272,61 @@ class TestMaasContract(ProviderContract):
     @pytest.fixture
     def boot_device_of(self) -> Callable[[Machine], str | None]:
         return lambda machine: None
+
+
+# ------------------------------------------------------------------------------------------------ bmc mode preflight
+
+
+def bmc_plan(sim: MaasSimulatorHandle, image: Path, work: Path, **host: Any) -> dict[str, Any]:
+    data = plan_data(sim, image, work)
+    data["nodes"] = {"size": "small", "install_disk": "/dev/sda",
+                     "network": {"mode": "static", "gateway": "10.251.0.1"},
+                     "hosts": [{"name": "m-1", "address": "10.251.0.181/24", **host}]}  # fmt: skip
+    platform = {k: v for k, v in data["platform"].items() if k not in ("image", "mode")}
+    data["platform"] = {**platform, "mode": "bmc", "media_server": {"bind": "127.0.0.1:0"}}
+    return data
+
+
+def test_bmc_mode_refuses_a_machine_whose_power_driver_it_cannot_drive(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    data = bmc_plan(fresh, image, tmp_path, hostname="spare1")  # MAAS's "manual" power driver
+    data["platform"]["constraints"] = {}
+    deployment = Deployment(parse_plan(data), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "nodes.hosts[0]" and "powered through its manual driver" in str(info.value)
+    assert allocations(fresh) == {}
+
+
+def test_bmc_mode_wants_an_ipmi_machines_media_attached_by_hand(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    deployment = Deployment(parse_plan(bmc_plan(fresh, image, tmp_path)), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "nodes.hosts[0].media" and "media: preinserted" in str(info.value)
+    assert allocations(fresh) == {}
+    stop_media_server(tmp_path / "state" / "providers" / "maas" / "bmc" / "media-server")
+
+
+def test_bmc_power_parameters_become_bmc_settings_with_the_password_kept_secret() -> None:
+    from palette_provision.secrets import Secret
+
+    from palette_provision_maas._bmc import bmc_settings
+    from palette_provision_maas._settings import MaasNodeSettings, MaasSettings
+
+    settings = MaasSettings.model_validate({"url": "http://maas:5240/MAAS", "api_key": Secret("a:b:c", source="t"),
+                                            "mode": "bmc"})  # fmt: skip
+    params = {"power_address": "https://10.0.0.7:8443", "power_user": "admin",
+              "power_pass": Secret("bmc-pass-7", source="t"), "node_id": "/redfish/v1/Systems/1"}  # fmt: skip
+    bmc = bmc_settings("redfish", params, settings=settings, node=MaasNodeSettings(bmc_fingerprint="ab" * 32),
+                       where="rack-7")  # fmt: skip
+    assert (bmc.protocol, bmc.address, bmc.port) == ("redfish", "10.0.0.7", 8443)
+    assert bmc.system_id == "/redfish/v1/Systems/1"
+    assert bmc.fingerprint == "ab" * 32 and "bmc-pass-7" not in repr(bmc)
+    ipmi = bmc_settings("ipmi", {**params, "power_address": "10.0.0.8"}, settings=settings, node=MaasNodeSettings(),
+                        where="rack-8")  # fmt: skip
+    assert (ipmi.protocol, ipmi.address, ipmi.port) == ("ipmi", "10.0.0.8", 623)
+    with pytest.raises(ConfigurationError, match="virsh driver"):
+        bmc_settings("virsh", params, settings=settings, node=MaasNodeSettings(), where="vm-1")
