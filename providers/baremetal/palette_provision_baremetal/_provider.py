@@ -66,10 +66,19 @@ class BaremetalProvider:
         self._enrolled: set[str] = set()
 
     # ------------------------------------------------------------------------------------------- drivers
+    def settings_for(self, spec: NodeSpec) -> BaremetalNodeSettings | None:
+        """``spec``'s own settings (``nodes.hosts[i]``), else its place in ``platform.bmc_range``, else None."""
+        if isinstance(spec.settings, BaremetalNodeSettings):
+            return spec.settings
+        bmc_range = self.settings.bmc_range
+        if bmc_range is not None and spec.index < bmc_range.bounds()[1]:
+            return bmc_range.node_settings(spec.index)
+        return None
+
     def _node_settings(self, node: str) -> BaremetalNodeSettings:
         spec = self._nodes.get(node)
-        settings = spec.settings if spec is not None else None
-        if not isinstance(settings, BaremetalNodeSettings):
+        settings = self.settings_for(spec) if spec is not None else None
+        if settings is None:
             raise ConfigurationError(f"{node} has no BMC settings", field="nodes.hosts", provider=PROVIDER)
         return settings
 
@@ -128,12 +137,19 @@ class BaremetalProvider:
     def validate(self, plan: DeploymentPlan) -> list[PlanIssue]:
         """Every node listed with its BMC; no two nodes on one BMC system."""
         issues: list[PlanIssue] = []
-        if not plan.nodes.hosts:
-            return [PlanIssue("nodes.hosts", "list each server with its bmc (the provider enrolls, never creates)")]
+        bmc_range = self.settings.bmc_range
+        if plan.nodes.hosts and bmc_range is not None:
+            return [PlanIssue("platform.bmc_range", "give the BMCs either as nodes.hosts[i].bmc or as a range, not both")]
+        if not plan.nodes.hosts and bmc_range is None:
+            return [PlanIssue("nodes.hosts", "list each server with its bmc, or give platform.bmc_range (the provider "
+                              "enrolls, never creates)")]  # fmt: skip
+        if bmc_range is not None and bmc_range.bounds()[1] < plan.node_count:
+            return [PlanIssue("platform.bmc_range.addresses",
+                              f"{bmc_range.bounds()[1]} address(es) for {plan.node_count} nodes")]  # fmt: skip
         seen: dict[tuple[str, int, str | None], int] = {}
         for spec in plan.node_specs():
-            i, settings = spec.index, spec.settings
-            if not isinstance(settings, BaremetalNodeSettings):
+            i, settings = spec.index, self.settings_for(spec)
+            if settings is None:
                 continue  # reported by the node settings' own validation
             if settings.operator_seed and spec.address is None:
                 issues.append(PlanIssue(
@@ -151,10 +167,9 @@ class BaremetalProvider:
             issues.append(PlanIssue("platform.media_server.advertise_host", advertise))
         return issues
 
-    @staticmethod
-    def _needs_server(spec: NodeSpec) -> bool:
-        settings = spec.settings
-        return not isinstance(settings, BaremetalNodeSettings) or settings.needs_media_server
+    def _needs_server(self, spec: NodeSpec) -> bool:
+        settings = self.settings_for(spec)
+        return settings is None or settings.needs_media_server
 
     def _server_needed(self) -> bool:
         """Whether any node's BMC fetches from the media server (IPMI-only deployments never start it)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from palette_provision.plan import SecretRef
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["BaremetalNodeSettings", "BaremetalSettings", "BmcSettings", "MediaServerSettings"]
+__all__ = ["BaremetalNodeSettings", "BaremetalSettings", "BmcRange", "BmcSettings", "MediaServerSettings"]
 
 #: IPMI's maximum user name and password lengths (16 and 20 bytes; some BMCs accept a byte less).
 _IPMI_USER_MAX, _IPMI_PASSWORD_MAX = 16, 20
@@ -95,6 +96,62 @@ class BaremetalNodeSettings(_Model):
         return not self.operator_seed
 
 
+class BmcRange(_Model):
+    """Servers whose BMCs have consecutive addresses and one account: node ``i`` (from 0) is the ``i``-th address.
+
+    For racks set up alike (``nodes.count`` servers, no ``nodes.hosts`` list)::
+
+        bmc_range: {addresses: 10.0.0.11-10.0.0.18, protocol: redfish, username: admin,
+                    password: env:BMC_PASSWORD, ca_bundle: /etc/ssl/bmc-ca.pem}
+    """
+
+    addresses: str = Field(description="first-last IPv4 addresses (10.0.0.11-10.0.0.18, or 10.0.0.11-18).")
+    protocol: Literal["ipmi", "redfish"]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=64)
+    password: SecretRef
+    tls: Literal["verify", "insecure"] = "verify"
+    ca_bundle: str | None = Field(default=None, description="Redfish: one CA for the range (no per-BMC pin here).")
+    system_id: str | None = None
+    media: Literal["virtual-media", "preinserted"] = "virtual-media"
+
+    @model_validator(mode="after")
+    def _range(self) -> BmcRange:
+        self.bounds()  # raises for a malformed range
+        try:
+            self.node_settings(0)  # the BMC and node rules, as for a listed node
+        except ValidationError as exc:
+            raise PydanticCustomError("baremetal", str(exc.errors()[0]["msg"])) from None
+        return self
+
+    def bounds(self) -> tuple[ipaddress.IPv4Address, int]:
+        """The first address and how many the range holds."""
+        first_text, sep, last_text = self.addresses.partition("-")
+        try:
+            first = ipaddress.IPv4Address(first_text.strip())
+            if not sep:
+                return first, 1
+            last_text = last_text.strip()
+            if last_text.isdigit() and int(last_text) < 256:  # 10.0.0.11-18: the last octet only
+                last = ipaddress.IPv4Address(".".join([*str(first).split(".")[:3], last_text]))
+            else:
+                last = ipaddress.IPv4Address(last_text)
+        except ValueError:
+            raise PydanticCustomError("baremetal", "a range is first-last IPv4 addresses, e.g. 10.0.0.11-10.0.0.18")
+        if last < first:
+            raise PydanticCustomError("baremetal", "the range's last address comes before its first")
+        return first, int(last) - int(first) + 1
+
+    def node_settings(self, index: int) -> BaremetalNodeSettings:
+        """The settings of the ``index``-th node (from 0)."""
+        first, size = self.bounds()
+        if index >= size:
+            raise IndexError(f"the range holds {size} addresses")
+        bmc = BmcSettings(protocol=self.protocol, address=str(first + index), port=self.port, username=self.username,
+                          password=self.password, tls=self.tls, ca_bundle=self.ca_bundle, system_id=self.system_id)
+        return BaremetalNodeSettings(bmc=bmc, media=self.media)
+
+
 class MediaServerSettings(_Model):
     """Where the media server listens and the address BMCs fetch from."""
 
@@ -108,6 +165,9 @@ class BaremetalSettings(_Model):
     """The plan's ``platform`` section for ``provider: baremetal``."""
 
     media_server: MediaServerSettings = Field(default_factory=MediaServerSettings)
+    bmc_range: BmcRange | None = Field(
+        default=None, description="Instead of listing nodes.hosts: BMCs at consecutive addresses, one account."
+    )
     min_command_interval_s: float = Field(
         default=0.5, ge=0, le=60, description="The least time between two sessions to one BMC."
     )

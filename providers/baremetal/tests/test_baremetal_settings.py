@@ -91,3 +91,30 @@ def test_an_ipmi_node_on_dhcp_is_refused(tmp_path: Path) -> None:
     data["nodes"]["network"] = {"mode": "dhcp"}
     found = provider_issues(data, tmp_path)
     assert "needs its address in the plan" in found["nodes.hosts[0].address"], found
+
+
+def test_a_bmc_range_gives_each_node_the_next_address(tmp_path: Path) -> None:
+    bmc_range = {"addresses": "10.0.0.11-14", "protocol": "redfish", "username": "admin",
+                 "password": "env:PP_BM_SETTINGS_PW", "ca_bundle": "/etc/ssl/bmc-ca.pem"}  # fmt: skip
+    data = plan([], bmc_range=bmc_range)
+    data["nodes"] = {"count": 3, "size": "small", "install_disk": "/dev/sda"}
+    parsed = parse_plan(data)
+    with Deployment(parsed, state_dir=tmp_path / "state") as deployment:
+        provider = deployment.provider
+        nodes = [provider.settings_for(spec) for spec in parsed.node_specs()]  # type: ignore[attr-defined]
+    assert [n.bmc.address for n in nodes] == ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    assert all(n.bmc.ca_bundle == "/etc/ssl/bmc-ca.pem" and n.bmc.effective_port == 443 for n in nodes)
+    assert "settings-test-password" not in repr(nodes)
+
+
+def test_a_bmc_range_is_checked_like_listed_nodes(tmp_path: Path) -> None:
+    base = {"protocol": "redfish", "username": "admin", "password": "env:PP_BM_SETTINGS_PW"}
+    found = issues(plan([], bmc_range={**base, "addresses": "10.0.0.20-10.0.0.11"}))
+    assert "comes before" in found["platform.bmc_range"]
+    found = issues(plan([], bmc_range={**base, "protocol": "ipmi", "addresses": "10.0.0.11-12"}))
+    assert "media: preinserted" in found["platform.bmc_range"]
+    short = plan([], bmc_range={**base, "addresses": "10.0.0.11-12"})
+    short["nodes"] = {"count": 3, "size": "small", "install_disk": "/dev/sda"}
+    assert "2 address(es) for 3 nodes" in provider_issues(short, tmp_path)["platform.bmc_range.addresses"]
+    both = plan([{"name": "rack-1", "bmc": redfish()}], bmc_range={**base, "addresses": "10.0.0.11-12"})
+    assert "not both" in provider_issues(both, tmp_path / "b")["platform.bmc_range"]
