@@ -139,7 +139,7 @@ class BaremetalProvider:
         issues: list[PlanIssue] = []
         bmc_range = self.settings.bmc_range
         if plan.nodes.hosts and bmc_range is not None:
-            return [PlanIssue("platform.bmc_range", "give the BMCs either as nodes.hosts[i].bmc or as a range, not both")]
+            return [PlanIssue("platform.bmc_range", "give the BMCs as nodes.hosts[i].bmc or as a range, not both")]
         if not plan.nodes.hosts and bmc_range is None:
             return [PlanIssue("nodes.hosts", "list each server with its bmc, or give platform.bmc_range (the provider "
                               "enrolls, never creates)")]  # fmt: skip

@@ -137,7 +137,9 @@ class BmcRange(_Model):
             else:
                 last = ipaddress.IPv4Address(last_text)
         except ValueError:
-            raise PydanticCustomError("baremetal", "a range is first-last IPv4 addresses, e.g. 10.0.0.11-10.0.0.18")
+            raise PydanticCustomError(
+                "baremetal", "a range is first-last IPv4 addresses, e.g. 10.0.0.11-10.0.0.18"
+            ) from None
         if last < first:
             raise PydanticCustomError("baremetal", "the range's last address comes before its first")
         return first, int(last) - int(first) + 1
