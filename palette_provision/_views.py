@@ -48,7 +48,7 @@ def journal_status(deployment: Deployment) -> dict[str, Any]:
     with deployment._reader() as journal:
         return {
             "deployment": deployment.plan.name,
-            "journal": str(deployment.journal_path),
+            "journal": deployment.journal_location,
             "steps": [
                 {"phase": s.phase, "node": s.node, "status": s.status, "attempts": s.attempts, "error": s.error}
                 for s in journal.steps()

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from palette_provision.errors import JournalError
-from palette_provision.secrets import known_secret_values
+from palette_provision.secrets import Secret, known_secret_values
 
 __all__ = ["GLOBAL", "Fact", "Journal", "ResourceRecord", "StepRecord"]
 
@@ -182,14 +182,20 @@ def _holds_secret(value: Any, secrets: frozenset[str], depth: int = 0) -> bool:
 
 
 class Journal:
-    """The deployment's journal. Thread-safe; one writer process at a time (an exclusive file lock)."""
+    """The deployment's journal. Thread-safe; one writer process at a time (an exclusive file lock, or PostgreSQL's
+    advisory lock for the PostgreSQL backend: :meth:`open_postgres`)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int, *, readonly: bool = False) -> None:
+    def __init__(
+        self, conn: Any, path: Path, lock_fd: int, *, readonly: bool = False, location: str | None = None
+    ) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self._lock_fd = lock_fd
         self._readonly = readonly
+        self._closed = False
         self.path = path
+        #: Where the journal is, as messages show it: the SQLite file, or the database URL (no secrets) and schema.
+        self.location = location or str(path)
 
     # ------------------------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -224,22 +230,74 @@ class Journal:
             if isinstance(exc, JournalError):
                 raise
             raise JournalError(f"journal {path} is unreadable: {exc}") from exc
+        journal._adopt(existing, deployment, fingerprint)
+        return journal
+
+    def _adopt(self, existing: str | None, deployment: str, fingerprint: str | None) -> None:
+        """Claim a new journal for ``deployment``, or check an existing one is its and of this schema version."""
         if existing is None:
-            journal._set_meta("deployment", deployment)
-            journal._set_meta("schema", SCHEMA_VERSION)
-            journal._set_meta("created_at", repr(time.time()))
+            self._set_meta("deployment", deployment)
+            self._set_meta("schema", SCHEMA_VERSION)
+            self._set_meta("created_at", repr(time.time()))
         elif existing != deployment:
-            journal.close()
-            raise JournalError(f"journal {path} belongs to deployment {_shown(existing)}, not {deployment}")
-        elif journal.meta("schema") != SCHEMA_VERSION:
-            version = _shown(journal.meta("schema"))
-            journal.close()
+            self.close()
+            raise JournalError(f"journal {self.location} belongs to deployment {_shown(existing)}, not {deployment}")
+        elif self.meta("schema") != SCHEMA_VERSION:
+            version = _shown(self.meta("schema"))
+            self.close()
             raise JournalError(
-                f"journal {path} has schema version {version}, this palette-provision writes {SCHEMA_VERSION}: "
-                "finish or destroy that deployment with the version that made it"
+                f"journal {self.location} has schema version {version}, this palette-provision writes "
+                f"{SCHEMA_VERSION}: finish or destroy that deployment with the version that made it"
             )
         if fingerprint is not None:
-            journal._set_meta("plan_fingerprint", fingerprint)
+            self._set_meta("plan_fingerprint", fingerprint)
+
+    @classmethod
+    def open_postgres(
+        cls, url: str, *, password: Secret | None, schema: str, deployment: str, fingerprint: str | None = None
+    ) -> Journal:
+        """Open (or create) the journal of ``deployment`` in ``schema`` of a PostgreSQL database, as its one writer
+        (an advisory lock the server releases when this session ends, however it ends).
+
+        Raises:
+            JournalError: another process holds it, it belongs to another deployment, or the server refused us.
+        """
+        from palette_provision import _journal_pg as pg
+
+        conn = pg.connect(url, password, schema)
+        location = f"{pg.shown_url(url)} (schema {schema})"
+        try:
+            if not conn.try_lock(pg.lock_key(schema)):
+                raise JournalError(f"journal {location} is in use by another palette-provision process")
+            foreign = sorted(conn.tables() - set(_TABLES))
+            if foreign:
+                raise JournalError(f"schema {schema} at {pg.shown_url(url)} is not a palette-provision journal "
+                                   f"(it has other tables: {', '.join(t[:40] for t in foreign[:5])})")  # fmt: skip
+            conn.create_tables()
+        except BaseException:
+            conn.close()
+            raise
+        journal = cls(conn, Path(schema), -1, location=location)
+        journal._adopt(journal.meta("deployment"), deployment, fingerprint)
+        return journal
+
+    @classmethod
+    def open_postgres_readonly(cls, url: str, *, password: Secret | None, schema: str, deployment: str) -> Journal:
+        """A view of the PostgreSQL journal taking no lock (``status`` while an ``apply`` runs elsewhere); empty when
+        nothing was recorded yet (nothing is created)."""
+        from palette_provision import _journal_pg as pg
+
+        conn = pg.connect(url, password, schema)
+        if "meta" not in conn.tables():
+            conn.close()
+            empty = sqlite3.connect(":memory:", check_same_thread=False)
+            empty.executescript(_SCHEMA)
+            return cls(empty, Path(schema), -1, readonly=True, location=f"{pg.shown_url(url)} (schema {schema})")
+        journal = cls(conn, Path(schema), -1, readonly=True, location=f"{pg.shown_url(url)} (schema {schema})")
+        existing = journal.meta("deployment")
+        if existing is not None and existing != deployment:
+            journal.close()
+            raise JournalError(f"journal {journal.location} belongs to deployment {_shown(existing)}, not {deployment}")
         return journal
 
     @classmethod
@@ -284,12 +342,11 @@ class Journal:
     def close(self) -> None:
         """Close the database and release the lock. Safe to call twice."""
         with self._lock:
-            if self._readonly:
-                self._conn.close()
-                self._readonly = False
+            if self._closed:
                 return
+            self._closed = True
+            self._conn.close()
             if self._lock_fd >= 0:
-                self._conn.close()
                 os.close(self._lock_fd)
                 self._lock_fd = -1
 
@@ -311,7 +368,9 @@ class Journal:
 
     def _set_meta(self, key: str, value: str) -> None:
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            self._conn.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value)
+            )
 
     def meta(self, key: str) -> str | None:
         """Read a metadata value (``deployment``, ``plan_fingerprint``, ``provider``...)."""
@@ -346,7 +405,7 @@ class Journal:
         with self._lock:
             self._conn.execute(
                 "INSERT INTO steps (phase, node, status, attempts, started_at) VALUES (?, ?, 'started', 1, ?)"
-                " ON CONFLICT (phase, node) DO UPDATE SET status = 'started', attempts = attempts + 1,"
+                " ON CONFLICT (phase, node) DO UPDATE SET status = 'started', attempts = steps.attempts + 1,"
                 " started_at = excluded.started_at, error = NULL",
                 (phase, node, time.time()),
             )
@@ -439,7 +498,10 @@ class Journal:
         """Record a fact about a node (address, host-key fingerprint, certificate pin...)."""
         text = self._dump({"v": value})
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO facts VALUES (?, ?, ?)", (node, key, text))
+            self._conn.execute(
+                "INSERT INTO facts VALUES (?, ?, ?) ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
+                (node, key, text),
+            )
 
     def forget_facts(self, node: str, keys: tuple[str, ...] | None = None) -> None:
         """Forget ``keys`` (every fact when ``None``) about ``node``: what was known of a machine that is gone."""
@@ -493,6 +555,7 @@ class Journal:
         st = path.stat()
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
+                "INSERT INTO digests VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (path, size, mtime_ns) DO UPDATE SET sha256 = excluded.sha256",
                 (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256),
             )

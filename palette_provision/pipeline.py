@@ -47,7 +47,7 @@ from palette_provision.handoff.base import ClusterFormer
 from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.phases import DEPLOYMENT_PHASES, Phase, chain_for, required_capabilities, stages_iso
-from palette_provision.plan import DeploymentPlan, NodeSpec
+from palette_provision.plan import DeploymentPlan, JournalSettings, NodeSpec
 from palette_provision.provider import (
     ConcurrencyLimits,
     InstallMethod,
@@ -131,12 +131,34 @@ class Deployment:
         return self.state_dir / "journal.sqlite"
 
     @property
+    def journal_location(self) -> str:
+        """Where the journal is, as ``status`` shows it: the SQLite file, or the PostgreSQL URL (no secrets) and
+        schema."""
+        settings = self.plan.journal
+        if settings is None:
+            return str(self.journal_path)
+        from palette_provision._journal_pg import default_schema, shown_url
+
+        return f"{shown_url(settings.url)} (schema {settings.schema_name or default_schema(self.plan.name)})"
+
+    def _pg(self, settings: JournalSettings) -> dict[str, Any]:
+        from palette_provision._journal_pg import default_schema
+
+        return {"password": settings.password, "schema": settings.schema_name or default_schema(self.plan.name),
+                "deployment": self.plan.name}  # fmt: skip
+
+    @property
     def journal(self) -> Journal:
         """The journal, opened for writing (and locked) on first use: by ``apply`` and ``destroy`` only."""
         if self._journal is None:
-            self._journal = Journal.open(
-                self.journal_path, deployment=self.plan.name, fingerprint=self.plan.fingerprint()
-            )
+            if self.plan.journal is not None:
+                self._journal = Journal.open_postgres(
+                    self.plan.journal.url, **self._pg(self.plan.journal), fingerprint=self.plan.fingerprint()
+                )
+            else:
+                self._journal = Journal.open(
+                    self.journal_path, deployment=self.plan.name, fingerprint=self.plan.fingerprint()
+                )
             self._journal.set_meta("provider", self.plan.platform.provider)
         return self._journal
 
@@ -146,7 +168,10 @@ class Deployment:
         if self._journal is not None:
             yield self._journal
             return
-        view = Journal.open_readonly(self.journal_path, deployment=self.plan.name)
+        if self.plan.journal is not None:
+            view = Journal.open_postgres_readonly(self.plan.journal.url, **self._pg(self.plan.journal))
+        else:
+            view = Journal.open_readonly(self.journal_path, deployment=self.plan.name)
         try:
             yield view
         finally:

@@ -57,6 +57,26 @@ def base_plan(tmp: Path, count: int = 3) -> dict[str, Any]:
     }
 
 
+PG_PASSWORD_ENV = "PP_TEST_PG_JOURNAL_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throw-away PostgreSQL server (tests/pgcluster.py), its password in ``PP_TEST_PG_JOURNAL_PASSWORD``."""
+    from .pgcluster import PgCluster
+
+    with PgCluster() as cluster:
+        os.environ[PG_PASSWORD_ENV] = cluster.password
+        yield cluster
+
+
+def pg_journal(cluster: Any) -> dict[str, Any]:
+    """A plan's ``journal`` section on ``cluster``, in a schema of its own (each test its own journal)."""
+    import uuid
+
+    return {"url": cluster.url, "password": f"env:{PG_PASSWORD_ENV}", "schema": f"t_{uuid.uuid4().hex[:16]}"}
+
+
 @pytest.fixture(autouse=True)
 def _node_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PP_TEST_NODE_PASSWORD", NODE_PASSWORD)

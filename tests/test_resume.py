@@ -17,7 +17,7 @@ import yaml
 
 from palette_provision.testing.fake import read_state
 
-from .conftest import base_plan
+from .conftest import base_plan, pg_journal
 from .killer import KILL_AFTER_PHASE
 
 # Kills at a phase boundary: right after the journal recorded the phase done (the event is emitted after commit).
@@ -47,9 +47,19 @@ INSIDE = [
 ]
 
 
-def _plan(tmp: Path, **platform: Any) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal(request: pytest.FixtureRequest) -> dict[str, Any] | None:
+    """The journal backend a killing test runs on: the SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return pg_journal(request.getfixturevalue("pg_cluster"))
+
+
+def _plan(tmp: Path, journal: dict[str, Any] | None = None, **platform: Any) -> Path:
     data = base_plan(tmp)
     data["platform"].update(platform)
+    if journal is not None:
+        data["journal"] = journal
     path = tmp / "plan.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -108,9 +118,9 @@ def _assert_resumed_like_reference(tmp: Path, plan: Path, reference: dict[str, A
 
 @pytest.mark.parametrize(("phase", "node"), BOUNDARIES)
 def test_sigkill_at_phase_boundary_resumes(
-    tmp_path: Path, uninterrupted: dict[str, Any], phase: str, node: str
+    tmp_path: Path, uninterrupted: dict[str, Any], phase: str, node: str, journal: dict[str, Any] | None
 ) -> None:
-    plan = _plan(tmp_path)
+    plan = _plan(tmp_path, journal)
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_PHASE, str(plan), phase, node], capture_output=True, text=True, timeout=120
     )
@@ -119,18 +129,22 @@ def test_sigkill_at_phase_boundary_resumes(
 
 
 @pytest.mark.parametrize("point", INSIDE)
-def test_sigkill_inside_a_phase_resumes(tmp_path: Path, uninterrupted: dict[str, Any], point: str) -> None:
+def test_sigkill_inside_a_phase_resumes(
+    tmp_path: Path, uninterrupted: dict[str, Any], point: str, journal: dict[str, Any] | None
+) -> None:
     flag = tmp_path / "killed.flag"
-    plan = _plan(tmp_path, kill_at=point, kill_once_file=str(flag))
+    plan = _plan(tmp_path, journal, kill_at=point, kill_once_file=str(flag))
     killed = _apply(plan)
     assert killed.returncode == -signal.SIGKILL and flag.exists(), killed.stderr
     _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
 
 
 @pytest.mark.parametrize("point", ["create_machine:palette-2", "power_on:palette-2", "stage_media:palette-3"])
-def test_destroy_after_partial_run_removes_exactly_what_was_created(tmp_path: Path, point: str) -> None:
+def test_destroy_after_partial_run_removes_exactly_what_was_created(
+    tmp_path: Path, point: str, journal: dict[str, Any] | None
+) -> None:
     flag = tmp_path / "killed.flag"
-    plan = _plan(tmp_path, kill_at=point, kill_once_file=str(flag))
+    plan = _plan(tmp_path, journal, kill_at=point, kill_once_file=str(flag))
     assert _apply(plan).returncode == -signal.SIGKILL
     before = read_state(tmp_path / "platform.json")
     created_machines = {a["node"] for a in before["actions"] if a["op"] == "create_machine"}

@@ -285,6 +285,33 @@ class PlatformSection(BaseModel):
     provider: str = Field(description="Registered provider name, e.g. 'vsphere'.")
 
 
+class JournalSettings(_Model):
+    """Where the journal lives when it must outlive the machine that runs ``apply`` (an AWX job's container): a
+    PostgreSQL database, one schema per deployment. Without this section: SQLite in the state folder."""
+
+    url: str = Field(description="postgresql://USER@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=PATH]; "
+                     "no password in it: give it as password.")
+    password: SecretRef | None = Field(default=None, description="A secret reference to the database password.")
+    schema_name: str | None = Field(
+        default=None, alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The schema holding this deployment's journal (default: pp_ and the deployment's name).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise PydanticCustomError("journal_url", "a journal URL is postgresql://user@host[:port]/database")
+        if parts.password is not None:
+            raise PydanticCustomError(
+                "journal_url", "no password in the URL (it would be in the plan in clear): give journal.password"
+            )
+        return v
+
+
 class Timeouts(_Model):
     """Deadlines in seconds, sized for the appliance (install >= 15 min, cluster creation 20-30 min)."""
 
@@ -373,6 +400,9 @@ class DeploymentPlan(_Model):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    journal: JournalSettings | None = Field(
+        default=None, description="A PostgreSQL journal (default: SQLite in the state folder)."
+    )
     concurrency: int = Field(default=8, ge=1, le=256, description="Nodes worked on at once.")
     install_method: Literal["boot-from-media", "deploy-image"] | None = Field(
         default=None, description="How nodes are installed (default: the provider's preferred method)."
