@@ -48,12 +48,21 @@ class TlsFiles:
 
 
 def generate_self_signed(
-    cert_path: Path, key_path: Path, names: Sequence[str], *, days: int = 825, reuse: bool = True
+    cert_path: Path,
+    key_path: Path,
+    names: Sequence[str],
+    *,
+    days: int = 825,
+    reuse: bool = True,
+    common_name: str = "palette-provision media server",
+    key_type: str = "rsa",
 ) -> TlsFiles:
-    """Write a self-signed certificate for ``names`` (IP addresses or DNS names) and its RSA key (mode 0600).
+    """Write a self-signed certificate for ``names`` (IP addresses or DNS names) and its key (mode 0600): the one
+    certificate maker of the project (the media server's, and the simulators' in ``palette_provision.testing``).
 
     With ``reuse`` (default), an existing pair is kept: the fingerprint a BMC was given stays valid when the server
-    is restarted. RSA 2048, not ECDSA: some BMCs' TLS stacks offer no ECDSA cipher suite.
+    is restarted. ``key_type`` ``rsa`` (2048, the default: some BMCs' TLS stacks offer no ECDSA cipher suite) or
+    ``ec`` (P-256, as the appliance's own certificate).
 
     Returns the pair; its :attr:`TlsFiles.fingerprint` is what to pin.
     """
@@ -63,17 +72,19 @@ def generate_self_signed(
         return files
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
+    )
     sans: list[x509.GeneralName] = []
     for name in dict.fromkeys(names):
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             sans.append(x509.DNSName(name))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "palette-provision media server")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
