@@ -175,8 +175,9 @@ def test_per_node_settings_reach_the_provider_on_the_node(tmp_path: Path) -> Non
 def test_allocated_machines_deploy_an_image_with_the_seed_as_user_data_and_are_released(tmp_path: Path) -> None:
     report, events, _ = deploy(tmp_path, plan_for(tmp_path, "allocated"))
     assert report.ok, report.failures()
+    # A pool's machine is acquired before its seed is rendered (phases.ACQUIRE_FIRST).
     assert [e.phase for e in events if e.node == "palette-1" and e.status == "done"] == [
-        "stage_seed", "acquire", "deploy_image", "await_deployed", "await_ready"
+        "acquire", "stage_seed", "deploy_image", "await_deployed", "await_ready"
     ]
     assert not any(e.phase == "stage_media" for e in events), "deploy-image stages no ISO"
     state = read_state(tmp_path / "platform.json")
@@ -236,6 +237,13 @@ def test_a_node_step_may_anchor_to_any_phase_of_the_chain_even_before_the_machin
     ]
     report, _, _ = deploy(tmp_path, plan_for(tmp_path, "allocated"), node_steps=steps)
     assert report.ok, report.failures()
+    # A pool's machine is acquired before its seed is rendered: the step after stage_seed sees it.
+    assert sorted(name for name, machine in seen if machine is not None) == ["palette-1", "palette-2", "palette-3"]
+    # A VM is created after its seed is staged: there, the same step sees no machine yet.
+    seen.clear()
+    (tmp_path / "created").mkdir()
+    created, _, _ = deploy(tmp_path / "created", plan_for(tmp_path / "created", "created"), node_steps=steps[:1])
+    assert created.ok, created.failures()
     assert sorted(seen) == [("palette-1", None), ("palette-2", None), ("palette-3", None)]
     with pytest.raises(PlanError) as info, Deployment(
         parse_plan(base_plan(tmp_path), base_dir=tmp_path), node_steps=steps[1:], state_dir=tmp_path / "y"
