@@ -1,6 +1,7 @@
 """The ``palette-provision`` command line.
 
-Commands: ``validate``, ``plan``, ``apply``, ``status``, ``destroy``, ``seed``, and ``media serve`` / ``media stop``
+Commands: ``validate``, ``plan``, ``apply``, ``status``, ``destroy``, ``seed``, ``validate-install``, and
+``media serve`` / ``media stop``
 (the media server, :mod:`palette_provision.media_server`). ``--json`` prints one JSON document on stdout (logs go to
 stderr); on a terminal, ``apply`` and ``destroy`` show live progress per node and phase.
 
@@ -142,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         help="stop every node after this per-node phase (e.g. power_on); a later apply continues",
     )
     add("status", "show what the journal recorded")
+    add("validate-install", "validate an installed Palette as its documentation does (the plan's validate section): "
+        "applications, pods, the system console's password rotated and its health")
     destroy = add("destroy", "undo what apply created, newest first; resumable")
     what = destroy.add_mutually_exclusive_group()
     what.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
@@ -308,11 +311,35 @@ def _print_report(report: Any) -> None:
             print(
                 f"cluster: {h.cluster_state} {h.cluster_health or ''} endpoint={h.endpoint} kubeconfig={h.kubeconfig}"
             )
+        _print_validation(h.details.get("validation") or [])
         for f in h.files:
             print(f"wrote {f}")
     if report.handoff_error:
         print(f"hand-off failed: {_plain(report.handoff_error)}")
     print("OK" if report.ok else "FAILED")
+
+
+def _print_validation(evidence: list[Any]) -> None:
+    for entry in evidence:
+        when = time.strftime("%H:%M:%S", time.localtime(float(entry.get("at", 0))))
+        print(f"validated {_plain(str(entry.get('check')))}: {_plain(str(entry.get('answered')))} "
+              f"[{_plain(str(entry.get('asked')))} at {when}]")  # fmt: skip
+
+
+def _cmd_validate_install(args: argparse.Namespace) -> int:
+    from palette_provision.pipeline import Deployment
+
+    plan = _load(args)
+    with Deployment(plan, state_dir=args.state_dir) as deployment:
+        result = deployment.validate_install()
+    evidence = result.details.get("validation") or []
+    if args.json:
+        _print_json({"deployment": plan.name, "validation": evidence, "cluster_state": result.cluster_state,
+                     "cluster_health": result.cluster_health})  # fmt: skip
+    else:
+        _print_validation(evidence)
+        print("OK")
+    return EXIT_OK
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -431,6 +458,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "destroy": _cmd_destroy,
     "seed": _cmd_seed,
     "media": _cmd_media,
+    "validate-install": _cmd_validate_install,
 }
 
 

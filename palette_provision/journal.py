@@ -55,6 +55,9 @@ class Fact:
     LOCAL_API_CERT = "local_api_cert_sha256"
     EDGE_HOST_ID = "edge_host_id"
     SEED_HANDED_OVER_AT = "seed_handed_over_at"  # an operator was told where the seed is (operator-attached media)
+    CONSOLE_CERT = "console_cert_sha256"  # the system console's certificate, pinned at first contact (node "*")
+    #: When admin/admin was replaced by the plan's password (node "*"): never sent again afterwards.
+    CONSOLE_PASSWORD_ROTATED_AT = "console_password_rotated_at"  # noqa: S105 - a fact's name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

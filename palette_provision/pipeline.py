@@ -39,11 +39,12 @@ from palette_provision._disks import disk_issues, resolve_disks
 from palette_provision._phases import StartOver
 from palette_provision._run import NodeRun, Outcome, error_text, last_state
 from palette_provision.errors import (
+    HandoffError,
     PaletteProvisionError,
     PlanError,
     PlanIssue,
 )
-from palette_provision.handoff.base import ClusterFormer
+from palette_provision.handoff.base import ClusterFormer, HandoffResult
 from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.log import get_logger
 from palette_provision.phases import DEPLOYMENT_PHASES, Phase, chain_for, required_capabilities, stages_iso
@@ -355,6 +356,24 @@ class Deployment:
                 report.handoff_error = str(exc)
         report.finished_at = time.time()
         return report
+
+    def validate_install(self) -> HandoffResult:
+        """Validate the installed Palette of a deployment whose cluster was formed: the hand-off again (its
+        formation steps, done, are skipped; the cluster is read again), then the plan's ``validate`` checks.
+
+        Raises:
+            PlanError: the plan has no ``validate`` section.
+            HandoffError: no cluster was formed yet, or a check failed (naming its step).
+        """
+        from palette_provision.handoff.local_api import CLUSTER_STEP
+
+        if self.plan.validation is None:
+            raise PlanError([PlanIssue("validate", "add a validate section (validate.console.password at least)")])
+        self.check()
+        if not self.journal.is_done(CLUSTER_STEP):
+            raise HandoffError(CLUSTER_STEP, "no cluster was formed by this deployment yet: run apply first")
+        data = self._step("handoff", GLOBAL, lambda: global_act.handoff(self, self._former_or_default()), always=True)
+        return global_act.handoff_result(data)
 
     def _staged_iso(self) -> StagedMedia:
         with stop_on(self._stopping):

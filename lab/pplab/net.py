@@ -5,6 +5,7 @@ QEMU lab LAN::
     host pplab0 10.250.0.1/30 <-> uplink 10.250.0.2/30 [netns pplab] br0 10.251.0.1/24 <- guest taps
     host route 10.251.0.0/24 via 10.250.0.2; ip_forward=1 inside pplab;
     nftables table ``ip pplab`` inside pplab: <node>:5080 -> 10.251.0.1:<port> (DNAT)
+    nftables table ``ip pplab_vip``: <vip>:443 and <vip>:6443 -> 10.251.0.1:<console port>, :<kube port> (DNAT)
 
 sshd nodes (readiness tests): netns ``ppssh-<i>``, host veth ``ppssh<i>`` 10.252.<i>.1/30,
 namespace veth ``eth0`` 10.252.<i>.2/30, a private OpenSSH sshd on 10.252.<i>.2:22, faults
@@ -37,7 +38,9 @@ BRIDGE = "br0"
 GATEWAY = "10.251.0.1"
 LAN_NETWORK = "10.251.0.0/24"
 LOCAL_API_PORT = 5080
+VIP_PORTS = (443, 6443)  # the system console (https://<vip>/...) and the Kubernetes API
 _NFT_TABLE = "pplab"
+_NFT_VIP_TABLE = "pplab_vip"
 
 # One fixed rule per NAT hook and a map holding the exposures: exposing or
 # unexposing a node is one map element, so it is atomic and idempotent, and the
@@ -53,6 +56,20 @@ table ip {_NFT_TABLE} {{
     chain output {{
         type nat hook output priority -100; policy accept;
         tcp dport {LOCAL_API_PORT} dnat ip to ip daddr map @api
+    }}
+}}
+"""
+# The VIP's services: one map keyed by address and port, so the VIP's two ports go to two simulator ports.
+_NFT_VIP = f"""
+table ip {_NFT_VIP_TABLE} {{
+    map vip {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        dnat ip to ip daddr . tcp dport map @vip
+    }}
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        dnat ip to ip daddr . tcp dport map @vip
     }}
 }}
 """
@@ -92,8 +109,9 @@ def ensure_lan() -> None:
     run([*n, "link", "set", BRIDGE, "up"])
     run(["ip", "route", "replace", LAN_NETWORK, "via", UPLINK_ADDRESS, "dev", HOST_VETH])
     run(ns_argv(LAN_NAMESPACE, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
-    if run(ns_argv(LAN_NAMESPACE, ["nft", "list", "table", "ip", _NFT_TABLE]), check=False).returncode != 0:
-        run(ns_argv(LAN_NAMESPACE, ["nft", "-f", "-"]), input_text=_NFT_LAN)
+    for table, text in ((_NFT_TABLE, _NFT_LAN), (_NFT_VIP_TABLE, _NFT_VIP)):
+        if run(ns_argv(LAN_NAMESPACE, ["nft", "list", "table", "ip", table]), check=False).returncode != 0:
+            run(ns_argv(LAN_NAMESPACE, ["nft", "-f", "-"]), input_text=text)
 
 
 def teardown_lan() -> None:
@@ -149,6 +167,41 @@ def exposed_local_apis() -> dict[str, int]:
     for item in json.loads(proc.stdout).get("nftables", []):
         for key, value in item.get("map", {}).get("elem", []):
             result[str(key)] = int(value["concat"][1])
+    return result
+
+
+def expose_vip(vip: str, console_port: int, kube_port: int) -> None:
+    """DNAT ``<vip>:443`` to ``10.251.0.1:<console_port>`` and ``<vip>:6443`` to ``10.251.0.1:<kube_port>``: the leader
+    simulator's system console and kube-apiserver stand-in. Like :func:`expose_local_api` otherwise."""
+    addr = _check_node_address(vip)
+    if not all(0 < port < 65536 for port in (console_port, kube_port)):
+        raise LabError(f"bad ports {console_port}, {kube_port}")
+    ensure_lan()
+    unexpose_vip(addr)
+    pairs = zip(VIP_PORTS, (console_port, kube_port), strict=True)
+    elements = ", ".join(f"{addr} . {port} : {GATEWAY} . {target}" for port, target in pairs)
+    run(ns_argv(LAN_NAMESPACE, ["nft", "add", "element", "ip", _NFT_VIP_TABLE, "vip", f"{{ {elements} }}"]))
+
+
+def unexpose_vip(vip: str) -> None:
+    """Remove the DNAT of ``<vip>:443`` and ``<vip>:6443``; a no-op if they are not exposed."""
+    addr = _check_node_address(vip)
+    keys = [f"{addr} . {port}" for port in exposed_vips().get(addr, {})]
+    if keys:
+        element = f"{{ {', '.join(keys)} }}"
+        run(ns_argv(LAN_NAMESPACE, ["nft", "delete", "element", "ip", _NFT_VIP_TABLE, "vip", element]))
+
+
+def exposed_vips() -> dict[str, dict[int, int]]:
+    """The current VIP exposures: address -> {443: console target port, 6443: kube target port} on 10.251.0.1."""
+    if not lan_exists():
+        return {}
+    proc = run(ns_argv(LAN_NAMESPACE, ["nft", "-j", "list", "map", "ip", _NFT_VIP_TABLE, "vip"]), check=False)
+    result: dict[str, dict[int, int]] = {}
+    for item in json.loads(proc.stdout).get("nftables", []) if proc.returncode == 0 else []:
+        for key, value in item.get("map", {}).get("elem", []):
+            address, port = key["concat"]
+            result.setdefault(str(address), {})[int(port)] = int(value["concat"][1])
     return result
 
 

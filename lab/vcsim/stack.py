@@ -2,7 +2,9 @@
 
 :class:`VsphereLab` brings up, in order: the QEMU lab LAN (``pplab``), vcsim with the watcher that boots powered-on
 VMs as QEMU guests of the test appliance, one Palette Local API simulator per node (run inside the ``pplab``
-namespace and DNATed to ``<node address>:5080``, so the node's address answers as a real appliance would), an SSH key
+namespace and DNATed to ``<node address>:5080``, so the node's address answers as a real appliance would; the
+cluster's VIP services, served by the simulator that creates the cluster on two ports chosen up front, are DNATed to
+``<vip>:443`` and ``<vip>:6443``), an SSH key
 pair for the node account, a content bundle, and a plan that deploys onto all of it. ``down()`` undoes it all.
 
 CLI (``./dev demo`` runs ``demo``)::
@@ -21,6 +23,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +40,7 @@ LAB_ROOT = Path(__file__).resolve().parent.parent
 APPLIANCE_ISO = LAB_ROOT / "build" / "appliance.iso"
 NODE_PASSWORD_ENV = "PPLAB_NODE_PASSWORD"  # noqa: S105 - the variable's name, not a password
 SIM_READY = "local-api.json"
+LAB_VIP = "10.251.0.100"
 
 #: Simulator timings for a lab run: fast, but every state the client must wait through still happens.
 LAB_SIM_KNOBS: dict[str, Any] = {
@@ -77,6 +81,7 @@ class VsphereLab:
         if not APPLIANCE_ISO.is_file():
             raise RuntimeError(f"{APPLIANCE_ISO} is missing: run lab/install.sh (./dev does)")
         self.node_password = self._secret_file("node-password")
+        self._secret_file("console-password")
         net.ensure_lan()
         self._start_vcsim()
         self._start_local_apis()
@@ -90,7 +95,9 @@ class VsphereLab:
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(18) + "\n")
+                # Upper, lower, digit and special whatever the random part holds: the system console's password
+                # rules (14+ characters, every class) take it too.
+                fh.write("Pp7#" + secrets.token_urlsafe(18) + "\n")
         return path.read_text().strip()
 
     def _start_vcsim(self) -> None:
@@ -133,6 +140,7 @@ class VsphereLab:
         (self.workdir / "local-api.pid").write_text(str(self._sim_process.pid))
         for node in info["nodes"]:
             net.expose_local_api(node["ip"], int(node["port"]))
+        net.expose_vip(LAB_VIP, int(info["vip"]["console_port"]), int(info["vip"]["kube_port"]))
 
     def _write_keys(self) -> None:
         key = self.workdir / "id_ed25519"
@@ -162,7 +170,7 @@ class VsphereLab:
             "content": {"path": str(self.workdir / "content-bundle.tar.zst")},
             "cluster": {
                 "name": "palette-lab",
-                "vip": "10.251.0.100",
+                "vip": LAB_VIP,
                 "dns": ["10.251.0.1"],
                 "ntp": ["10.251.0.1"],
                 "ssh_public_keys": [(self.workdir / "id_ed25519.pub").read_text().strip()],
@@ -182,6 +190,8 @@ class VsphereLab:
             },
             "readiness": {"ssh": True},
             "handoff": {"kind": "palette-local-api", "output_dir": str(self.workdir / "out")},
+            # The appliance documentation's validation: applications, pods, the system console (DNATed at the VIP).
+            "validate": {"console": {"password": f"file:{self.workdir / 'console-password'}"}, "timeout": 300},
             # TCG guests on two cores: an "install" plus a boot takes ~30-90 s per node under load.
             "timeouts": {
                 "install": 900, "ready": 600, "configured": 300, "link": 300,
@@ -210,6 +220,8 @@ class VsphereLab:
             # Best effort: the namespace (and its DNAT rules) may be gone already.
             with contextlib.suppress(Exception):
                 net.unexpose_local_api(ip)
+        with contextlib.suppress(Exception):
+            net.unexpose_vip(LAB_VIP)
         pid_file = self.workdir / "local-api.pid"
         if self._sim_process is not None:
             self._stop(self._sim_process.pid)
@@ -236,21 +248,30 @@ class VsphereLab:
         self.down()
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 def _serve_local_api(ns: argparse.Namespace) -> int:
     """Run N node simulators in this (the lab) namespace until SIGTERM; write their ports to the ready file."""
     from palette_provision.testing.localapi import SimulatedCluster
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # The VIP services' ports, chosen now so that the DNAT is in place before any cluster exists.
+    vip_ports = (_free_port(net.GATEWAY), _free_port(net.GATEWAY))
     cluster = SimulatedCluster(
         ns.dir, ns.nodes, password=os.environ[NODE_PASSWORD_ENV], username="kairos",
-        knobs=json.loads(ns.knobs), node_ips=_node_ips(ns.nodes), listen_host="10.251.0.1",
+        knobs=json.loads(ns.knobs), node_ips=_node_ips(ns.nodes), listen_host=net.GATEWAY, vip_ports=vip_ports,
     )  # fmt: skip
     cluster.start()
     try:
         nodes = [{"ip": h.node_ip, "port": h.address[1], "cert_sha256": h.cert_sha256} for h in cluster.nodes]
+        vip = {"console_port": vip_ports[0], "kube_port": vip_ports[1]}
         tmp = ns.dir / (SIM_READY + ".tmp")
-        tmp.write_text(json.dumps({"nodes": nodes}))
+        tmp.write_text(json.dumps({"nodes": nodes, "vip": vip}))
         os.replace(tmp, ns.dir / SIM_READY)
         while not stop["now"]:
             time.sleep(0.5)

@@ -35,6 +35,7 @@ from palette_provision.handoff._cluster import CLUSTER_STEP, decode_kubeconfig, 
 from palette_provision.handoff._content import CONTENT_STEP, SYNC_STEP, upload_content, wait_content_synced
 from palette_provision.handoff._link import CONFIGURED_STEP, LINK_STEP, link_followers, wait_configured
 from palette_provision.handoff._session import Session
+from palette_provision.handoff._validate import validate_palette, validation_steps
 from palette_provision.handoff.base import SHAPE_ERRORS, HandoffContext, HandoffResult, ReadyNode
 from palette_provision.plan import DeploymentPlan
 from palette_provision.waiting import Backoff
@@ -97,10 +98,12 @@ class PaletteLocalApi:
         backoff: Backoff = DEFAULT_BACKOFF,
         checkpoint: Callable[[str], None] = _no_checkpoint,
         client_factory: Callable[[HandoffContext, ReadyNode], LocalApiClient] | None = None,
+        vip_services: Callable[[HandoffContext], tuple[str, str | None]] | None = None,
     ) -> None:
         self._backoff = backoff
         self._checkpoint = checkpoint
         self._client_factory = client_factory or default_client
+        self._vip_services = vip_services or default_vip_services
 
     def steps(self, plan: DeploymentPlan) -> list[tuple[str, str, str]]:
         """The journaled sub-steps, for the dry run."""
@@ -115,7 +118,7 @@ class PaletteLocalApi:
             steps.append((SYNC_STEP, "*", "wait until the content is synced to every node"))
         steps.append((CLUSTER_STEP, "*", f"create the cluster {plan.cluster.name}, wait for Running and Healthy, "
                       "save its kubeconfig"))
-        return steps
+        return steps + validation_steps(plan)
 
     def form(self, context: HandoffContext) -> HandoffResult:
         """Run (or resume) the formation and return the cluster's state, endpoint and kubeconfig path."""
@@ -133,17 +136,20 @@ class PaletteLocalApi:
             upload_content(session)
             wait_content_synced(session)
             details, kubeconfig = form_cluster(session)
+            console_url, kube_server = self._vip_services(context)
+            evidence = validate_palette(session, kubeconfig, console_url=console_url, kube_server=kube_server)
         finally:
             for client in clients.values():
                 client.close()
         try:
-            return self._result(context, details, kubeconfig, leader, session)
+            return self._result(context, details, kubeconfig, leader, session, validation=evidence)
         except SHAPE_ERRORS as exc:
             raise HandoffError(CLUSTER_STEP, f"the cluster's details have an unexpected shape ({type(exc).__name__})"
                                ) from exc
 
     def _result(
-        self, context: HandoffContext, details: dict[str, Any], kubeconfig: Any, leader: ReadyNode, session: Session
+        self, context: HandoffContext, details: dict[str, Any], kubeconfig: Any, leader: ReadyNode, session: Session,
+        *, validation: list[dict[str, Any]] | None = None,
     ) -> HandoffResult:
         status: dict[str, Any] = details.get("status") or {}
         vip = str(context.plan.cluster.vip)
@@ -160,8 +166,14 @@ class PaletteLocalApi:
                 "console": f"https://{vip}/system",
                 "k8s_version": status.get("k8sVersion"),
                 "hosts": {name: f.host_id for name, f in session.facts.items()},
+                **({"validation": validation} if validation else {}),
             },
         )
+
+
+def default_vip_services(context: HandoffContext) -> tuple[str, str | None]:
+    """The system console at ``https://<vip>``, and the kubeconfig's own Kubernetes server (``None``)."""
+    return f"https://{context.plan.cluster.vip}", None
 
 
 def default_client(

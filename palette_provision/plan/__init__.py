@@ -20,6 +20,7 @@ from palette_provision.plan._models import (
     PROFILE_MINIMUMS,
     SIZE_TIERS,
     ClusterSettings,
+    ConsoleSettings,
     ContentBundle,
     DeploymentPlan,
     HandoffSettings,
@@ -36,12 +37,14 @@ from palette_provision.plan._models import (
     SecretRef,
     SizeTier,
     Timeouts,
+    ValidateSettings,
 )
 
 __all__ = [
     "PROFILE_MINIMUMS",
     "SIZE_TIERS",
     "ClusterSettings",
+    "ConsoleSettings",
     "ContentBundle",
     "DeploymentPlan",
     "HandoffSettings",
@@ -58,6 +61,7 @@ __all__ = [
     "SecretRef",
     "SizeTier",
     "Timeouts",
+    "ValidateSettings",
     "load_plan",
     "parse_plan",
     "parse_plan_text",

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -348,6 +349,56 @@ class HandoffSettings(_Model):
     )
 
 
+#: The namespaces whose pods the appliance's documentation checks after the install.
+VALIDATED_NAMESPACES = ("cp-system", "hubble-system", "ingress-nginx", "jet-system", "ui-system")
+
+
+class ConsoleSettings(_Model):
+    """The system console at ``https://<vip>/system``: its first-login password rotated, its health checked."""
+
+    password: SecretRef = Field(
+        description="The system admin's new password (at least 14 characters with upper, lower, digit and special): "
+        "the first-login admin/admin is rotated to it, so no deployment is left with the default."
+    )
+    email: str = Field(
+        default="admin@palette.local", max_length=254, description="The admin's email the forced reset asks for."
+    )
+    tls: Literal["verify", "pin-on-first-use", "insecure"] = Field(
+        default="pin-on-first-use",
+        description="verify (system store or ca_bundle), pin-on-first-use (record the certificate's SHA-256, then "
+        "require it), or insecure (logged).",
+    )
+    ca_bundle: str | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> ConsoleSettings:
+        if self.ca_bundle and self.tls != "verify":
+            raise PydanticCustomError("console_tls", "ca_bundle is for tls: verify")
+        # The console's documented policy, checked here so a weak password fails before anything is changed.
+        value = self.password.reveal()
+        missing = [what for what, ok in (
+            ("14 characters", len(value) >= 14), ("an upper-case letter", any(c.isupper() for c in value)),
+            ("a lower-case letter", any(c.islower() for c in value)), ("a digit", any(c.isdigit() for c in value)),
+            ("a special character", any(not c.isalnum() for c in value)),
+        ) if not ok]  # fmt: skip
+        if missing:
+            raise PydanticCustomError(
+                "console_password", "the system console's password policy wants at least {missing}",
+                {"missing": ", ".join(missing)},
+            )
+        return self
+
+
+class ValidateSettings(_Model):
+    """Validate the installed Palette as its documentation does (a part of the hand-off, and ``validate-install``)."""
+
+    console: ConsoleSettings
+    namespaces: tuple[str, ...] = Field(
+        default=VALIDATED_NAMESPACES, description="Namespaces whose pods must all be Running and ready."
+    )
+    timeout: float = Field(default=1800, gt=0, description="How long the applications and pods may take.")
+
+
 class NodeSpec(_Model):
     """One concrete node, derived from the plan: everything a provider needs to build it."""
 
@@ -400,6 +451,12 @@ class DeploymentPlan(_Model):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    validation: ValidateSettings | None = Field(
+        alias="validate",
+        default=None,
+        description="Validate Palette after the cluster forms (palette-local-api hand-off): applications, pods, the "
+        "system console's password rotated and its health.",
+    )
     journal: JournalSettings | None = Field(
         default=None, description="A PostgreSQL journal (default: SQLite in the state folder)."
     )

@@ -144,6 +144,9 @@ def _handoff(plan: DeploymentPlan) -> list[PlanIssue]:
         )
     if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
         issues.append(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
+    if plan.validation is not None and plan.handoff.kind != "palette-local-api":
+        issues.append(PlanIssue("validate", "validating Palette needs the cluster that the palette-local-api hand-off"
+                                " forms"))
     return issues
 
 

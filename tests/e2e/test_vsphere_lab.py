@@ -101,6 +101,10 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     rungs = [e["rung"] for e in result["evidence"]]
     assert rungs[-5:] == ["address", "ssh_banner", "host_key", "ssh_session", "local_api"]
     assert report["handoff"]["cluster_state"] == "Running"
+    # Validated as the documentation does, through the VIP (the console and the Kubernetes API, DNATed).
+    checks = [e["check"] for e in report["handoff"]["details"]["validation"]]
+    assert checks == ["validate.applications", "validate.pods", "validate.console_password", "validate.console_health"]
+    assert _sim_state(lab)["cluster"]["console"]["passwordReset"] is True, "admin/admin rotated"
     kubeconfig = Path(report["handoff"]["kubeconfig"])
     assert kubeconfig.stat().st_mode & 0o777 == 0o600
 
@@ -129,7 +133,8 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     assert not any("seed" in f for f in _datastore_files(lab))
     assert not list((lab.workdir / ".palette-provision").rglob("*.iso"))
     # No secret anywhere the run wrote: journal, outputs, report, logs.
-    secrets = [(lab.workdir / name).read_text().strip() for name in ("node-password", "vcsim-password")]
+    secrets = [(lab.workdir / name).read_text().strip()
+               for name in ("node-password", "vcsim-password", "console-password")]  # fmt: skip
     written = [p for p in (lab.workdir / ".palette-provision").rglob("*") if p.is_file()]
     written += [p for p in (lab.workdir / "out").rglob("*") if p.is_file()]
     blobs = [p.read_bytes() for p in written] + [applied.stdout.encode(), applied.stderr.encode()]

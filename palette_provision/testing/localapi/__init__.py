@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .launcher import SimulatedCluster, SimulatorHandle, SimulatorStartError, start_simulator
+    from .launcher import SimulatedCluster, SimulatorHandle, SimulatorStartError, VipEndpoints, start_simulator
 
-__all__ = ["SimulatedCluster", "SimulatorHandle", "SimulatorStartError", "start_simulator"]
+__all__ = ["SimulatedCluster", "SimulatorHandle", "SimulatorStartError", "VipEndpoints", "start_simulator"]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ui-port", type=int, default=5080, help="localUIPort the node reports")
     parser.add_argument("--cert-file", type=Path)
     parser.add_argument("--key-file", type=Path)
+    parser.add_argument("--console-port", type=int, default=0,
+                        help="port of the system console at the VIP, once a cluster exists (0: saved or free)")
+    parser.add_argument("--kube-port", type=int, default=0,
+                        help="port of the kube-apiserver stand-in at the VIP (0: saved or free)")
     parser.add_argument("--verbose", action="store_true", help="access log on stderr")
     return parser.parse_args(argv)
 
@@ -60,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     listen_host = args.listen.rpartition(":")[0].strip("[]")
     config = NodeConfig(name=args.node_name, node_ip=args.node_ip or listen_host,
                         state_dir=args.state_dir, username=args.username, password=password,
-                        peers_file=args.peers_file, ui_port=args.ui_port)
+                        peers_file=args.peers_file, ui_port=args.ui_port, listen_host=listen_host)
     simulator = Simulator(config, args.listen, knobs=knobs, cert_file=args.cert_file, key_file=args.key_file,
-                          verbose=args.verbose)
+                          verbose=args.verbose, console_port=args.console_port, kube_port=args.kube_port)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=simulator.shutdown, daemon=True).start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from . import cluster, content, shapes
+from . import applications, cluster, content, shapes
 from .api_host import host_conditions
 from .cluster_create import create, known_archives
 from .errors import bad_request, not_found
@@ -86,8 +86,17 @@ def validate(request: Request) -> Response:
 
 
 def create_cluster(request: Request) -> Response:
-    """``POST /v1/edge-mgmt/cluster`` -> 202 ``{message}``; 400 shape, 500 preconditions."""
-    return Response(202, create(request.node, request.json()))
+    """``POST /v1/edge-mgmt/cluster`` -> 202 ``{message}``; 400 shape, 500 preconditions. Starts the VIP services."""
+    answer = create(request.node, request.json())
+    request.node.notify()
+    return Response(202, answer)
+
+
+def delete_cluster(request: Request) -> Response:
+    """``DELETE /v1/edge-mgmt/cluster`` -> 202; the VIP services stop once the delete completes."""
+    answer = cluster.delete(request.node)
+    request.node.notify()
+    return Response(202, answer)
 
 
 def register(router: Router) -> None:
@@ -105,7 +114,9 @@ def register(router: Router) -> None:
     router.add("POST", "/v1/edge-mgmt/cluster/profiles/variables/validate", validate)
     router.add("POST", "/v1/edge-mgmt/cluster", create_cluster)
     router.add("GET", "/v1/edge-mgmt/cluster", lambda r: Response(200, cluster.stored_config(r.node)))
-    router.add("DELETE", "/v1/edge-mgmt/cluster", lambda r: Response(202, cluster.delete(r.node)))
+    router.add("DELETE", "/v1/edge-mgmt/cluster", delete_cluster)
+    router.add("GET", "/v1/edge-mgmt/cluster/applications",
+               lambda r: Response(200, applications.cluster_applications(r.node)))
     router.add("GET", "/v1/edge-mgmt/cluster/details", lambda r: Response(200, cluster.details(r.node)))
     router.add("GET", "/v1/edge-mgmt/cluster/events", lambda r: Response(200, cluster.events(r.node)))
     router.add("GET", "/v1/edge-mgmt/clusters/current/nodes",

@@ -1,6 +1,7 @@
 """Test-only routes under ``/__sim__/`` (not part of the published API; no token needed).
 
-* ``GET /__sim__/state``: what tests assert on (counters, uploads, link attempts, cluster...).
+* ``GET /__sim__/state``: what tests assert on (counters, uploads, link attempts, cluster...; ``vip`` and
+  ``console``: the VIP services' ports, certificates and the system console's state).
 * ``GET|POST /__sim__/knobs``: read / change knobs at runtime (400 on unknown names or types);
   ``POST /__sim__/knobs?replace=true`` resets every knob not given to its default.
 * ``POST /__sim__/reset``: factory reset (links, content, cluster, stats, sessions, the password
@@ -40,11 +41,13 @@ def state(request: Request) -> Response:
             "cluster": None if record is None else {
                 "name": record["name"], "state": cluster.state_of(record, now),
                 "hosts": record["hosts"], "config": record["config"],
-                # The admin token the kubeconfig carries: tests search every channel for it.
+                # The secret the kubeconfig carries (its client-key-data): tests search every channel for it.
                 "kubeToken": record.get("kubeToken")},
             "knobs": node.knobs.snapshot().to_json(),
             "requests": dict(node.requests),
         }
+    for reporter in list(node.reporters.values()):
+        body.update(reporter())
     return Response(200, body)
 
 
@@ -60,9 +63,11 @@ def set_knobs(request: Request) -> Response:
         raise bad_request("knobs must be a JSON object")
     replace = request.query_bool("replace", False)
     try:
-        return Response(200, request.node.knobs.update(body, replace=replace).to_json())
+        knobs = request.node.knobs.update(body, replace=replace).to_json()
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
+    request.node.notify()
+    return Response(200, knobs)
 
 
 def reset(request: Request) -> Response:
@@ -75,6 +80,7 @@ def reset(request: Request) -> Response:
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
     request.node.reset()
+    request.node.notify()
     return Response(200, knobs.to_json())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from .certs import cert_sha256, generate_self_signed, server_context
 from .knobs import KnobBox
 from .node import Node, NodeConfig
 from .server import Router, SimHTTPServer
+from .vip import VipServices
 
 
 def build_router() -> Router:
@@ -54,12 +56,14 @@ def ensure_certificate(config: NodeConfig, listen_host: str, cert_file: Path | N
 
 
 class Simulator:
-    """A node plus its bound (not yet serving) HTTPS server."""
+    """A node plus its bound (not yet serving) HTTPS server, and its VIP services (``vip.py``)."""
 
     def __init__(self, config: NodeConfig, listen: str, *, knobs: Mapping[str, Any] | None = None,
                  cert_file: Path | None = None, key_file: Path | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, console_port: int = 0, kube_port: int = 0) -> None:
         host, port = parse_listen(listen)
+        if not config.listen_host:
+            config = dataclasses.replace(config, listen_host=host)
         self.node = Node(config, KnobBox(knobs))
         self.cert_file, key = ensure_certificate(config, host, cert_file, key_file)
         self.cert_sha256 = cert_sha256(self.cert_file)
@@ -67,6 +71,8 @@ class Simulator:
                                     server_context(self.cert_file, key), verbose)
         self.host = host
         self.port = int(self.server.socket.getsockname()[1])
+        self.vip = VipServices(self.node, host, console_port=console_port, kube_port=kube_port, verbose=verbose)
+        self.vip.start()
 
     def ready_line(self, pid: int) -> dict[str, Any]:
         """The JSON object printed on stdout once listening."""
@@ -78,8 +84,9 @@ class Simulator:
         self.server.serve_forever(poll_interval=0.05)
 
     def shutdown(self) -> None:
-        """Stop serving (from another thread) and persist the state."""
+        """Stop serving (from another thread), the VIP listeners too, and persist the state."""
         self.server.shutdown()
+        self.vip.close()
 
     def close(self) -> None:
         """Release the socket and save the state."""

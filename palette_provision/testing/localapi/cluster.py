@@ -38,17 +38,25 @@ def state_of(cluster: dict[str, Any], now: float) -> str:
     return str(cluster["outcome"])
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 def kubeconfig(cluster: dict[str, Any], encoding: str) -> str:
-    """Return the admin kubeconfig (YAML, or base64 of it when ``encoding`` is ``base64``)."""
-    name = cluster["name"]
-    fake_ca = base64.b64encode(f"simulated CA of {name}".encode()).decode()
+    """Return the admin kubeconfig (YAML, or base64 of it when ``encoding`` is ``base64``).
+
+    A real one: the cluster CA (``certificate-authority-data``) and the admin client certificate and key that the
+    kube-apiserver stand-in at the VIP (``kubeapi.py``) checks; the server is ``https://<vip>:6443``."""
+    name, kube = cluster["name"], cluster["kube"]
     text = (
         "apiVersion: v1\nkind: Config\nclusters:\n"
         f"- name: {name}\n  cluster:\n    server: https://{cluster['vip']}:6443\n"
-        f"    certificate-authority-data: {fake_ca}\n"
+        f"    certificate-authority-data: {_b64(kube['caPem'])}\n"
         f"contexts:\n- name: {name}-admin@{name}\n  context:\n    cluster: {name}\n"
         f"    user: {name}-admin\ncurrent-context: {name}-admin@{name}\n"
-        f"users:\n- name: {name}-admin\n  user:\n    token: {cluster['kubeToken']}\n"
+        f"users:\n- name: {name}-admin\n  user:\n"
+        f"    client-certificate-data: {_b64(kube['clientCertPem'])}\n"
+        f"    client-key-data: {_b64(kube['clientKeyPem'])}\n"
     )
     return base64.b64encode(text.encode()).decode() if encoding == "base64" else text
 

@@ -19,6 +19,7 @@ from .errors import ApiError, bad_request, server_error
 from .hostinfo import configuration_phase
 from .node import Node
 from .profiles import EMBEDDED_ARCHIVE_PATH, OVERRIDDEN_ARCHIVE_DIR, validate_variables
+from .vip import prepare_cluster
 
 NAME_REGEX = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENDPOINT_TYPES = ("VIP", "DDNS")
@@ -137,7 +138,10 @@ def _check_preconditions(node: Node, now: float) -> None:
 
 
 def create(node: Node, body: Any) -> dict[str, Any]:
-    """Validate and create the cluster; return the 202 ``{message}``."""
+    """Validate and create the cluster; return the 202 ``{message}``.
+
+    The record gets its VIP material (:func:`vip.prepare_cluster`); the caller then calls ``node.notify()`` so the
+    VIP listeners start."""
     node.bump("clusterCreateAttempts")
     shapes.require(body, shapes.CLUSTER_CONFIGURATION)
     now = time.time()
@@ -172,8 +176,8 @@ def create(node: Node, body: Any) -> dict[str, Any]:
             "errorMessage": knobs.cluster_error_message if knobs.cluster_error else "",
             "deleteRequestedAt": None,
             "deleteAfter": knobs.cluster_delete_s,
-            "kubeToken": secrets.token_hex(24),
         }
+        prepare_cluster(node, node.state["cluster"])
         node.state["stats"]["clustersCreated"] += 1
         node.save()
     return {"message": f"cluster {body['metadata']['name']} creation accepted"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import time
 from pathlib import PurePosixPath
@@ -159,13 +160,39 @@ def sync_status_details(node: Node) -> dict[str, Any]:
     return {"statusMessage": message, "errors": {}, "pendingItems": pending}
 
 
+def pack_uploads(node: Node, since: float) -> list[dict[str, Any]]:
+    """Pack bundles uploaded to this node since ``since`` (the cluster's creation): stored content uploads whose
+    file name ends in ``.zst``, the latest upload per file name, as ``{fileName, name, version, sizeInBytes,
+    sha256Hash, at}``. The content bundle is uploaded before the cluster exists, so it is not one of them."""
+    with node.lock:
+        uploads = [u for u in node.state["stats"]["uploads"]
+                   if u.get("kind") == "content" and u.get("result") == "stored" and u["at"] >= since
+                   and str(u.get("fileName", "")).endswith(".zst")]
+    latest = {u["fileName"]: u for u in uploads}
+    packs = []
+    for upload in latest.values():
+        stem = re.sub(r"(\.tar)?\.zst$", "", upload["fileName"])
+        found = re.fullmatch(r"(.+?)-v?([0-9]+\.[0-9]+[0-9A-Za-z.+-]*)", stem)
+        name, version = (found.group(1), found.group(2)) if found else (stem, "")
+        packs.append({"fileName": upload["fileName"], "name": name, "version": version,
+                      "sizeInBytes": upload["sizeInBytes"], "sha256Hash": upload["sha256Hash"], "at": upload["at"]})
+    return packs
+
+
 def registry_details(node: Node) -> dict[str, Any]:
-    """``v1HarborContentsDetails``: the uploaded bundle once this node has it."""
+    """``v1HarborContentsDetails``: the uploaded bundle once this node has it, plus the packs uploaded since the
+    cluster was created (``contentType: pack``, one per file name)."""
     members, content = _group(node)
     own = [m for m in members if m["id"] == node.host_id]
-    if content is None or not own or own[0]["contentSyncStatus"] != "synced":
-        return {"status": []}
+    with node.lock:
+        record = node.state.get("cluster")
+    packs = pack_uploads(node, record["createdAt"]) if record else []
+    pack_names = {p["fileName"] for p in packs}
+    items = [{"name": p["name"], "version": p["version"], "size": str(p["sizeInBytes"]), "contentType": "pack",
+              "dateAdded": iso(float(p["at"]))} for p in packs]
+    if content is None or not own or own[0]["contentSyncStatus"] != "synced" or content["fileName"] in pack_names:
+        return {"status": items}
     return {"status": [{"name": content["fileName"], "version": "",
                         "size": str(content["sizeInBytes"]), "contentType": "artifact",
-                        "dateAdded": iso(float(content["uploadedAt"]))}]}
+                        "dateAdded": iso(float(content["uploadedAt"]))}, *items]}
 

@@ -18,12 +18,14 @@ class ApiError(Exception):
         code: str,
         message: str,
         details: dict[str, Any] | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
+        self.headers: list[tuple[str, str]] = list(headers or [])
 
     def body(self, ref: str = "") -> dict[str, Any]:
         """Return the ``v1Error`` JSON object for this error."""

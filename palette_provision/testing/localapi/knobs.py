@@ -44,6 +44,24 @@ class Knobs:
     ping_requires_auth: bool = False
     kubeconfig_encoding: str = "raw"
     """``raw`` (YAML text in ``status.kubeconfig``) or ``base64`` (the YAML base64-encoded)."""
+    app_not_running: str = ""
+    """Name of a pack of ``cluster/applications`` that reports ``app_not_running_status`` instead of ``Running``."""
+    app_not_running_status: str = "Error"
+    console_down: bool = False
+    """The system console's listener is closed (connections refused, open ones cut) while set."""
+    console_cert_changed: bool = False
+    """The system console serves a second certificate (same names, new key) while set; open connections are cut."""
+    console_unhealthy: bool = False
+    """``GET /v1/mgmt/app/health`` answers ``isHealthy: false`` with a message."""
+    console_lockout_s: float = 900.0
+    """How long 5 failed system-console logins in a row lock the ``admin`` account (the documented 15 minutes)."""
+    console_token_lifetime_s: float = 900.0
+    registry_sync_s: float = 2.0
+    """Duration of an OCI registry sync (knob value when the sync is triggered)."""
+    registry_sync_fails: bool = False
+    """A sync triggered while set ends ``Failed`` with a message."""
+    pod_crashloop: str = ""
+    """``<namespace>/<pod name prefix>``: those pods stay ``Running`` with a container in ``CrashLoopBackOff``."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the knobs as a JSON-ready dict."""
@@ -78,6 +96,10 @@ def _coerce(name: str, current: object, value: object) -> object:
         raise ValueError(f"knob {name!r} must be a string")
     if name == "kubeconfig_encoding" and value not in ("raw", "base64"):
         raise ValueError("knob 'kubeconfig_encoding' must be 'raw' or 'base64'")
+    if name == "pod_crashloop" and value and not all(value.partition("/")[::2]):
+        raise ValueError("knob 'pod_crashloop' must be '' or '<namespace>/<pod name prefix>'")
+    if name == "app_not_running_status" and not value:
+        raise ValueError("knob 'app_not_running_status' must not be empty")
     return value
 
 

@@ -26,6 +26,40 @@ class SimulatorStartError(RuntimeError):
     """The simulator process exited or stayed silent before printing its ready line."""
 
 
+@dataclass(frozen=True)
+class VipEndpoints:
+    """Where a simulated cluster's VIP services listen (from ``/__sim__/state``), for tests and the lab.
+
+    In the lab ``https://<vip>:443`` and ``https://<vip>:6443`` are DNATed to these ports; elsewhere connect to
+    ``host`` (both server certificates name it, and 127.0.0.1, beside the VIP).
+    """
+
+    vip: str
+    host: str
+    console_port: int
+    kube_port: int
+    console_cert_sha256: str
+    console_alt_cert_sha256: str
+    console_cert_file: Path
+    kube_ca_pem: str
+    kube_ca_sha256: str
+
+    @property
+    def console_url(self) -> str:
+        """``https://<host>:<console_port>``."""
+        return f"https://{self.host}:{self.console_port}"
+
+    @property
+    def kube_url(self) -> str:
+        """``https://<host>:<kube_port>``."""
+        return f"https://{self.host}:{self.kube_port}"
+
+    def console_client(self, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` on :attr:`console_url` trusting exactly the console's (first) certificate."""
+        context = ssl.create_default_context(cafile=str(self.console_cert_file))
+        return httpx.Client(base_url=self.console_url, verify=context, **kwargs)
+
+
 @dataclass
 class SimulatorHandle:
     """A running simulator process (one node)."""
@@ -88,6 +122,28 @@ class SimulatorHandle:
     def reset(self, **knobs: Any) -> dict[str, Any]:
         """Factory-reset the node (``POST /__sim__/reset``) with knobs = defaults + ``knobs``."""
         return self._control("POST", "/__sim__/reset", json=knobs)
+
+    def vip_services(self) -> VipEndpoints:
+        """The VIP services of the cluster this node holds (``LookupError`` before create / after delete)."""
+        info = self.state().get("vip") or {}
+        if not info.get("kubeUp"):
+            raise LookupError(f"{self.node_name} serves no VIP services: they start when a cluster is created here")
+        return VipEndpoints(
+            vip=info["vip"], host=info["host"], console_port=int(info["consolePort"]),
+            kube_port=int(info["kubePort"]), console_cert_sha256=info["consoleCertSha256"],
+            console_alt_cert_sha256=info["consoleAltCertSha256"], console_cert_file=Path(info["consoleCertFile"]),
+            kube_ca_pem=info["kubeCaPem"], kube_ca_sha256=info["kubeCaSha256"],
+        )
+
+    @property
+    def console_port(self) -> int:
+        """Port of the system console at the VIP (see :meth:`vip_services`)."""
+        return self.vip_services().console_port
+
+    @property
+    def kube_port(self) -> int:
+        """Port of the kube-apiserver stand-in at the VIP (see :meth:`vip_services`)."""
+        return self.vip_services().kube_port
 
     def peak_rss_kib(self) -> int:
         """Peak resident set size of the process (``VmHWM`` in ``/proc/<pid>/status``), KiB."""
@@ -180,7 +236,8 @@ def start_simulator(
 
     ``options`` are those of :func:`spawn_simulator`: ``username`` (default ``admin``), ``node_ip``
     (default: the listen host), ``listen`` (default ``127.0.0.1:0``), ``peers_file``, ``knobs``,
-    ``ui_port`` (default 5080), ``cert_file`` + ``key_file``, ``verbose``. The password travels in
+    ``ui_port`` (default 5080), ``cert_file`` + ``key_file``, ``verbose``, ``console_port`` and ``kube_port`` (the
+    VIP services' ports once a cluster is created here; 0 = the saved ones or free ones). The password travels in
     the child's environment, never on its command line; the child's stderr goes to
     ``<state_dir>/simulator.log``.
     """
@@ -201,6 +258,8 @@ def spawn_simulator(
     cert_file: Path | None = None,
     key_file: Path | None = None,
     verbose: bool = False,
+    console_port: int = 0,
+    kube_port: int = 0,
 ) -> _Pending:
     """Start one simulator process without waiting; ``.wait(timeout)`` gives its handle."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +273,8 @@ def spawn_simulator(
         command += ["--peers-file", str(peers_file)]
     if cert_file is not None and key_file is not None:
         command += ["--cert-file", str(cert_file), "--key-file", str(key_file)]
+    if console_port or kube_port:
+        command += ["--console-port", str(console_port), "--kube-port", str(kube_port)]
     if verbose:
         command.append("--verbose")
     env = dict(os.environ)
@@ -230,12 +291,13 @@ class SimulatedCluster:
     """N simulator processes that know each other through one peers file.
 
     Node i is named ``node{i+1}`` and reports ``node_ips[i]`` (default ``127.0.0.{11+i}``); all
-    listen on ``listen_host`` with a free port. ``nodes[0]`` is the natural leader.
+    listen on ``listen_host`` with a free port. ``nodes[0]`` is the natural leader. ``vip_ports``
+    ``(console, kube)`` go to every node: whichever creates the cluster serves its VIP services on them.
     """
 
     def __init__(self, base_dir: Path, size: int = 3, *, password: str, username: str = "admin",
                  knobs: Mapping[str, Any] | None = None, node_ips: Sequence[str] | None = None,
-                 listen_host: str = "127.0.0.1") -> None:
+                 listen_host: str = "127.0.0.1", vip_ports: tuple[int, int] | None = None) -> None:
         self.base_dir = base_dir
         self.size = size
         self.password = password
@@ -243,6 +305,7 @@ class SimulatedCluster:
         self.knobs = dict(knobs or {})
         self.node_ips = list(node_ips or [f"127.0.0.{11 + i}" for i in range(size)])
         self.listen_host = listen_host
+        self.vip_ports = vip_ports or (0, 0)
         self.peers_file = base_dir / "peers.json"
         self.nodes: list[SimulatorHandle] = []
 
@@ -263,7 +326,8 @@ class SimulatedCluster:
             spawn_simulator(f"node{index + 1}", self.base_dir / f"node{index + 1}",
                             password=self.password, username=self.username,
                             node_ip=self.node_ips[index], listen=f"{self.listen_host}:0",
-                            peers_file=self.peers_file, knobs=self.knobs)
+                            peers_file=self.peers_file, knobs=self.knobs,
+                            console_port=self.vip_ports[0], kube_port=self.vip_ports[1])
             for index in range(self.size)
         ]
         try:
@@ -284,6 +348,10 @@ class SimulatedCluster:
         tmp = self.peers_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.peers_file)
+
+    def vip_services(self) -> VipEndpoints:
+        """The VIP services of the leader's cluster (see :meth:`SimulatorHandle.vip_services`)."""
+        return self.leader.vip_services()
 
     def reset(self, **knobs: Any) -> None:
         """Factory-reset every node (see :meth:`SimulatorHandle.reset`); knobs = defaults + ``knobs``."""

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class NodeConfig:
     password: str
     peers_file: Path | None = None
     ui_port: int = 5080
+    listen_host: str = ""
+    """Address the simulator binds (its VIP services bind it too; it goes in their certificates' names)."""
 
 
 def host_id_for(name: str) -> str:
@@ -82,6 +85,9 @@ class Node:
             self.state = _fresh_state(config)
             self.save()
         self.tokens = TokenService(bytes.fromhex(self.state["secret"]), self.host_id)
+        self.hooks: list[Callable[[], None]] = []
+        self.reporters: dict[str, Callable[[], dict[str, Any]]] = {}
+        """Extra parts of ``/__sim__/state`` (the VIP services' report), merged into its answer."""
 
     @property
     def host_id(self) -> str:
@@ -109,6 +115,8 @@ class Node:
         with self.lock:
             fresh = _fresh_state(self.config)
             fresh["hostId"] = self.state["hostId"]
+            if "vipPorts" in self.state:  # the VIP listeners keep their ports (the lab's DNAT points at them)
+                fresh["vipPorts"] = self.state["vipPorts"]
             self.state = fresh
             for path in self.content_dir.iterdir():
                 path.unlink()
@@ -116,6 +124,11 @@ class Node:
             self.requests.clear()
             self.started_at = time.time()
             self.save()
+
+    def notify(self) -> None:
+        """Tell the hooks (the VIP services) that the cluster or the knobs changed; call without the lock."""
+        for hook in list(self.hooks):
+            hook()
 
     def record(self, list_name: str, entry: dict[str, Any], keep: int = 200) -> None:
         """Append ``entry`` (timestamped) to ``stats[list_name]`` and save."""

@@ -79,6 +79,21 @@ VARIABLES: tuple[VariableDef, ...] = (
 )
 VARIABLES_BY_NAME = {variable.name: variable for variable in VARIABLES}
 
+#: The profile's packs, bottom layer first: the infrastructure, then Palette itself (names are the simulator's).
+PACKS: tuple[dict[str, str], ...] = tuple(
+    {"name": name, "version": version, "layer": layer, "type": kind, "image": image}
+    for name, version, layer, kind, image in (
+        ("edge-native-byoi", "2.1.0", "os", "spectro", "quay.io/kairos/ubuntu:22.04-core"),
+        ("edge-k8s", "1.32.3", "k8s", "spectro", "registry.k8s.io/kube-apiserver:v1.32.3"),
+        ("cni-calico", "3.29.2", "cni", "spectro", "quay.io/calico/node:v3.29.2"),
+        ("csi-piraeus-operator", "2.8.1", "csi", "spectro", "quay.io/piraeusdatastore/piraeus-operator:v2.8.1"),
+        ("zot-registry", "0.1.67", "addon", "helm", "ghcr.io/project-zot/zot-linux-amd64:v2.1.2"),
+        ("nginx", "1.12.1", "addon", "helm", "registry.k8s.io/ingress-nginx/controller:v1.12.1"),
+        ("spectro-mgmt-plane", "4.7.15", "addon", "spectro", "gcr.io/spectro-images-public/release/hubble-mgmt:4.7.15"),
+        ("spectro-ui", "4.7.15", "addon", "spectro", "gcr.io/spectro-images-public/release/spectro-ui:4.7.15"),
+    )
+)
+
 
 def archive_details(archive_path: str) -> dict[str, Any]:
     """Return ``v1ClusterConfigArchiveDetails`` for an archive holding the appliance profile."""
@@ -92,13 +107,7 @@ def archive_details(archive_path: str) -> dict[str, Any]:
                 "profileType": "cluster",
                 "profileDescription": "Self-hosted Palette on PXK-E, Calico, Piraeus and Zot",
                 "profileTags": "appliance",
-                "packs": [
-                    {"name": "edge-native-byoi", "version": "2.1.0", "values": "", "logo": ""},
-                    {"name": "edge-k8s", "version": "1.32.3", "values": "", "logo": ""},
-                    {"name": "cni-calico", "version": "3.29.2", "values": "", "logo": ""},
-                    {"name": "csi-piraeus-operator", "version": "2.8.1", "values": "", "logo": ""},
-                    {"name": "zot-registry", "version": "0.1.67", "values": "", "logo": ""},
-                ],
+                "packs": [{"name": p["name"], "version": p["version"], "values": "", "logo": ""} for p in PACKS],
                 "variables": [variable.to_json() for variable in VARIABLES],
             }
         ],

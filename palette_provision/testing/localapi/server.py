@@ -8,8 +8,10 @@ import re
 import socket
 import ssl
 import sys
+import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
@@ -63,11 +65,15 @@ class Request:
 
 @dataclass
 class Response:
-    """A handler's answer: status, JSON body (``None`` = empty) and extra headers."""
+    """A handler's answer: status, body and extra headers.
+
+    The body is JSON-encoded, except ``None`` (empty) and ``bytes`` (sent as is, with ``content_type``).
+    """
 
     status: int
     body: Any = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
 
 
 Handler = Callable[[Request], Response]
@@ -122,18 +128,33 @@ def authenticate(request: Request) -> Claims:
     return claims
 
 
+def v1_error_body(error: ApiError) -> Any:
+    """The Local API's (and the system console's) error body: ``v1Error``."""
+    return error.body()
+
+
 class SimHTTPServer(ThreadingHTTPServer):
-    """Threaded HTTPS server; the TLS handshake runs in each connection's thread."""
+    """Threaded HTTPS server; the TLS handshake runs in each connection's thread.
+
+    ``faults`` applies the node's fault knobs (``drop_next``, ``delay_s``, ``fail_next``) and counts requests in
+    ``node.requests``; the VIP listeners run without them, counting in ``requests``. ``error_body`` renders an
+    :class:`ApiError` (``v1Error`` by default; the kube-apiserver stand-in renders a ``Status``).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], node: Node, router: Router,
-                 context: ssl.SSLContext, verbose: bool = False) -> None:
+                 context: ssl.SSLContext, verbose: bool = False, *, faults: bool = True,
+                 error_body: Callable[[ApiError], Any] = v1_error_body) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, SimRequestHandler)
         self.node, self.router, self.context, self.verbose = node, router, context, verbose
+        self.faults, self.error_body = faults, error_body
+        self.requests: Counter[str] = node.requests if faults else Counter()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Wrap the accepted socket in TLS, then serve it."""
@@ -141,14 +162,26 @@ class SimHTTPServer(ThreadingHTTPServer):
             request.settimeout(30)
             # Without this, a response written in two pieces waits ~40 ms for a delayed ACK.
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = self.context.wrap_socket(request, server_side=True)
+            tls = self.context.wrap_socket(request, server_side=True)  # takes over the socket's descriptor
         except (OSError, ssl.SSLError):
             return
+        with self._open_lock:
+            self._open.add(tls)
         try:
             SimRequestHandler(tls, client_address, self)
         finally:
+            with self._open_lock:
+                self._open.discard(tls)
             with contextlib.suppress(OSError):
                 tls.close()
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (kept-alive ones included), as a host going away or a new certificate would."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class SimRequestHandler(BaseHTTPRequestHandler):
@@ -191,7 +224,10 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             request = Request(node, self.command, path,
                               dict(parse_qsl(parts.query, keep_blank_values=True)),
                               self.headers, body)
-            if not path.startswith(SIM_PREFIX):
+            if not self.server.faults:
+                with node.lock:
+                    self.server.requests[f"{self.command} {path}"] += 1
+            elif not path.startswith(SIM_PREFIX):
                 with node.lock:
                     node.requests[f"{self.command} {path}"] += 1
                 if node.knobs.take("drop_next", path, self.command):
@@ -207,10 +243,10 @@ class SimRequestHandler(BaseHTTPRequestHandler):
                 authenticate(request)
             response = route.handler(request)
         except ApiError as exc:
-            response = Response(exc.status, exc.body())
+            response = Response(exc.status, self.server.error_body(exc), exc.headers)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            response = Response(500, ApiError(500, "InternalError", f"simulator error: {exc}").body())
+            response = Response(500, self.server.error_body(ApiError(500, "InternalError", f"simulator error: {exc}")))
         try:
             if not body.exhausted and not body.drain(JSON_LIMIT):
                 self.close_connection = True
@@ -219,13 +255,16 @@ class SimRequestHandler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _send(self, response: Response) -> None:
-        data = b"" if response.body is None else json.dumps(response.body).encode()
+        if isinstance(response.body, bytes):
+            data = response.body
+        else:
+            data = b"" if response.body is None else json.dumps(response.body).encode()
         try:
             self.send_response(response.status)
             for name, value in response.headers:
                 self.send_header(name, value)
             if data:
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(data)))
             if self.close_connection:
                 self.send_header("Connection", "close")
