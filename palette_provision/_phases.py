@@ -397,6 +397,9 @@ def _address_probe(run: NodeRun) -> Any:
         address = None
         if run.has(AddressDiscovery):
             address = run.cap(AddressDiscovery).discover_address(machine, node)
+        # Where it came from, for the report: the provider's discovery ("platform", or "node" for a provider whose
+        # discovery is the node's own report, see AddressDiscovery), else the plan.
+        source = str(getattr(run.provider, "address_source", "platform")) if address else "plan"
         if run.has(Power) and run.cap(Power).power_state(machine) == PowerState.OFF:
             # Powered off again after booting from disk: the installer ran a second time (media still inserted,
             # or a BMC that ignored the one-time boot). That is a failure, not progress.
@@ -404,6 +407,7 @@ def _address_probe(run: NodeRun) -> Any:
         address = address or node.static_ip
         if address:
             run.journal.set_fact(node.name, Fact.ADDRESS, address)
+            run.journal.set_fact(node.name, Fact.ADDRESS_SOURCE, source)
         return address
 
     return probe

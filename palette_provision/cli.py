@@ -293,6 +293,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _print_report(report: Any) -> None:
     for node in report.nodes:
         line = f"{node.name:<20} {node.status:<8} address={node.address or '-'}"
+        if node.address and node.address_source:
+            line += f" ({node.address_source})"
         if node.host_key_fingerprint:
             line += f" host_key={node.host_key_fingerprint}"
         if node.status == "failed":

@@ -49,6 +49,7 @@ class Fact:
     """The journal's fact keys, in one place: what the core, the readiness ladder and the hand-off record per node."""
 
     ADDRESS = "address"
+    ADDRESS_SOURCE = "address_source"  # plan | platform | node: where the address the ladder used came from
     HOST_KEY_PUBLIC = "host_key_public"
     HOST_KEY_FINGERPRINT = "host_key_fingerprint"
     POWER_ON_REQUESTED_AT = "power_on_requested_at"

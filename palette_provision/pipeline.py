@@ -493,6 +493,7 @@ class Deployment:
             result.last_state = last_state(exc)
         facts = self.journal.facts(node.name)
         result.address = facts.get(Fact.ADDRESS)
+        result.address_source = facts.get(Fact.ADDRESS_SOURCE)
         if result.status == "failed":
             left = [
                 r.external_id
@@ -518,7 +519,8 @@ class Deployment:
                 self.journal.mark_destroyed(res.kind, res.external_id)
         # What was known of the gone machine; the host key stays with the seed, which is reused if it still exists.
         self.journal.forget_facts(
-            node.name, (Fact.POWER_ON_REQUESTED_AT, Fact.LOCAL_API_CERT, Fact.EDGE_HOST_ID, Fact.ADDRESS)
+            node.name,
+            (Fact.POWER_ON_REQUESTED_AT, Fact.LOCAL_API_CERT, Fact.EDGE_HOST_ID, Fact.ADDRESS, Fact.ADDRESS_SOURCE),
         )
 
     def _user_action(self, step: NodeStep, run: NodeRun) -> Outcome:

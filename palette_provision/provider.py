@@ -329,7 +329,12 @@ class MediaLocating(Protocol):
 # --------------------------------------------------------------------------------------------- the rest
 @runtime_checkable
 class AddressDiscovery(Protocol):
-    """Learn a node's address from the platform (VMware Tools, BMC, MAAS)."""
+    """Learn a node's address from the platform (VMware Tools, BMC, MAAS).
+
+    The report says where each address came from: ``platform`` for what this returns, unless the provider sets a
+    class attribute ``address_source = "node"`` (its discovery relays the node's own report, as the bare-metal
+    provider's media server does); ``plan`` when the plan's static address was used.
+    """
 
     def discover_address(self, machine: Machine, node: NodeSpec) -> str | None:
         """Return the node's address if the platform knows it, else ``None``."""

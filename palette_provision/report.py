@@ -41,6 +41,9 @@ class NodeResult:
     last_state: str | None = None
     machine_id: str | None = None
     address: str | None = None
+    #: Where ``address`` came from: ``plan`` (static), ``platform`` (the provider's discovery: VMware Tools, MAAS)
+    #: or ``node`` (the node's own report, a DHCP node on bare metal).
+    address_source: str | None = None
     host_key_fingerprint: str | None = None
     #: For a failed node: where its seed (private host key, password hash) is still staged, until
     #: ``destroy --seeds-only`` or ``destroy`` removes it.
@@ -83,7 +86,10 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``--json`` prints)."""
+        from palette_provision.report_schema import REPORT_SCHEMA_VERSION
+
         return {
+            "schema_version": REPORT_SCHEMA_VERSION,
             "deployment": self.deployment,
             "provider": self.provider,
             "ok": self.ok,

@@ -317,3 +317,12 @@ def test_validate_plan_and_status_touch_nothing_and_status_works_while_apply_run
     finally:
         worker.join()
         running.close()
+
+
+def test_the_report_says_where_each_address_came_from(tmp_path: Path) -> None:
+    # palette-1's address is what the platform reports (as VMware Tools would); the others' the plan's.
+    data = plan_for(tmp_path, "created", addresses={"palette-1": "10.251.0.11"})
+    report, _, _ = deploy(tmp_path, data)
+    assert report.ok, report.failures()
+    assert [(n.name, n.address_source) for n in report.nodes] == [
+        ("palette-1", "platform"), ("palette-2", "plan"), ("palette-3", "plan")]

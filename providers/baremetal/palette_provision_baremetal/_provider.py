@@ -47,6 +47,8 @@ class BaremetalProvider:
     settings_model: ClassVar[type[BaseModel]] = BaremetalSettings
     node_settings_model: ClassVar[type[BaseModel] | None] = BaremetalNodeSettings
     lifecycle = Lifecycle.ENROLLED
+    #: A DHCP node's address is its own report to the media server (see ``discover_address``).
+    address_source: ClassVar[str] = "node"
     install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
 
     def __init__(

@@ -164,7 +164,7 @@ def test_a_dhcp_node_reports_its_address_to_the_media_server(
         report = deployment.apply()
         assert report.ok, report.failures()
         [node] = report.nodes
-        assert node.address == leased
+        assert (node.address, node.address_source) == (leased, "node"), "the node reported it"
         assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
         server = find_media_server(media_dir)
         assert server is not None, "the media server still runs (it holds the node's report)"

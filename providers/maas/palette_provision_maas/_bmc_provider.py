@@ -10,6 +10,7 @@ newest first).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
@@ -33,6 +34,8 @@ class MaasBmcProvider(MaasProvider):
     """``mode: bmc`` (built by :class:`MaasProvider` from the settings)."""
 
     install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
+    #: A DHCP node's address is its own report to the media server, as on bare metal.
+    address_source: ClassVar[str] = "node"
 
     def preflight(self, plan: DeploymentPlan) -> None:
         """MAAS's checks, then the media server answering at the URL the BMCs will be given."""
