@@ -174,6 +174,45 @@ class ConsoleClient:
         if response.status not in (200, 204):
             raise self._refused(response, "the password change")
 
+    def registries(self, session: ConsoleLogin) -> list[dict[str, Any]]:
+        """``GET /v1/registries/oci/summary``: each registry's uid, name, endpoint and provider type (checked)."""
+        answer = self._send("GET", "/v1/registries/oci/summary", token=session.token)
+        if answer.status != 200:
+            raise self._refused(answer, "listing the OCI registries")
+        body = self._json(answer)
+        items = body.get("items") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise HandoffError(self.step, "the system console's registry list is not a list")
+        found = []
+        for item in items:
+            # v1OciRegistry: metadata {name, uid}, spec {endpoint, providerType...}, status.sync.
+            meta = item.get("metadata") if isinstance(item, dict) else None
+            spec = item.get("spec") if isinstance(item, dict) else None
+            if not isinstance(meta, dict) or not isinstance(meta.get("uid"), str) or not isinstance(spec, dict):
+                raise HandoffError(self.step, "a registry of the system console's list has no metadata.uid or spec")
+            found.append({
+                "uid": meta["uid"], "name": _shown(meta.get("name") or "", 80),
+                "endpoint": _shown(spec.get("endpoint") or "", 200),
+                "providerType": _shown(spec.get("providerType") or "", 20),
+            })
+        return found
+
+    def sync_registry(self, session: ConsoleLogin, uid: str) -> None:
+        """``POST /v1/registries/oci/{uid}/basic/sync``: start the registry's sync."""
+        answer = self._send("POST", f"/v1/registries/oci/{uid}/basic/sync", token=session.token)
+        if answer.status not in (200, 202, 204):
+            raise self._refused(answer, "starting the registry's sync")
+
+    def sync_status(self, session: ConsoleLogin, uid: str) -> tuple[str, str]:
+        """``(status, message)`` of the registry's last sync (``InProgress``, ``Completed``, ``Failed``...)."""
+        answer = self._send("GET", f"/v1/registries/oci/{uid}/basic/sync/status", token=session.token)
+        if answer.status != 200:
+            raise self._refused(answer, "reading the registry's sync status")
+        body = self._json(answer)
+        if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+            raise HandoffError(self.step, "the registry's sync status has no status")
+        return _shown(body["status"], 40), _shown(body.get("message") or "", 200)
+
     def health(self, session: ConsoleLogin) -> tuple[bool, str, str]:
         """``(healthy, what answered, detail)``: the management health, else the ping."""
         response = self._send("GET", "/v1/mgmt/app/health", token=session.token)

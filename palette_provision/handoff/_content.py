@@ -119,7 +119,7 @@ def _upload(session: Session) -> dict[str, Any]:
             session.emit(CONTENT_STEP, "content_already_uploaded", file=path.name, bytes=size)
             digest, upload_path = str(details["sha256Hash"]).lower(), None
         else:
-            digest, upload_path = _send(session, path, size)
+            digest, upload_path = send_file(session, path, size)
             session.checkpoint(f"{CONTENT_STEP}:uploaded")
             details = session.api(session.leader).get(UPLOADED_DETAILS)
         recorded = str(details.get("sha256Hash", "")).lower()
@@ -138,13 +138,15 @@ def _upload(session: Session) -> dict[str, Any]:
     return {"file": path.name, "bytes": size, "sha256": digest, "upload_path": upload_path}
 
 
-def _send(session: Session, path: Path, size: int) -> tuple[str, str | None]:
+def send_file(session: Session, path: Path, size: int, step: str = CONTENT_STEP) -> tuple[str, str | None]:
+    """Stream ``path`` to the leader's content upload (retried from its first byte on a transient failure); its
+    SHA-256 as sent and the leader's upload path. The content bundle's and the pack bundles' one way up."""
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
         elapsed = max(time.monotonic() - started, 1e-6)
         session.emit(
-            CONTENT_STEP, "content_upload_progress", file=path.name, bytes_sent=done, bytes_total=total,
+            step, "content_upload_progress", file=path.name, bytes_sent=done, bytes_total=total,
             percent=round(100.0 * done / total, 1) if total else 100.0, rate_mib_s=round(done / elapsed / 2**20, 1),
         )
 
@@ -167,7 +169,7 @@ def _send(session: Session, path: Path, size: int) -> tuple[str, str | None]:
         backoff=Backoff(initial=2.0, maximum=30.0, jitter=1.0),
     )
     elapsed = time.monotonic() - started
-    session.emit(CONTENT_STEP, "content_uploaded", file=path.name, bytes=size, seconds=round(elapsed, 1),
+    session.emit(step, "content_uploaded", file=path.name, bytes=size, seconds=round(elapsed, 1),
                  rate_mib_s=round(size / max(elapsed, 1e-6) / 2**20, 1))
     upload_path = (answer or {}).get("uploadPath") if isinstance(answer, dict) else None
     return digest, upload_path

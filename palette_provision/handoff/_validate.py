@@ -220,6 +220,15 @@ def check_console_health(session: Session, settings: ValidateSettings, console: 
     return {"healthy": healthy, "evidence": entry}
 
 
+def console_client(session: Session, console_url: str) -> ConsoleClient:
+    """The system console's client with the plan's TLS mode (``validate.console``)."""
+    settings = session.context.plan.validation
+    tls, ca_bundle = (settings.console.tls, settings.console.ca_bundle) if settings else ("pin-on-first-use", None)
+    context = session.context
+    return ConsoleClient(console_url, tls=tls, ca_bundle=ca_bundle, journal=context.journal, log=context.log,
+                         step=HEALTH_STEP)  # fmt: skip
+
+
 def validate_palette(
     session: Session, kubeconfig: Path, *, console_url: str, kube_server: str | None = None,
     probe: PodProbe | None = None,
@@ -233,8 +242,7 @@ def validate_palette(
     if settings is None:
         return []
     context = session.context
-    console = ConsoleClient(console_url, tls=settings.console.tls, ca_bundle=settings.console.ca_bundle,
-                            journal=context.journal, log=context.log, step=HEALTH_STEP)  # fmt: skip
+    console = console_client(session, console_url)
     pods = probe or lightkube_probe(kubeconfig, kube_server)
     evidence = []
     try:

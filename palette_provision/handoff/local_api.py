@@ -34,8 +34,9 @@ from palette_provision.handoff._client import (
 from palette_provision.handoff._cluster import CLUSTER_STEP, decode_kubeconfig, form_cluster
 from palette_provision.handoff._content import CONTENT_STEP, SYNC_STEP, upload_content, wait_content_synced
 from palette_provision.handoff._link import CONFIGURED_STEP, LINK_STEP, link_followers, wait_configured
+from palette_provision.handoff._packs import pack_steps, upload_packs
 from palette_provision.handoff._session import Session
-from palette_provision.handoff._validate import validate_palette, validation_steps
+from palette_provision.handoff._validate import console_client, validate_palette, validation_steps
 from palette_provision.handoff.base import SHAPE_ERRORS, HandoffContext, HandoffResult, ReadyNode
 from palette_provision.plan import DeploymentPlan
 from palette_provision.waiting import Backoff
@@ -118,7 +119,7 @@ class PaletteLocalApi:
             steps.append((SYNC_STEP, "*", "wait until the content is synced to every node"))
         steps.append((CLUSTER_STEP, "*", f"create the cluster {plan.cluster.name}, wait for Running and Healthy, "
                       "save its kubeconfig"))
-        return steps + validation_steps(plan)
+        return steps + validation_steps(plan) + pack_steps(plan)
 
     def form(self, context: HandoffContext) -> HandoffResult:
         """Run (or resume) the formation and return the cluster's state, endpoint and kubeconfig path."""
@@ -138,6 +139,12 @@ class PaletteLocalApi:
             details, kubeconfig = form_cluster(session)
             console_url, kube_server = self._vip_services(context)
             evidence = validate_palette(session, kubeconfig, console_url=console_url, kube_server=kube_server)
+            if context.plan.packs is not None:
+                console = console_client(session, console_url)
+                try:
+                    evidence += upload_packs(session, console)
+                finally:
+                    console.close()
         finally:
             for client in clients.values():
                 client.close()

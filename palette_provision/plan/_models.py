@@ -399,6 +399,18 @@ class ValidateSettings(_Model):
     timeout: float = Field(default=1800, gt=0, description="How long the applications and pods may take.")
 
 
+class PacksSettings(_Model):
+    """Pack bundles (``.zst`` files from Artifact Studio) to upload once Palette runs, so profiles can be built."""
+
+    bundles: tuple[str, ...] = Field(min_length=1, description="The bundle files (paths relative to the plan).")
+    registry: Literal["internal"] = Field(
+        default="internal",
+        description="internal: the appliance's Zot registry, through the leader's Local API content upload, then the "
+        "OCI pack registry's sync through the system console.",
+    )
+    sync_timeout: float = Field(default=1800, gt=0, description="How long the registry's sync may take.")
+
+
 class NodeSpec(_Model):
     """One concrete node, derived from the plan: everything a provider needs to build it."""
 
@@ -456,6 +468,9 @@ class DeploymentPlan(_Model):
         default=None,
         description="Validate Palette after the cluster forms (palette-local-api hand-off): applications, pods, the "
         "system console's password rotated and its health.",
+    )
+    packs: PacksSettings | None = Field(
+        default=None, description="Pack bundles uploaded after validation (needs validate.console to sync them)."
     )
     journal: JournalSettings | None = Field(
         default=None, description="A PostgreSQL journal (default: SQLite in the state folder)."

@@ -144,6 +144,15 @@ def _handoff(plan: DeploymentPlan) -> list[PlanIssue]:
         )
     if plan.handoff.kind == "palette-local-api" and plan.readiness.local_api is False:
         issues.append(PlanIssue("readiness.local_api", "the palette-local-api hand-off needs the Local API rung"))
+    if plan.packs is not None and plan.validation is None:
+        issues.append(PlanIssue("packs", "uploading packs needs validate.console (the registry's sync is asked of the "
+                                "system console, logged in with that password)"))
+    if plan.packs is not None:
+        for i, bundle in enumerate(plan.packs.bundles):
+            if not plan.resolve_path(bundle).is_file():
+                issues.append(PlanIssue(f"packs.bundles[{i}]", f"no such file: {plan.resolve_path(bundle)}"))
+            elif not bundle.endswith(".zst"):
+                issues.append(PlanIssue(f"packs.bundles[{i}]", "a pack bundle is a .zst file (Artifact Studio's)"))
     if plan.validation is not None and plan.handoff.kind != "palette-local-api":
         issues.append(PlanIssue("validate", "validating Palette needs the cluster that the palette-local-api hand-off"
                                 " forms"))

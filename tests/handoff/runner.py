@@ -1,13 +1,15 @@
 """Run one hand-off in this process, as ``apply`` would, so a test can SIGKILL it or measure its memory.
 
 ``python tests/handoff/runner.py <spec.json>``; the spec holds ``plan`` (plan data), ``journal``, ``sims`` and
-optionally ``kill_at`` (a checkpoint name: the process SIGKILLs itself there), ``rss_file`` (where to write the
+optionally ``kill_at`` (a checkpoint name: the process SIGKILLs itself there), ``kill_on_event`` (``step:message``
+of an emitted event: the same, mid-step), ``vip`` (``[console URL, kube URL]`` of the simulated cluster), ``rss_file`` (where to write the
 peak RSS before and after the hand-off, KiB) and ``log`` (``{"level": ..., "json": bool}``: configure logging as the
 CLI does). Prints the result as JSON, or exits 3 with the error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,10 +39,18 @@ def main() -> int:
 
     before = peak_rss_kib()
     events: list[tuple[str, str, dict[str, object]]] = []
+    kill_on_event = spec.get("kill_on_event")
+    extra = {"vip_services": lambda _context: tuple(spec["vip"])} if spec.get("vip") else {}
     with Journal.open(Path(spec["journal"]), deployment=plan.name) as journal:
         context = rig.context_for(plan, journal, spec["sims"], events)
+        if kill_on_event:
+            def emit(step: str, message: str, data: object) -> None:
+                if f"{step}:{message}" == kill_on_event:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            context = dataclasses.replace(context, emit=emit)
         try:
-            result = rig.former(spec["sims"], checkpoint=checkpoint).form(context)
+            result = rig.former(spec["sims"], checkpoint=checkpoint, **extra).form(context)
         except HandoffError as exc:
             print(json.dumps({"error": str(exc), "step": exc.step}))
             return 3
