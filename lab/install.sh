@@ -22,6 +22,7 @@ PACKAGES=(
     openssh-server openssh-client       # sshd nodes (pplab.net.SshdNode)
     nftables iproute2                   # lab networks: namespaces, veths, bridge, taps, DNAT, faults
     openipmi ipmitool                   # IPMI BMCs (ipmi_sim) and a reference client (bmclab)
+    docker-registry                     # a real OCI registry (CNCF Distribution 2.8) for pack pushes (pplab.registry)
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -422,7 +422,9 @@ class Deployment:
             raise
         outcome.data.setdefault("seconds", round(time.monotonic() - t0, 3))
         journal.finish(phase, node, outcome.data, outcome.resources)
-        self._emit(node, phase, "done", **{k: v for k, v in outcome.data.items() if k != "machine"})
+        # An outcome's keys become the event's data; the event's own fields (and the machine record) are left out.
+        reserved = ("machine", "node", "phase", "status", "message")
+        self._emit(node, phase, "done", **{k: v for k, v in outcome.data.items() if k not in reserved})
         return outcome.data
 
     def _describe(self, phase: str) -> str:

@@ -87,6 +87,15 @@ def lan_exists() -> bool:
     return namespace_exists(LAN_NAMESPACE)
 
 
+def in_lan_namespace() -> bool:
+    """True if this process runs inside the ``pplab`` namespace (started with :func:`run_in_lan`)."""
+    try:
+        mine, lan = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{LAN_NAMESPACE}")
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (lan.st_dev, lan.st_ino)
+
+
 def ensure_lan() -> None:
     """Create the QEMU lab LAN, or complete it; a no-op when it is already complete."""
     _require_root()
@@ -138,12 +147,14 @@ def expose_local_api(node_address: str, target_port: int) -> None:
     """DNAT ``<node_address>:5080`` to ``10.251.0.1:<target_port>`` (a simulator run with :func:`run_in_lan`).
 
     Applies to connections from the host and from processes inside ``pplab``;
-    replaces an earlier exposure of the same node. Creates the LAN if needed.
+    replaces an earlier exposure of the same node. Creates the LAN if needed. Callable from the host or from a
+    process inside ``pplab`` (e.g. the vCenter lab's Local API supervisor, which binds DHCP leases as they appear).
     """
     addr = _check_node_address(node_address)
     if not 0 < target_port < 65536:
         raise LabError(f"bad port {target_port}")
-    ensure_lan()
+    if not in_lan_namespace():  # from inside (a process run with run_in_lan) the LAN exists, and the host's half
+        ensure_lan()  # of it is out of reach: ensure_lan() there would build a second veth pair
     unexpose_local_api(addr)
     element = f"{{ {addr} : {GATEWAY} . {target_port} }}"
     run(ns_argv(LAN_NAMESPACE, ["nft", "add", "element", "ip", _NFT_TABLE, "api", element]))
@@ -228,19 +239,32 @@ def run_in_lan(argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[byt
 
 
 class LanDhcp:
-    """A DHCP server on the lab LAN (busybox ``udhcpd`` on ``br0``) handing out fixed leases by MAC.
+    """A DHCP server on the lab LAN (busybox ``udhcpd`` on ``br0``): fixed leases by MAC and a dynamic pool.
 
     ``with LanDhcp({"52:54:00:5e:00:61": "10.251.0.61"}) as dhcp:`` serves those leases, with the LAN's gateway as
     router and DNS server, until the block ends. Only guests whose seed asks for DHCP send requests, so guests with
-    static addresses on the same LAN are unaffected. The two-address dynamic pool (.250-.251) is never meant to be
-    used: a guest that gets one of those was not in ``leases``. :attr:`log_path` is udhcpd's output.
+    static addresses on the same LAN are unaffected. By default the dynamic pool is two addresses (.250-.251) never
+    meant to be used: a guest that gets one of those was not in ``leases``. ``pool=(first, last)`` gives a real
+    pool for guests whose MAC is not known up front (the vCenter lab: vcsim picks the MACs): udhcpd picks an
+    address from a hash of the MAC, and the same MAC gets the same address again while the server runs.
+    :attr:`log_path` is udhcpd's output (``sending ACK to <address>`` for every lease granted). Files go to
+    ``workdir`` if given (kept after :meth:`stop`), else to a temporary directory removed on exit.
     """
 
-    def __init__(self, leases: dict[str, str]) -> None:
+    DEFAULT_POOL = ("10.251.0.250", "10.251.0.251")
+
+    def __init__(
+        self, leases: dict[str, str], *, pool: tuple[str, str] | None = None, workdir: Path | None = None
+    ) -> None:
         """Describe the server; nothing runs until :meth:`start` / ``__enter__``."""
         for address in leases.values():
             _check_node_address(address)
+        first, last = (_check_node_address(a) for a in (pool or self.DEFAULT_POOL))
+        if ipaddress.IPv4Address(first) > ipaddress.IPv4Address(last):
+            raise LabError(f"empty DHCP pool {first}-{last}")
         self.leases = {mac.lower(): address for mac, address in leases.items()}
+        self.pool = (first, last)
+        self._given_workdir = workdir
         self._workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -249,18 +273,27 @@ class LanDhcp:
         """udhcpd's log (stdout and stderr), once started."""
         return self._workdir / "udhcpd.log" if self._workdir else None
 
+    @property
+    def pid(self) -> int | None:
+        """udhcpd's pid (also its process group: it runs in a session of its own), while it runs."""
+        return self._proc.pid if self.is_running() and self._proc is not None else None
+
     def start(self) -> LanDhcp:
         """Start udhcpd in the LAN namespace (creating the LAN if needed)."""
         _require_root()
         busybox = require_tool("busybox", "busybox-static")
         ensure_lan()
         self.stop()
-        self._workdir = Path(tempfile.mkdtemp(prefix="pplab-dhcp-"))
+        if self._given_workdir is not None:
+            self._workdir = self._given_workdir
+            self._workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._workdir = Path(tempfile.mkdtemp(prefix="pplab-dhcp-"))
         conf = self._workdir / "udhcpd.conf"
         lines = [
             f"interface {BRIDGE}",
-            "start 10.251.0.250",
-            "end 10.251.0.251",
+            f"start {self.pool[0]}",
+            f"end {self.pool[1]}",
             f"lease_file {self._workdir / 'udhcpd.leases'}",
             f"pidfile {self._workdir / 'udhcpd.pid'}",
             "opt subnet 255.255.255.0",
@@ -270,7 +303,7 @@ class LanDhcp:
             *(f"static_lease {mac} {address}" for mac, address in self.leases.items()),
         ]
         conf.write_text("\n".join(lines) + "\n")
-        (self._workdir / "udhcpd.leases").touch()
+        (self._workdir / "udhcpd.leases").write_bytes(b"")
         with (self._workdir / "udhcpd.log").open("wb") as log:
             self._proc = run_in_lan(
                 [busybox, "udhcpd", "-f", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -292,7 +325,7 @@ class LanDhcp:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
-        if self._workdir is not None:
+        if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
 

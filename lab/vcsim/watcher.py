@@ -9,6 +9,11 @@ vcsim only keeps records: powering a VM on runs nothing. The watcher polls vcsim
   remembered per VM (later disk boots have no seed);
 * **guest answers an SSH banner** on that address -> set ``guest.ipAddress``, ``guest.hostName`` and
   ``guest.toolsRunningStatus`` in vcsim (``ReconfigVM_Task`` with ``SET.*`` extraConfig), as VMware Tools would;
+* **a DHCP seed** (no address in it): the guest's lease, printed on its console by the appliance's udhcpc hook
+  (``network: eth0 dhcp lease <ip>/<prefix> ...``), is reported the same way as soon as it appears (VMware Tools
+  reports an address once the guest OS has it); a later lease line with another address is reported again.
+  ``<state-dir>/addresses.json`` lists what is reported per VM name (``{"vms": {name: {"ip", "source", "mac",
+  "moref"}}}``, ``source`` ``seed`` or ``dhcp``), for the lab pieces that follow the guests (the Local API DNAT);
 * **guest powers itself off** (the installer's power-off: QEMU exits) -> ``PowerOffVM_Task``, so the library sees
   what a real vCenter shows;
 * **powered off in vcsim** -> stop the guest, clear the guest info;
@@ -52,6 +57,9 @@ log = logging.getLogger("vcsim.watcher")
 _VM_PROPS = ["name", "runtime.powerState", "summary.runtime.bootTime", "config.hardware.device", "config.instanceUuid"]
 _DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<path>.*)$")
 _GIB = 1024**3
+#: The appliance's udhcpc hook (lab/appliance/udhcpc.script) on the console, once per lease (bound or renewed).
+_LEASE = re.compile(rb"network: \S+ dhcp lease (\d{1,3}(?:\.\d{1,3}){3})/\d+")
+ADDRESSES_FILE = "addresses.json"
 V: Any = vim  # pyVmomi's data-object constructors are unannotated
 
 
@@ -83,7 +91,11 @@ class _Node:
     uuid: str
     dir: Path
     ip: str | None = None
+    """The address to report: the seed's static one, or (``dhcp``) this boot's lease once the console shows it."""
     hostname: str | None = None
+    dhcp: bool = False
+    """The seed asked for DHCP: the address is learnt from the guest at every boot."""
+    mac: str | None = None
     guest: GuestHandle | None = None
     booted: bool = False
     """A boot was attempted for the current power-on (so a failed boot is not retried every poll)."""
@@ -91,8 +103,10 @@ class _Node:
     """vcsim's ``bootTime`` of that power-on: a new value reveals an off/on cycle that fell between two polls."""
     pending_poweroff: bool = False
     reported: bool = False
+    reported_ip: str | None = None
     boots: int = 0
-    ssh_up: threading.Event = field(default_factory=threading.Event)
+    address_up: threading.Event = field(default_factory=threading.Event)
+    """The guest has its address: an SSH banner on the seed's static address, or a DHCP lease on the console."""
     stop_probe: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -104,8 +118,11 @@ class _Node:
         return self.dir / "storage.img"
 
     def save(self) -> None:
-        """Persist what a restarted watcher must remember: the address learnt from the seed."""
-        data = {"uuid": self.uuid, "name": self.name, "ip": self.ip, "hostname": self.hostname}
+        """Persist what a restarted watcher must remember: the address learnt from the seed (or that it is DHCP)."""
+        data = {
+            "uuid": self.uuid, "name": self.name, "ip": None if self.dhcp else self.ip, "hostname": self.hostname,
+            "dhcp": self.dhcp,
+        }  # fmt: skip
         (self.dir / "node.json").write_text(json.dumps(data) + "\n")
 
 
@@ -237,6 +254,7 @@ class Watcher:
             saved = json.loads((node.dir / "node.json").read_text())
             if saved.get("uuid") == uuid:
                 node.ip, node.hostname = saved.get("ip"), saved.get("hostname")
+                node.dhcp = bool(saved.get("dhcp"))
         self.nodes[key] = node
         return node
 
@@ -267,7 +285,7 @@ class Watcher:
             log.info("guest_powered_itself_off vm=%s boot=%s", node.name, node.boots)
             self._stop_guest(node, why="guest_exited")
             node.pending_poweroff = True
-        if node.ssh_up.is_set() and not node.reported:
+        if node.address_up.is_set() and node.ip and (not node.reported or node.reported_ip != node.ip):
             self._set_guest_info(vm, node, running=True)
         if node.pending_poweroff:
             try:
@@ -293,9 +311,13 @@ class Watcher:
             except ValueError as exc:
                 log.warning("seed_unreadable vm=%s error=%s", node.name, exc)
             else:
-                node.ip = seed.ip or node.ip
+                # No address in the seed: the appliance runs DHCP (its default too when no interface is given).
+                node.dhcp = seed.ip is None
+                node.ip = seed.ip
                 node.hostname = seed.hostname or node.hostname
                 node.save()
+        if node.dhcp:
+            node.ip = None  # this boot's lease, once the guest prints it
         if not node.disk.exists():
             if not cdroms:
                 # A blank disk and no CD: a real VM sits in its firmware's boot menu. Nothing to run.
@@ -319,15 +341,20 @@ class Watcher:
             storage_disk=node.storage_disk if node.storage_disk.exists() else None,
         )
         node.guest = self.runner.start(request)
+        node.mac = request.mac
         node.boots += 1
-        node.ssh_up.clear()
+        node.address_up.clear()
         node.reported = False
         node.stop_probe = threading.Event()
         log.info(
             "guest_started vm=%s mac=%s cdroms=%s expect_ip=%s",
-            node.name, request.mac, [str(p) for p in cdroms] or "none (disk boot)", node.ip,
+            node.name, request.mac, [str(p) for p in cdroms] or "none (disk boot)", "dhcp" if node.dhcp else node.ip,
         )  # fmt: skip
-        if node.ip:
+        if node.dhcp:
+            threading.Thread(
+                target=self._watch_lease, args=(node, node.guest, request.console_log, node.stop_probe), daemon=True
+            ).start()
+        elif node.ip:
             threading.Thread(
                 target=self._probe_ssh, args=(node, node.guest, node.ip, node.stop_probe), daemon=True
             ).start()
@@ -361,9 +388,20 @@ class Watcher:
         while not stop.is_set() and not self._stop.is_set() and guest.is_running():
             if _ssh_banner(ip, self.config.ssh_port):
                 log.info("guest_ssh_up vm=%s ip=%s", node.name, ip)
-                node.ssh_up.set()
+                node.address_up.set()
                 return
             stop.wait(1.0)
+
+    def _watch_lease(self, node: _Node, guest: GuestHandle, console: Path, stop: threading.Event) -> None:
+        """A DHCP guest's address: the last lease its console shows (VMware Tools reads it inside the guest)."""
+        seen: str | None = None
+        while not stop.is_set() and not self._stop.is_set() and guest.is_running():
+            lease = _last_lease(console)
+            if lease is not None and lease != seen and not stop.is_set():
+                seen = node.ip = lease
+                log.info("guest_dhcp_lease vm=%s ip=%s", node.name, lease)
+                node.address_up.set()
+            stop.wait(0.5)
 
     def _set_guest_info(self, vm: Any, node: _Node, *, running: bool) -> None:
         """What VMware Tools would report. An empty value clears the field in vcsim (it then reads as unset)."""
@@ -377,11 +415,25 @@ class Watcher:
         spec = V.vm.ConfigSpec(extraConfig=[V.option.OptionValue(key=k, value=v) for k, v in values.items()])
         wait_task(self._connection(), vm.ReconfigVM_Task(spec=spec), timeout=self.config.task_timeout)
         node.reported = running
+        node.reported_ip = node.ip if running else None
         log.info("guest_info_%s vm=%s ip=%s", "set" if running else "cleared", node.name, node.ip)
+        self._publish_addresses()
+
+    def _publish_addresses(self) -> None:
+        """Write ``addresses.json``: the address reported for each VM (by name), atomically."""
+        vms = {
+            n.name: {"ip": n.reported_ip, "source": "dhcp" if n.dhcp else "seed", "mac": n.mac, "moref": n.key}
+            for n in self.nodes.values()
+            if n.reported and n.reported_ip
+        }
+        path = self.config.state_dir / ADDRESSES_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"vms": vms}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
     def _stop_guest(self, node: _Node, *, why: str) -> None:
         node.stop_probe.set()
-        node.ssh_up.clear()
+        node.address_up.clear()
         guest, node.guest = node.guest, None
         if guest is not None:
             try:
@@ -400,6 +452,9 @@ class Watcher:
                 console.replace(keep / f"{node.name}-{node.key}-{console.name}")
         shutil.rmtree(node.dir, ignore_errors=True)
         log.info("vm_destroyed vm=%s disk_deleted=%s", node.name, node.disk)
+        if node.reported:
+            node.reported = False
+            self._publish_addresses()
 
 
 def _resolve(backing: str, roots: dict[Any, Any]) -> Path | None:
@@ -410,6 +465,16 @@ def _resolve(backing: str, roots: dict[Any, Any]) -> Path | None:
     root = Path(str(roots[match["ds"]]).removeprefix("file://")).resolve()
     path = (root / match["path"].lstrip("/")).resolve()
     return path if path.is_relative_to(root) else None
+
+
+def _last_lease(console: Path) -> str | None:
+    """The address of the last ``dhcp lease`` line in a console log, or None."""
+    try:
+        text = console.read_bytes()
+    except OSError:
+        return None
+    leases = _LEASE.findall(text)
+    return leases[-1].decode() if leases else None
 
 
 def _ssh_banner(ip: str, port: int, timeout: float = 2.0) -> bool:

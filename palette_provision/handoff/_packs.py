@@ -104,7 +104,7 @@ def _sync(session: Session, console: ConsoleClient) -> dict[str, Any]:
     evidence = {"check": PACKS_SYNC_STEP, "asked": f"sync of the OCI pack registry {internal['name']}",
                 "answered": f"{status}{': ' + message if message else ''}", "at": time.time()}  # fmt: skip
     session.context.journal.add_evidence(GLOBAL, PACKS_SYNC_STEP, evidence)
-    return {"registry": internal["name"], "status": status, "message": message, "evidence": evidence}
+    return {"registry": internal["name"], "sync_status": status, "sync_message": message, "evidence": evidence}
 
 
 def upload_packs(session: Session, console: ConsoleClient) -> list[dict[str, Any]]:

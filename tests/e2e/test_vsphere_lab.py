@@ -103,7 +103,9 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     assert report["handoff"]["cluster_state"] == "Running"
     # Validated as the documentation does, through the VIP (the console and the Kubernetes API, DNATed).
     checks = [e["check"] for e in report["handoff"]["details"]["validation"]]
-    assert checks == ["validate.applications", "validate.pods", "validate.console_password", "validate.console_health"]
+    assert checks == ["validate.applications", "validate.pods", "validate.console_password", "validate.console_health",
+                      "packs.upload:edge-k8s-1.30.4.zst", "packs.upload:cni-calico-3.28.0.zst", "packs.sync"]
+    assert "2 pack(s) found" in report["handoff"]["details"]["validation"][-1]["answered"]
     assert _sim_state(lab)["cluster"]["console"]["passwordReset"] is True, "admin/admin rotated"
     kubeconfig = Path(report["handoff"]["kubeconfig"])
     assert kubeconfig.stat().st_mode & 0o777 == 0o600
@@ -128,7 +130,8 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     assert list((lab.vcsim_dir / "watcher").rglob("storage.img")), "the VM's storage-pool disk reached the guest"
     sim = _sim_state(lab)
     assert sim["stats"]["clustersCreated"] == 1
-    assert len([u for u in sim["stats"]["uploads"] if u.get("result") != "rejected"]) == 1
+    uploaded = sorted(u["fileName"] for u in sim["stats"]["uploads"] if u.get("result") != "rejected")
+    assert uploaded == ["cni-calico-3.28.0.zst", "content-bundle.tar.zst", "edge-k8s-1.30.4.zst"], "each file once"
     # The seed (private host key, password hash) is gone from the datastore and from the state folder.
     assert not any("seed" in f for f in _datastore_files(lab))
     assert not list((lab.workdir / ".palette-provision").rglob("*.iso"))

@@ -5,6 +5,7 @@ The QEMU end-to-end run is ``test_watcher_qemu.py``.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -117,11 +118,13 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0) -> An
         time.sleep(0.05)
 
 
-def stage_media(vcsim: VcsimHandle, name: str, ip: str = "127.0.0.1") -> list[str]:
+def stage_media(vcsim: VcsimHandle, name: str, ip: str = "127.0.0.1", *, dhcp: bool = False) -> list[str]:
     """An "appliance ISO" and a real seed in the datastore directory; returns their datastore paths."""
     (vcsim.datastore_dir / "iso").mkdir(exist_ok=True)
     (vcsim.datastore_dir / "iso" / "palette.iso").write_bytes(b"\0" * 65536)
     data = user_data(name, ip, Keypair.generate("user"), Keypair.generate("host"))
+    if dhcp:
+        data["stylus"]["site"]["network"]["interfaces"]["eth0"] = {"type": "dhcp"}
     write_seed_iso(vcsim.datastore_dir / "seed" / f"{name}.iso", data, f"lab-{name}")
     return ["[datastore1] iso/palette.iso", f"[datastore1] seed/{name}.iso"]
 
@@ -145,6 +148,32 @@ def test_power_on_boots_the_cds_and_reports_the_seed_address(
     assert vm.guest.hostName == "node-1"
     assert vm.guest.toolsRunningStatus == "guestToolsRunning"
     assert [n.macAddress for n in vm.guest.net] == [mac]
+
+
+def test_dhcp_guest_reports_the_lease_its_console_shows(
+    vcsim: VcsimHandle, si: Any, runner: FakeRunner, watcher: Watcher
+) -> None:
+    vm = create_vm(si, "node-1", stage_media(vcsim, "node-1", dhcp=True))
+    mac = next(d.macAddress for d in vm.config.hardware.device if isinstance(d, dev.VirtualEthernetCard))
+    wait_task(si, vm.PowerOnVM_Task())
+    guest = eventually(lambda: runner.guests and runner.guests[0], "a guest to boot")
+    time.sleep(0.5)
+    assert vm.guest.ipAddress is None, "no address before the guest has a lease"
+
+    # The appliance's udhcpc hook prints each lease on the console; the watcher reports the last one.
+    with open(guest.request.console_log, "a") as console:
+        console.write("pplab: [5.1] network: eth0 dhcp\npplab: network: eth0 dhcp lease 10.251.0.201/24 router=x\n")
+    eventually(lambda: vm.guest.ipAddress == "10.251.0.201", "the lease in vcsim")
+    assert [(n.macAddress, list(n.ipAddress)) for n in vm.guest.net] == [(mac, ["10.251.0.201"])]
+    addresses = json.loads((watcher.config.state_dir / "addresses.json").read_text())["vms"]
+    assert addresses["node-1"] == {"ip": "10.251.0.201", "source": "dhcp", "mac": mac, "moref": vm._moId}
+    with open(guest.request.console_log, "a") as console:  # a renewal that moved the guest
+        console.write("pplab: network: eth0 dhcp lease 10.251.0.202/24 router=x\n")
+    eventually(lambda: vm.guest.ipAddress == "10.251.0.202", "the new lease in vcsim")
+
+    guest.power_off_by_itself()
+    eventually(lambda: vm.guest.ipAddress is None, "the guest IP to be cleared")
+    assert json.loads((watcher.config.state_dir / "addresses.json").read_text())["vms"] == {}
 
 
 def test_guest_power_off_powers_the_vm_off_and_disk_boot_remembers_the_address(
