@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     add("status", "show what the journal recorded")
     add("validate-install", "validate an installed Palette as its documentation does (the plan's validate section): "
         "applications, pods, the system console's password rotated and its health")
+    add("push-packs", "upload the plan's pack bundles to an installed Palette (after validating it) and sync the "
+        "registry; skips what is already there")
     destroy = add("destroy", "undo what apply created, newest first; resumable")
     what = destroy.add_mutually_exclusive_group()
     what.add_argument("--purge-media", action="store_true", help="also delete the staged appliance ISO")
@@ -333,7 +335,7 @@ def _cmd_validate_install(args: argparse.Namespace) -> int:
 
     plan = _load(args)
     with Deployment(plan, state_dir=args.state_dir) as deployment:
-        result = deployment.validate_install()
+        result = deployment.push_packs() if args.command == "push-packs" else deployment.validate_install()
     evidence = result.details.get("validation") or []
     if args.json:
         _print_json({"deployment": plan.name, "validation": evidence, "cluster_state": result.cluster_state,
@@ -461,6 +463,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "seed": _cmd_seed,
     "media": _cmd_media,
     "validate-install": _cmd_validate_install,
+    "push-packs": _cmd_validate_install,
 }
 
 

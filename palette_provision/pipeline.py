@@ -365,10 +365,25 @@ class Deployment:
             PlanError: the plan has no ``validate`` section.
             HandoffError: no cluster was formed yet, or a check failed (naming its step).
         """
-        from palette_provision.handoff.local_api import CLUSTER_STEP
-
         if self.plan.validation is None:
             raise PlanError([PlanIssue("validate", "add a validate section (validate.console.password at least)")])
+        return self._post_install()
+
+    def push_packs(self) -> HandoffResult:
+        """Upload the plan's pack bundles to a deployment whose cluster was formed, then sync the registry (after
+        the validation, which the sync's console login needs): the hand-off again, as :meth:`validate_install`.
+
+        Raises:
+            PlanError: the plan has no ``packs`` section.
+            HandoffError: no cluster was formed yet, or an upload or the sync failed (naming its step).
+        """
+        if self.plan.packs is None:
+            raise PlanError([PlanIssue("packs", "add a packs section (packs.bundles)")])
+        return self._post_install()
+
+    def _post_install(self) -> HandoffResult:
+        from palette_provision.handoff.local_api import CLUSTER_STEP
+
         self.check()
         if not self.journal.is_done(CLUSTER_STEP):
             raise HandoffError(CLUSTER_STEP, "no cluster was formed by this deployment yet: run apply first")

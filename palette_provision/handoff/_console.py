@@ -197,6 +197,21 @@ class ConsoleClient:
             })
         return found
 
+    def register_registry(self, session: ConsoleLogin, body: dict[str, Any]) -> str:
+        """Validate, then create an OCI registry (``skipPackSync``: we sync it ourselves); its uid."""
+        # validate takes the spec alone (v1BasicOciRegistrySpec), create the whole registry (metadata and spec).
+        answer = self._send("POST", "/v1/registries/oci/basic/validate", token=session.token, body=body.get("spec"))
+        if answer.status not in (200, 204):
+            raise self._refused(answer, "the registry's validation")
+        answer = self._send("POST", "/v1/registries/oci/basic?skipPackSync=true", token=session.token, body=body)
+        if answer.status not in (200, 201):
+            raise self._refused(answer, "registering the registry")
+        created = self._json(answer)
+        uid = created.get("uid") if isinstance(created, dict) else None
+        if not isinstance(uid, str):
+            raise HandoffError(self.step, "the system console registered the registry but gave no uid")
+        return uid
+
     def sync_registry(self, session: ConsoleLogin, uid: str) -> None:
         """``POST /v1/registries/oci/{uid}/basic/sync``: start the registry's sync."""
         answer = self._send("POST", f"/v1/registries/oci/{uid}/basic/sync", token=session.token)

@@ -399,15 +399,44 @@ class ValidateSettings(_Model):
     timeout: float = Field(default=1800, gt=0, description="How long the applications and pods may take.")
 
 
+class ExternalRegistry(_Model):
+    """An external OCI registry the packs are pushed to, then registered (or found) and synced in the console."""
+
+    url: str = Field(pattern=r"^https://[^/\s]+$", description="https://host[:port] of the registry.")
+    base_content_path: str = Field(default="spectro-content", pattern=r"^[a-z0-9][a-z0-9._/-]{0,100}$",
+                                   description="Bundles go to <base_content_path>/<pack>:<version>.")
+    name: str = Field(default="palette-provision-packs", max_length=100, description="Its name in the console.")
+    username: str | None = None
+    password: SecretRef | None = None
+    tls: Literal["verify", "pin", "insecure"] = "verify"
+    ca_bundle: str | None = Field(default=None, description="verify: the CA (also given to the console).")
+    fingerprint: str | None = Field(default=None, description="pin: the registry certificate's SHA-256.")
+
+    @model_validator(mode="after")
+    def _tls(self) -> ExternalRegistry:
+        if self.tls == "pin" and not self.fingerprint:
+            raise PydanticCustomError("registry_tls", "tls: pin needs the certificate's fingerprint")
+        if (self.username is None) != (self.password is None):
+            raise PydanticCustomError("registry_auth", "give both username and password, or neither")
+        return self
+
+
 class PacksSettings(_Model):
     """Pack bundles (``.zst`` files from Artifact Studio) to upload once Palette runs, so profiles can be built."""
 
     bundles: tuple[str, ...] = Field(min_length=1, description="The bundle files (paths relative to the plan).")
-    registry: Literal["internal"] = Field(
+    registry: Literal["internal", "external"] = Field(
         default="internal",
-        description="internal: the appliance's Zot registry, through the leader's Local API content upload, then the "
-        "OCI pack registry's sync through the system console.",
+        description="internal: the appliance's Zot registry, through the leader's Local API content upload; "
+        "external: pushed to packs.external with the OCI distribution protocol. Then the registry's sync.",
     )
+    external: ExternalRegistry | None = None
+
+    @model_validator(mode="after")
+    def _external(self) -> PacksSettings:
+        if (self.registry == "external") != (self.external is not None):
+            raise PydanticCustomError("packs_registry", "registry: external goes with packs.external (and only it)")
+        return self
     sync_timeout: float = Field(default=1800, gt=0, description="How long the registry's sync may take.")
 
 

@@ -154,6 +154,15 @@ def test_rerun_after_success_changes_nothing(lab: Any) -> None:
         assert staged is not None and staged.data["uploaded_bytes"] == 0
     assert _vcsim_vms(lab) == before
     assert _sim_state(lab)["stats"]["clustersCreated"] == 1
+    # On its own against the installed Palette: the checks again (no second rotation), the packs moving 0 bytes.
+    validated = _cli("validate-install", str(lab.plan_path), "--json")
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    checks = [e["check"] for e in json.loads(validated.stdout)["validation"]]
+    assert checks[:2] == ["validate.applications", "validate.pods"] and "validate.console_health" in checks
+    pushed = _cli("push-packs", str(lab.plan_path), "--json")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert not any(e["check"].startswith("packs.") for e in json.loads(pushed.stdout)["validation"]), "0 bytes"
+    assert len(_sim_state(lab)["cluster"]["console"]["passwordChanges"]) == 1, "rotated once, ever"
 
 
 def test_destroy_removes_vms_and_seeds_and_keeps_the_iso_unless_purged(lab: Any) -> None:

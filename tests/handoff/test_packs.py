@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,38 @@ def test_a_run_killed_mid_upload_resumes_without_sending_the_first_pack_again(
     assert json.loads(final.stdout.splitlines()[-1])["details"]["validation"][-1]["check"] == "packs.sync"
     assert _stored(sim).count("edge-k8s-1.30.4.zst") == 1, "the first pack was not sent again"
     assert _stored(sim).count("cni-calico-3.28.0.zst") == 1
+
+
+@pytest.mark.lab
+def test_packs_pushed_to_an_external_registry_are_there_byte_for_byte_and_the_registry_registered(
+    simulate: Simulate, journal: Journal, tmp_path: Path, bundle: Path, packs: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+    from pplab.registry import LabRegistry
+
+    sim = simulate(1)
+    with LabRegistry(tmp_path / "registry") as registry:
+        monkeypatch.setenv("PP_PACKS_REGISTRY_PASSWORD", registry.password)
+        external = {"url": registry.url, "username": registry.username, "password": "env:PP_PACKS_REGISTRY_PASSWORD",
+                    "tls": "pin", "fingerprint": registry.fingerprint}  # fmt: skip
+        data = rig.plan_data(tmp_path, 1, content=bundle, overrides={"validate": VALIDATE, "packs": {
+            "bundles": [str(p) for p in packs], "registry": "external", "external": external, "sync_timeout": 20}})
+        result = _form(sim, journal, data)
+        checks = [e["check"] for e in result.details["validation"]]
+        assert checks[-3:] == ["packs.push:edge-k8s-1.30.4.zst", "packs.push:cni-calico-3.28.0.zst", "packs.sync"]
+        assert _stored(sim) == ["content-bundle.tar.zst"], "no pack went through the Local API"
+        registered = [r for r in sim.leader.state()["console"]["registries"] if r["name"] == "palette-provision-packs"]
+        assert registered and registered[0]["spec"]["endpoint"] == registry.url.removeprefix("https://")
+
+        # A second client, the registry's own API: the manifest by tag, then the layer, byte for byte.
+        auth = (registry.username, registry.password)
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(registry.ca)), auth=auth, trust_env=False) as client:
+            manifest = client.get(f"{registry.url}/v2/spectro-content/cni-calico/manifests/3.28.0",
+                                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+            [layer] = manifest["layers"]
+            blob = client.get(f"{registry.url}/v2/spectro-content/cni-calico/blobs/{layer['digest']}")
+        assert blob.content == packs[1].read_bytes()
+
+        again = _form(sim, journal, data)
+        assert not any(e["check"].startswith("packs.") for e in again.details["validation"]), "0 bytes, no sync"
