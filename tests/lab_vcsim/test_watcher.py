@@ -173,7 +173,9 @@ def test_dhcp_guest_reports_the_lease_its_console_shows(
 
     guest.power_off_by_itself()
     eventually(lambda: vm.guest.ipAddress is None, "the guest IP to be cleared")
-    assert json.loads((watcher.config.state_dir / "addresses.json").read_text())["vms"] == {}
+    # The file is rewritten after vcsim is told (two writes, not one transaction): wait for it too.
+    eventually(lambda: json.loads((watcher.config.state_dir / "addresses.json").read_text())["vms"] == {},
+               "the address to leave addresses.json")
 
 
 def test_guest_power_off_powers_the_vm_off_and_disk_boot_remembers_the_address(
