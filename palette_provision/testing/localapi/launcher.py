@@ -22,6 +22,33 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 PASSWORD_ENV = "PALETTE_LOCALAPI_PASSWORD"  # noqa: S105 - a variable name
 
 
+class SimulatorProcess:
+    """A simulator's process lifecycle, shared by the Local API and MAAS simulators' handles (``self.process``)."""
+
+    process: subprocess.Popen[bytes]
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait (SIGKILL after ``timeout``); return the exit code."""
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def kill(self) -> int:
+        """SIGKILL (a crash: what was written to the state dir stays, nothing more is saved)."""
+        if self.alive:
+            self.process.kill()
+        return self.process.wait()
+
+
 class SimulatorStartError(RuntimeError):
     """The simulator process exited or stayed silent before printing its ready line."""
 
@@ -61,7 +88,7 @@ class VipEndpoints:
 
 
 @dataclass
-class SimulatorHandle:
+class SimulatorHandle(SimulatorProcess):
     """A running simulator process (one node)."""
 
     node_name: str
@@ -150,27 +177,6 @@ class SimulatorHandle:
         from palette_provision.testing.metrics import peak_rss_kib
 
         return peak_rss_kib(self.pid)
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait (SIGKILL after ``timeout``); return the exit code."""
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-    def kill(self) -> int:
-        """SIGKILL (a crash: no state saved beyond what was already written)."""
-        if self.alive:
-            self.process.kill()
-        return self.process.wait()
 
     def __enter__(self) -> SimulatorHandle:
         return self

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -18,7 +17,12 @@ from typing import Any
 import httpx
 
 from palette_provision.secrets import Secret
-from palette_provision.testing.localapi.launcher import PACKAGE_ROOT, SimulatorStartError, _read_ready_line
+from palette_provision.testing.localapi.launcher import (
+    PACKAGE_ROOT,
+    SimulatorProcess,
+    SimulatorStartError,
+    _read_ready_line,
+)
 
 __all__ = ["MaasSimulatorHandle", "SimulatorStartError", "start_maas_simulator"]
 
@@ -26,7 +30,7 @@ API_KEY_ENV = "MAAS_SIM_API_KEY"
 
 
 @dataclass
-class MaasSimulatorHandle:
+class MaasSimulatorHandle(SimulatorProcess):
     """A running simulator process."""
 
     url: str
@@ -128,27 +132,6 @@ class MaasSimulatorHandle:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{key} is {view['status_name']}, not {' or '.join(names)}, after {timeout}s")
             time.sleep(0.05)
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM and wait (SIGKILL after ``timeout``); the exit code."""
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-    def kill(self) -> int:
-        """SIGKILL (what was written to the state dir stays)."""
-        if self.alive:
-            self.process.kill()
-        return self.process.wait()
 
     def restart(self, ready_timeout: float = 30.0) -> MaasSimulatorHandle:
         """Stop, then start again on the same state dir and port (state, key and certificate are kept)."""
