@@ -418,12 +418,10 @@ class MaasClient:
         """Check that ``upload_uri`` is an upload path of this region (never send the key elsewhere)."""
         parts = urlsplit(upload_uri)
         origin = urlsplit(self.url)
-        if (parts.scheme and (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc)) or not (
-            parts.path.startswith(self.api_path) and _UPLOAD.search(parts.path)
-        ):
-            raise MaasProtocolError(f"MAAS at {self.url} gave an upload URI outside its API", provider=PROVIDER)
         found = _UPLOAD.search(parts.path)
-        assert found is not None
+        foreign = bool(parts.scheme) and (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc)
+        if foreign or found is None or not parts.path.startswith(self.api_path):
+            raise MaasProtocolError(f"MAAS at {self.url} gave an upload URI outside its API", provider=PROVIDER)
         return parts.path, int(found.group(1))
 
     def upload_status(self, upload_uri: str) -> UploadStatus:
