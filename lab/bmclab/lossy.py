@@ -24,18 +24,41 @@ from pplab._cmd import ns_argv, run
 __all__ = ["LossyLink"]
 
 _TABLE = "ppbmcloss"
+_TCP_THIN_LINEAR_TIMEOUTS = 16
+"""``linux/tcp.h``; the socket module does not name it."""
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy one direction until its end, then pass the end on (half-close: the other direction may still carry data).
+
+    Never a reset towards the client: a socket shut for reading, or closed with data unread, answers with a reset,
+    and the reset throws away the answer still being retransmitted to the client on the lossy leg. So what the
+    client sends after the BMC has gone (its close_notify, say) is read and dropped, and the sockets are closed
+    only once both directions have ended (:func:`_relay_one`).
+    """
+    sinking = True
     try:
         while chunk := source.recv(65536):
-            sink.sendall(chunk)
+            if sinking:
+                try:
+                    sink.sendall(chunk)
+                except OSError:
+                    sinking = False  # the other end is gone: keep reading this side to its end
     except OSError:
         pass
-    finally:
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def _relay_one(client: socket.socket, upstream: socket.socket) -> None:
+    directions = ((client, upstream), (upstream, client))
+    pumps = [threading.Thread(target=_pump, args=pair, daemon=True) for pair in directions]
+    for t in pumps:
+        t.start()
+    for t in pumps:
+        t.join()
+    client.close()
+    upstream.close()
 
 
 def relay(listen_host: str, listen_port: int, target_host: str, target_port: int) -> None:
@@ -43,14 +66,16 @@ def relay(listen_host: str, listen_port: int, target_host: str, target_port: int
     server = socket.create_server((listen_host, listen_port), reuse_port=False)
     while True:
         client, _ = server.accept()
+        # The relay's end of the lossy leg retransmits the way our Redfish client's end does (linear timeouts for a
+        # thin stream, see palette_provision_baremetal._redfish): the lab does not test a BMC's own TCP stack.
+        client.setsockopt(socket.IPPROTO_TCP, _TCP_THIN_LINEAR_TIMEOUTS, 1)
         try:
             upstream = socket.create_connection((target_host, target_port), timeout=30)
             upstream.settimeout(None)
         except OSError:
             client.close()
             continue
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+        threading.Thread(target=_relay_one, args=(client, upstream), daemon=True).start()
 
 
 class LossyLink:

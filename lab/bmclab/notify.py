@@ -137,6 +137,8 @@ class _Machine:
     power: str
     guest: Guest | None = None
     due: float | None = None
+    force_off_due: float | None = None
+    """When to send again a ForceOff that failed (the guest ended; the emulator did not take the ForceOff)."""
     boots: int = 0
 
 
@@ -329,6 +331,10 @@ class NotificationListener:
                 self._record(machine, "guest_exited", status=guest.returncode, console=str(guest.spec.console_path))
                 if machine.power == "On":
                     self._force_off(machine)
+            if machine.force_off_due is not None and now >= machine.force_off_due:
+                machine.force_off_due = None
+                if machine.power == "On" and machine.guest is None:
+                    self._force_off(machine)
             if machine.due is not None and now >= machine.due:
                 machine.due = None
                 self._read(machine)
@@ -351,7 +357,10 @@ class NotificationListener:
         try:
             self._api.reset(machine.node.uuid, "ForceOff")
         except LabError as exc:
+            # Sent again until taken: a machine whose guest ended must not read On for ever (seen when a client on
+            # a lossy link held the emulator past this request's timeout).
             self._record(machine, "error", reason=f"ForceOff after the guest ended: {exc}")
+            machine.force_off_due = time.time() + _RETRY_S
             return
         self._record(machine, "forced_off")
 

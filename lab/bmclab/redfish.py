@@ -16,7 +16,8 @@ The emulator runs through a small wrapper (``python -c``) that changes two thing
 
 * the fake driver's power-change delay (``random.randint(1, 11)`` s) is pinned to ``power_delay_s`` (None keeps
   the random delay);
-* requests are served one at a time (a lock around the WSGI app, inside the basic-auth check). The fake driver reads,
+* requests are served one at a time (a lock around the WSGI app, inside the basic-auth check, taken once the request's
+  body has been read). The fake driver reads,
   changes and writes a whole system record per request, so two concurrent requests lose one's change, and each sends
   its notification from its own thread, so they arrive out of order. Serialised, notifications arrive in write order.
 
@@ -70,7 +71,7 @@ _UUID_NAMESPACE = uuidlib.UUID("6f1c2f1e-5b0c-4c59-9d61-8e5a3c0b7a11")
 # Runs sushy-emulator with the fake driver's power delay pinned and requests serialised (see the module doc).
 # argv: config file, delay seconds or "random".
 _EMULATOR_MAIN = r"""
-import sys, threading
+import io, sys, threading
 config, delay = sys.argv[1], sys.argv[2]
 if delay != "random":
     from sushy_tools.emulator.resources.systems import fakedriver
@@ -87,6 +88,11 @@ _lock = threading.Lock()
 _inner = emulator.app.wsgi_app
 
 def _serialised(environ, start_response):
+    # The body is read before the lock is taken: a client on a slow or lossy link must not hold every other
+    # client (the lab's own ForceOff included) while its request trickles in.
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length > 0:
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
     with _lock:
         return _inner(environ, start_response)
 

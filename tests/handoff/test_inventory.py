@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -46,8 +47,11 @@ def test_ansible_reads_back_the_inventory_with_pinned_host_keys(tmp_path: Path, 
     result = Inventory().form(context(tmp_path, journal, nodes))
 
     inventory, known_hosts, report = result.files
+    # Ansible's own state kept in the test's folder, not the user's ~/.ansible.
+    home = tmp_path / "ansible-home"
+    env = {**os.environ, "ANSIBLE_HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp")}
     listed = subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list"], capture_output=True, text=True,
-                            timeout=60, check=True)
+                            timeout=60, check=True, env=env)
     data = json.loads(listed.stdout)
     assert sorted(data["palette_lab"]["hosts"]) == ["node1", "node2"]
     node1 = data["_meta"]["hostvars"]["node1"]

@@ -23,7 +23,7 @@ from tests.handoff.conftest import Simulate
 
 CONSOLE_PASSWORD = "Console-Pw-2026-validated!"
 os.environ.setdefault("PP_VALIDATE_CONSOLE_PASSWORD", CONSOLE_PASSWORD)
-VALIDATE = {"console": {"password": "env:PP_VALIDATE_CONSOLE_PASSWORD", "email": "ops@example.com"}, "timeout": 8}
+VALIDATE = {"console": {"password": "env:PP_VALIDATE_CONSOLE_PASSWORD", "email": "ops@example.com"}, "timeout": 4}
 
 
 def _form(sim: SimulatedCluster, journal: Journal, tmp: Path, bundle: Path,

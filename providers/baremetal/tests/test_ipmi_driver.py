@@ -39,8 +39,6 @@ NODE = "palette-ipmi-1"
 MAC = "52:54:00:5e:03:31"  # not the other lab tests' guests (tests/lab: :01:21, Redfish e2e :02:41)
 USER, PASSWORD = "labadmin", "ipmi-drv-pw-1"
 WRONG = "not-the-pw-42"
-# ipmi_sim keeps the half-open session of a refused login for ~30 s (lab/README.md); measured 30 s here.
-HALF_OPEN_DROP_S = 60
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -64,15 +62,6 @@ def assert_no_password(exc: BaseException, *passwords: str) -> None:
     for password in passwords:
         assert not any(password in text for text in shown), f"the password is in the error: {exc}"
     assert exc.__cause__ is None and exc.__suppress_context__, "pyghmi's exception is chained into ours"
-
-
-def wait_sessions(bmc: IpmiBmc, expected: int, timeout: float) -> float:
-    """Wait until the BMC counts ``expected`` open sessions; return how long it took."""
-    started = time.monotonic()
-    while (count := bmc.active_sessions()) != expected:
-        assert time.monotonic() - started < timeout, f"{count} sessions open after {timeout} s, want {expected}"
-        time.sleep(2)
-    return time.monotonic() - started
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -182,11 +171,10 @@ def test_a_refused_login_is_an_authentication_error_naming_node_and_bmc(bmc: Ipm
     # RAKP 2 (its HMAC, made with the real password, does not match ours) and now holds a half-open session
     # waiting for a RAKP 3 that pyghmi never sends; nothing established can be closed. An unknown user is refused
     # by the BMC in RAKP 2, which frees the session there. Our own session is closed (the count would be 0
-    # without the refusals: see the tests below), and ipmi_sim drops the half-open ones when they time out.
+    # without the refusals: see the tests below), and ipmi_sim drops the half-open ones when they time out (~30 s,
+    # lab/README.md; not waited for here: this BMC is the test's own).
     wrong_passwords = sum(password == WRONG for _, password in refused)
     assert bmc.active_sessions() == wrong_passwords
-    waited = wait_sessions(bmc, 0, HALF_OPEN_DROP_S)
-    print(f"ipmi_sim dropped the {wrong_passwords} half-open sessions of refused logins after ~{waited:.0f} s more")
 
 
 @pytest.mark.lab

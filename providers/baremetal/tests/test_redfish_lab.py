@@ -277,6 +277,28 @@ def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_
     assert token not in output and bmc.password not in output
 
 
+def test_bmc_connections_retransmit_at_linear_intervals(lab: RedfishLab) -> None:
+    # On a lossy management network the kernel's doubling retransmission timeout stalls a request for a minute;
+    # the driver's connections ask Linux for linear timeouts (the thin-stream option), checked on the live socket.
+    bmc = lab.bmc(NODE)
+    driver = RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+    with BmcGate(0.0).session(driver) as session:
+        assert session.power_state().value in ("on", "off")
+        # A new connection from the session's own pool (the emulator closes each connection after its answer).
+        pool = session.connector._session.get_adapter(bmc.url).poolmanager.connection_from_url(bmc.url)
+        conn = pool._new_conn()
+        conn.connect()
+        try:
+            thin_linear_timeouts = 16  # linux/tcp.h
+            assert conn.sock.getsockopt(socket.IPPROTO_TCP, thin_linear_timeouts) == 1
+            assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "urllib3's defaults kept"
+        finally:
+            conn.close()
+
+
 def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets(
     plan_data: dict[str, Any], tmp_path: Path
 ) -> None:
