@@ -43,6 +43,8 @@ def preflight(deployment: Deployment) -> Outcome:
     if plan.content is not None and not plan.resolve_path(plan.content.path).is_file():
         raise ConfigurationError(f"the content bundle {plan.content.path} does not exist", field="content.path")
     deployment.provider.preflight(plan)
+    if plan.iso.sha256 and iso_path is not None:
+        _iso_digest_read(deployment, iso_path)  # the wrong file refused before anything is changed
     if plan.nodes.wipe_install_disk:
         for spec in deployment.node_specs():
             # Asked for explicitly (nodes.wipe_install_disk), and still worth saying out loud: it destroys data.
@@ -52,25 +54,50 @@ def preflight(deployment: Deployment) -> Outcome:
     return Outcome({"provider": plan.platform.provider, "install_method": deployment.install_method.value})
 
 
+def _iso_digest_read(deployment: Deployment, path: Path) -> str | None:
+    """The ISO's digest as read from the file itself (the journal's cache, or ``apply``'s early read), checked
+    against the plan's ``iso.sha256``; ``None`` when neither has it (the provider hashes while it uploads)."""
+    plan = deployment.plan
+    early = deployment.early_iso_digest
+    read = deployment.journal.cached_digest(path) or (early.result() if early and early.path == path else None)
+    if read is not None and plan.iso.sha256 and read != plan.iso.sha256:
+        raise ConfigurationError(
+            f"the appliance ISO {path} has SHA-256 {read}, the plan says {plan.iso.sha256}", field="iso.sha256"
+        )
+    return read
+
+
 def stage_iso(deployment: Deployment) -> Outcome:
     """Stage the appliance ISO (content-addressed: an identical copy is not uploaded again)."""
     plan, journal = deployment.plan, deployment.journal
     path = _local_iso_path(deployment)
     if path is None:  # only a URL gives None, and only when checking
         raise ConfigurationError("the appliance ISO could not be fetched", field="iso.source")
-    known = plan.iso.sha256 or journal.cached_digest(path)
-    file = MediaFile(role="appliance-iso", local_path=path, size=path.stat().st_size, name=path.name, sha256=known)
+    identity = media_mod.file_identity(path)
+    cached = journal.cached_digest(path)
+    read = _iso_digest_read(deployment, path)
+    known = plan.iso.sha256 or read
+    file = MediaFile(role="appliance-iso", local_path=path, size=identity[2], name=path.name, sha256=known,
+                     sha256_checked=read is not None)  # fmt: skip
     if not isinstance(deployment.provider, MediaStaging):
         staged = StagedMedia("appliance-iso", str(path), known or "", file.size)
         return Outcome({"staged": staged.to_record()})
     staged = deployment.stage_file(file, deployment.progress(GLOBAL, "stage_media"))
+    if file.sha256_checked and media_mod.file_identity(path) != identity:
+        # The provider may have sent the bytes unhashed (they were read before): a file changed meanwhile leaves a
+        # copy whose digest nobody computed. The next run reads the file again and replaces the copy.
+        raise ProviderError(
+            f"the appliance ISO {path} changed while it was staged; run again",
+            provider=plan.platform.provider,
+            resource=staged.locator,
+        )
     if plan.iso.sha256 and staged.sha256 != plan.iso.sha256:
         raise ProviderError(
             f"the appliance ISO's SHA-256 is {staged.sha256}, the plan says {plan.iso.sha256}",
             provider=plan.platform.provider,
             resource=staged.locator,
         )
-    if known is None:
+    if cached is None:
         journal.cache_digest(path, staged.sha256)
     return Outcome(
         {"staged": staged.to_record(), "uploaded_bytes": staged.uploaded_bytes},

@@ -126,6 +126,9 @@ class MediaFile:
 
     ``sha256`` is the expected digest when known beforehand (from the plan, the digest cache, or because the core
     built the file); a provider computes it in the same pass as the upload when it is ``None``.
+    ``sha256_checked``: the core itself read this very file (same device, inode, size and modification time) and
+    got ``sha256``, so a provider may send the bytes without hashing them again; the core checks after the upload
+    that the file did not change meanwhile. A provider may always hash anyway.
     """
 
     role: Literal["appliance-iso", "seed"]
@@ -134,6 +137,7 @@ class MediaFile:
     name: str
     sha256: str | None = None
     node: str | None = None
+    sha256_checked: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import urllib.parse
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from palette_provision.errors import ConfigurationError, TransientError
-from palette_provision.waiting import Backoff, wait_for
+from palette_provision.waiting import Backoff, Interrupted, wait_for
 
 if TYPE_CHECKING:
     from palette_provision.journal import Journal
     from palette_provision.plan import IsoSource
 
-__all__ = ["CHUNK", "fetch_iso", "sha256_bytes", "sha256_file"]
+__all__ = ["CHUNK", "EarlyDigest", "fetch_iso", "file_identity", "sha256_bytes", "sha256_file"]
 
 #: Read and upload chunk size: big enough for disk and TLS throughput, small enough for a flat RSS.
 CHUNK = 1 << 20
@@ -26,13 +28,52 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+    """Hex SHA-256 of a file, read in chunks; ``stop`` set ends the read early with :class:`Interrupted`."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
+            if stop is not None and stop.is_set():
+                raise Interrupted
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What says a file is still the one that was read: device, inode, size and modification time (ns)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class EarlyDigest:
+    """The SHA-256 of a local file, computed on a thread of its own from the moment it is asked for.
+
+    ``apply`` starts one for the appliance ISO before it imports the provider, logs in and checks the platform; on
+    two cores that work leaves one idle, and the digest is ready (or nearly) when the upload starts, which then
+    sends the bytes without hashing them beside (see :attr:`MediaFile.sha256_checked`).
+    """
+
+    def __init__(self, path: Path, stop: threading.Event) -> None:
+        self.path = path
+        self.identity = file_identity(path)
+        self._future: Future[str] = Future()
+        self._stop = stop
+        threading.Thread(target=self._run, name="iso-digest", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(sha256_file(self.path, self._stop))
+        except BaseException as exc:  # the caller gets it from result()
+            self._future.set_exception(exc)
+
+    def result(self) -> str | None:
+        """The digest, or ``None`` when the file changed since it was read (or could not be read: the caller's
+        own read will say why)."""
+        try:
+            digest = self._future.result()
+        except OSError:
+            return None
+        return digest if file_identity(self.path) == self.identity else None
 
 
 def shown_url(url: str) -> str:

@@ -47,6 +47,7 @@ from palette_provision.errors import (
 from palette_provision.handoff.base import ClusterFormer, HandoffResult
 from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.log import get_logger
+from palette_provision.media import EarlyDigest
 from palette_provision.phases import DEPLOYMENT_PHASES, Phase, chain_for, required_capabilities, stages_iso
 from palette_provision.plan import DeploymentPlan, JournalSettings, NodeSpec
 from palette_provision.provider import (
@@ -123,6 +124,8 @@ class Deployment:
         # Set on Ctrl-C (any BaseException in apply's fan-out): no step begins after it, and waits end at once.
         self._stopping = threading.Event()
         self._limits_lock = threading.Lock()
+        self.early_iso_digest: EarlyDigest | None = None
+        """The appliance ISO's digest being computed while ``apply`` starts (see :class:`~.media.EarlyDigest`)."""
         self.log = get_logger("palette_provision.pipeline", deployment=plan.name, provider=plan.platform.provider)
 
     # ----------------------------------------------------------------------------------------- plumbing
@@ -315,6 +318,7 @@ class Deployment:
             ConfigurationError: preflight rejected the platform settings (nothing changed).
             ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
         """
+        self.early_iso_digest = self._start_iso_digest()
         self.check()
         names = [e.name for e in self.chain()]
         if until is not None and until not in names:
@@ -389,6 +393,15 @@ class Deployment:
             raise HandoffError(CLUSTER_STEP, "no cluster was formed by this deployment yet: run apply first")
         data = self._step("handoff", GLOBAL, lambda: global_act.handoff(self, self._former_or_default()), always=True)
         return global_act.handoff_result(data)
+
+    def _start_iso_digest(self) -> EarlyDigest | None:
+        """Start hashing the local appliance ISO, unless nothing will stage it or the journal knows its digest."""
+        if self.plan.iso.is_url or not stages_iso(self.install_method):
+            return None
+        path = self.plan.resolve_path(self.plan.iso.source)
+        if not path.is_file() or self.journal.cached_digest(path) is not None:
+            return None  # a missing file is preflight's to report, with its field
+        return EarlyDigest(path, self._stopping)
 
     def _staged_iso(self) -> StagedMedia:
         with stop_on(self._stopping):

@@ -162,6 +162,9 @@ class FolderClient:
         self, media: MediaFile, target: str, progress: ProgressCallback | None, log: Any, attempt: int
     ) -> str:
         hasher = hashlib.sha256()
+        # The core read this very file and vouches for its digest (it checks the file is unchanged afterwards):
+        # the bytes go out unhashed, which on a CPU-bound host is most of the upload's cost beside the sending.
+        vouched = media.sha256 if media.sha256_checked else None
         sent = 0
         started = time.monotonic()
         last_log = started
@@ -176,7 +179,8 @@ class FolderClient:
                 while chunk := f.read(_CHUNK):
                     if hashing is not None:
                         hashing.result()
-                    hashing = pool.submit(hasher.update, chunk)
+                    if vouched is None:
+                        hashing = pool.submit(hasher.update, chunk)
                     sent += len(chunk)
                     if progress is not None:
                         progress(sent, media.size)
@@ -200,7 +204,7 @@ class FolderClient:
             )
         elapsed = time.monotonic() - started
         log.info("media_upload_finished", bytes=sent, seconds=round(elapsed, 2), rate_mib_s=_rate(sent, elapsed))
-        return hasher.hexdigest()
+        return vouched or hasher.hexdigest()
 
 
 def _rate(done: int, seconds: float) -> float:

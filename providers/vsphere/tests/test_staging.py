@@ -143,6 +143,21 @@ def test_a_digest_mismatch_is_an_error_and_leaves_nothing_behind(
     assert on_datastore(vcsim, unique) == {}
 
 
+def test_a_digest_the_core_read_from_the_file_is_not_computed_again(
+    vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
+) -> None:
+    # The core vouches (sha256_checked) for a digest it read from this very file: the bytes go out unhashed, so
+    # the sidecar says what the core said. (A deliberately different digest shows that no hash was taken; the
+    # core checks the file did not change, tests/test_early_digest.py.)
+    vouched = "1" * 64
+    file = MediaFile("appliance-iso", iso, iso.stat().st_size, "appliance.iso", vouched, sha256_checked=True)
+    staged = make_provider().stage_media(file)
+    files = on_datastore(vcsim, unique)
+    assert files["appliance.iso"] == iso.read_bytes()
+    assert files["appliance.iso.sha256"] == f"{vouched}  appliance.iso\n".encode()
+    assert (staged.sha256, staged.uploaded_bytes) == (vouched, iso.stat().st_size)
+
+
 def test_unstage_removes_file_and_sidecar_and_tolerates_gone(
     vcsim: VcsimHandle, unique: str, iso: Path, make_provider: ProviderFactory
 ) -> None:
