@@ -317,7 +317,7 @@ server.serve_forever()
 @pytest.fixture
 def local_api(tmp_path: Path) -> Iterator[Callable[[Any, int], str]]:
     """Start a tiny HTTPS server inside a node's namespace on 5080; returns the certificate's SHA-256."""
-    from palette_provision.testing.localapi.certs import cert_sha256, generate_self_signed
+    from palette_provision.testing._simhttp import cert_sha256, generate_self_signed
 
     procs: list[subprocess.Popen[str]] = []
 

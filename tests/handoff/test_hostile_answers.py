@@ -21,7 +21,7 @@ from palette_provision.handoff.base import HandoffContext, ReadyNode
 from palette_provision.handoff.local_api import PaletteLocalApi, default_client
 from palette_provision.journal import Journal
 from palette_provision.log import get_logger
-from palette_provision.testing.localapi.certs import generate_self_signed
+from palette_provision.testing._simhttp import generate_self_signed
 from palette_provision.waiting import Backoff
 from tests.handoff import rig
 

@@ -18,8 +18,8 @@ from palette_provision.handoff import HandoffResult, LocalApiClient, former_for
 from palette_provision.handoff.local_api import CERT_FACT
 from palette_provision.journal import Journal
 from palette_provision.plan import parse_plan
+from palette_provision.testing._simhttp import generate_self_signed
 from palette_provision.testing.localapi import SimulatedCluster, start_simulator
-from palette_provision.testing.localapi.certs import generate_self_signed
 from tests.handoff import rig
 from tests.handoff.conftest import Simulate
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
+
+from palette_provision.testing import _simhttp
 
 from .app import Simulator
 from .node import NodeConfig
@@ -29,21 +28,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description="Palette Local Management API simulator (one node)")
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--node-ip", help="IP the node reports (default: the listen host)")
-    parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to bind (port 0 = any)")
-    parser.add_argument("--state-dir", required=True, type=Path)
+    _simhttp.add_server_arguments(parser)  # --listen, --state-dir, --knobs, --cert-file, --key-file, --verbose
     parser.add_argument("--peers-file", type=Path, help="JSON {nodes: [{name,nodeIp,url,certSha256}]}")
-    parser.add_argument("--knobs", default="{}", help="JSON object of knobs")
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password-env", default=PASSWORD_ENV)
     parser.add_argument("--password-file", type=Path)
     parser.add_argument("--ui-port", type=int, default=5080, help="localUIPort the node reports")
-    parser.add_argument("--cert-file", type=Path)
-    parser.add_argument("--key-file", type=Path)
     parser.add_argument("--console-port", type=int, default=0,
                         help="port of the system console at the VIP, once a cluster exists (0: saved or free)")
     parser.add_argument("--kube-port", type=int, default=0,
                         help="port of the kube-apiserver stand-in at the VIP (0: saved or free)")
-    parser.add_argument("--verbose", action="store_true", help="access log on stderr")
     return parser.parse_args(argv)
 
 
@@ -55,11 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         password = os.environ.get(args.password_env, "")
     if not password:
-        print(f"error: set {args.password_env} or --password-file", file=sys.stderr)
-        return 2
-    if (args.cert_file is None) != (args.key_file is None):
-        print("error: --cert-file and --key-file go together", file=sys.stderr)
-        return 2
+        return _simhttp.exit_error(f"set {args.password_env} or --password-file")
+    if error := _simhttp.server_arguments_error(args):
+        return _simhttp.exit_error(error)
     knobs = json.loads(args.knobs)
     listen_host = args.listen.rpartition(":")[0].strip("[]")
     config = NodeConfig(name=args.node_name, node_ip=args.node_ip or listen_host,
@@ -67,17 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                         peers_file=args.peers_file, ui_port=args.ui_port, listen_host=listen_host)
     simulator = Simulator(config, args.listen, knobs=knobs, cert_file=args.cert_file, key_file=args.key_file,
                           verbose=args.verbose, console_port=args.console_port, kube_port=args.kube_port)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=simulator.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    sys.stdout.write(json.dumps(simulator.ready_line(os.getpid())) + "\n")
-    sys.stdout.flush()
-    simulator.serve_forever()
-    simulator.close()
-    return 0
+    return _simhttp.serve(simulator)
 
 
 if __name__ == "__main__":

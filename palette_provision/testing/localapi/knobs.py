@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from palette_provision.testing import _simhttp
+
 
 @dataclass
-class Knobs:
+class Knobs(_simhttp.KnobSet):
     """Every tunable of one simulated node. All times are seconds.
 
     Timings default to short values (a simulator for tests); the published appliance defaults are
@@ -63,107 +63,23 @@ class Knobs:
     pod_crashloop: str = ""
     """``<namespace>/<pod name prefix>``: those pods stay ``Running`` with a container in ``CrashLoopBackOff``."""
 
-    def to_json(self) -> dict[str, Any]:
-        """Return the knobs as a JSON-ready dict."""
-        return dataclasses.asdict(self)
 
+class KnobBox(_simhttp.KnobBox[Knobs]):
+    """Thread-safe holder of the node's current :class:`Knobs`; readers get a snapshot copy.
 
-_COUNTERS = ("fail_next", "drop_next")
-
-
-def _coerce(name: str, current: object, value: object) -> object:
-    """Check ``value`` against the type of the knob's current value (int accepted for floats)."""
-    if name in _COUNTERS:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in value.items()
-        ):
-            raise ValueError(f"knob {name!r} must map path prefixes to non-negative integers")
-        return value
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"knob {name!r} must be a boolean")
-        return value
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"knob {name!r} must be a non-negative number")
-        return float(value)
-    if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"knob {name!r} must be an integer")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"knob {name!r} must be a string")
-    if name == "kubeconfig_encoding" and value not in ("raw", "base64"):
-        raise ValueError("knob 'kubeconfig_encoding' must be 'raw' or 'base64'")
-    if name == "pod_crashloop" and value and not all(value.partition("/")[::2]):
-        raise ValueError("knob 'pod_crashloop' must be '' or '<namespace>/<pod name prefix>'")
-    if name == "app_not_running_status" and not value:
-        raise ValueError("knob 'app_not_running_status' must not be empty")
-    return value
-
-
-class KnobBox:
-    """Thread-safe holder of the current :class:`Knobs`; readers get a snapshot copy."""
+    A ``fail_next`` / ``drop_next`` key is a path prefix (``/v1/edge-mgmt/``: any method) or a method and a path prefix
+    (``POST /v1/edge-mgmt/edgehosts/current/link``: that method only), so a fault can hit a link submission without
+    hitting the link-status reads that share its path prefix.
+    """
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._knobs = Knobs()
-        if initial:
-            self.update(initial)
+        super().__init__(Knobs, initial)
 
-    def snapshot(self) -> Knobs:
-        """Return a copy of the current knobs."""
-        with self._lock:
-            return dataclasses.replace(
-                self._knobs,
-                fail_next=dict(self._knobs.fail_next),
-                drop_next=dict(self._knobs.drop_next),
-            )
-
-    def update(self, changes: Mapping[str, Any], replace: bool = False) -> Knobs:
-        """Apply ``changes`` (unknown names or wrong types raise ``ValueError``, nothing applied).
-
-        ``fail_next`` / ``drop_next`` are merged per prefix (a count of 0 removes the prefix).
-        With ``replace``, every knob not in ``changes`` returns to its default first.
-        """
-        names = {f.name for f in dataclasses.fields(Knobs)}
-        with self._lock:
-            staged: dict[str, object] = {}
-            for name, value in changes.items():
-                if name not in names:
-                    raise ValueError(f"unknown knob {name!r}; known: {sorted(names)}")
-                staged[name] = _coerce(name, getattr(self._knobs, name), value)
-            if replace:
-                self._knobs = Knobs()
-            for name, value in staged.items():
-                if name in _COUNTERS:
-                    counters: dict[str, int] = getattr(self._knobs, name)
-                    for prefix, count in dict(value).items():  # type: ignore[call-overload]
-                        if count == 0:
-                            counters.pop(prefix, None)
-                        else:
-                            counters[prefix] = count
-                else:
-                    setattr(self._knobs, name, value)
-        return self.snapshot()
-
-    def take(self, kind: str, path: str, method: str = "") -> bool:
-        """Consume one ``fail_next`` / ``drop_next`` count matching the request; True if one applied.
-
-        A key is a path prefix (``/v1/edge-mgmt/``: any method) or a method and a path prefix
-        (``POST /v1/edge-mgmt/edgehosts/current/link``: that method only), so a fault can hit a link submission
-        without hitting the link-status reads that share its path prefix. The longest key wins.
-        """
-        with self._lock:
-            counters: dict[str, int] = getattr(self._knobs, kind)
-            for key in sorted(counters, key=len, reverse=True):
-                want_method, _, prefix = key.rpartition(" ")
-                if want_method and want_method.upper() != method.upper():
-                    continue
-                if path.startswith(prefix):
-                    counters[key] -= 1
-                    if counters[key] <= 0:
-                        del counters[key]
-                    return True
-        return False
+    def check(self, name: str, value: Any) -> None:
+        """The string knobs that take only some values."""
+        if name == "kubeconfig_encoding" and value not in ("raw", "base64"):
+            raise ValueError("knob 'kubeconfig_encoding' must be 'raw' or 'base64'")
+        if name == "pod_crashloop" and value and not all(value.partition("/")[::2]):
+            raise ValueError("knob 'pod_crashloop' must be '' or '<namespace>/<pod name prefix>'")
+        if name == "app_not_running_status" and not value:
+            raise ValueError("knob 'app_not_running_status' must not be empty")

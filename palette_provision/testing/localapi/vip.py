@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from typing import Any
 
+from palette_provision.testing._simhttp import server_context
+
 from . import cluster, console, kubeapi, registries, vipcerts
-from .certs import server_context
 from .node import Node
 from .server import Router, SimHTTPServer, v1_error_body
 

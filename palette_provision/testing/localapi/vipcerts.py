@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from palette_provision.media_server._tls import generate_self_signed
-
-from .certs import cert_sha256
+from palette_provision.testing._simhttp import cert_sha256
 
 DAYS = 365
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from palette_provision.testing.localapi.certs import cert_sha256, generate_self_signed, server_context
+from palette_provision.testing._simhttp import cert_sha256, certificate_pair, parse_listen, server_context
 
 from . import api_boot, api_machines, api_misc, api_sim, lifecycle
 from .config import MaasConfig
 from .region import Region
 from .server import Router, SimHTTPServer
 
-__all__ = ["Simulator", "build_router", "parse_listen"]
+__all__ = ["Simulator", "build_router"]
 
 
 def build_router() -> Router:
@@ -23,30 +22,6 @@ def build_router() -> Router:
     for module in (api_misc, api_machines, api_boot, api_sim):
         module.register(router)
     return router
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Parse ``host:port`` or ``[v6]:port`` (port 0 = any free port)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"--listen must be HOST:PORT, got {listen!r}")
-    return host, int(port)
-
-
-def _certificate(state_dir: Path, host: str) -> tuple[Path, Path]:
-    """The state dir's self-signed pair, made on first start and kept (a pinned fingerprint survives restarts)."""
-    cert, key = state_dir / "tls.crt", state_dir / "tls.key"
-    if cert.exists() and key.exists():
-        return cert, key
-    names = ["maas-simulator", "localhost", "127.0.0.1", "::1"]
-    try:
-        if not ipaddress.ip_address(host).is_unspecified:
-            names.append(host)
-    except ValueError:
-        names.append(host)
-    generate_self_signed(cert, key, "maas-simulator", names)
-    return cert, key
 
 
 class Simulator:
@@ -62,8 +37,8 @@ class Simulator:
         self.cert_sha256: str | None = None
         context = None
         if tls or cert_file is not None:
-            if cert_file is None or key_file is None:
-                cert_file, key_file = _certificate(state_dir, host)
+            cert_file, key_file = certificate_pair(state_dir, "maas-simulator", host, cert_file=cert_file,
+                                                   key_file=key_file)
             self.cert_file, self.cert_sha256 = cert_file, cert_sha256(cert_file)
             context = server_context(cert_file, key_file)
         self.server = SimHTTPServer((host, port), self.region, build_router(), context, verbose)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from palette_provision.testing._simhttp import DropConnection  # the shared server's; listed here for the handlers
+
 __all__ = [
     "DropConnection",
     "MaasApiError",
@@ -24,10 +26,6 @@ class MaasApiError(Exception):
         self.status = status
         self.body = body
         self.headers = list(headers or [])
-
-
-class DropConnection(Exception):
-    """Raised by a handler (or a fault knob) to close the connection without answering."""
 
 
 def bad_request(text: str) -> MaasApiError:

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from palette_provision.testing import _simhttp
 
 __all__ = ["KnobBox", "Knobs"]
 
 
 @dataclass
-class Knobs:
+class Knobs(_simhttp.KnobSet):
     """Every tunable of the simulated region. Times are seconds; defaults are short (a simulator for tests)."""
 
     deploy_delay_s: float = 0.5
@@ -49,111 +49,26 @@ class Knobs:
     timestamp_window_s: float = 300.0
     """Largest accepted difference between ``oauth_timestamp`` and the simulator's clock."""
 
-    def to_json(self) -> dict[str, Any]:
-        """Return the knobs as a JSON-ready dict."""
-        return dataclasses.asdict(self)
 
-
-_COUNTERS = ("drop_next", "fail_next")
 _CHOICES = {"drop_upload_mode": ("partial", "after_append")}
 
 
-def _coerce(name: str, current: object, value: object) -> object:
-    """Check ``value`` against the type of the knob's current value (an int is accepted for a float)."""
-    if name in _COUNTERS:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()
-        ):
-            raise ValueError(f"knob {name!r} must map path prefixes to non-negative integers")
-        return dict(value)
-    if isinstance(current, list):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError(f"knob {name!r} must be a list of strings")
-        return list(value)
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"knob {name!r} must be a boolean")
-        return value
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"knob {name!r} must be a non-negative number")
-        return float(value)
-    if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"knob {name!r} must be a non-negative integer")
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"knob {name!r} must be a string")
-    if name in _CHOICES and value not in _CHOICES[name]:
-        raise ValueError(f"knob {name!r} must be one of {list(_CHOICES[name])}")
-    return value
+class KnobBox(_simhttp.KnobBox[Knobs]):
+    """Thread-safe holder of the current :class:`Knobs`; readers get a snapshot copy.
 
+    A ``drop_next`` / ``fail_next`` key may end in ``?op=NAME`` to hit one operation only
+    (``"POST /MAAS/api/2.0/machines/?op=allocate"``): the server matches keys against the path plus its ``?op=``.
+    """
 
-class KnobBox:
-    """Thread-safe holder of the current :class:`Knobs`; readers get a snapshot copy."""
+    nonnegative_ints: ClassVar[bool] = True
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._knobs = Knobs()
-        if initial:
-            self.update(initial)
+        super().__init__(Knobs, initial)
 
-    def snapshot(self) -> Knobs:
-        """Return a copy of the current knobs."""
-        with self._lock:
-            return dataclasses.replace(
-                self._knobs,
-                fail_deploy_ids=list(self._knobs.fail_deploy_ids),
-                drop_next=dict(self._knobs.drop_next),
-                fail_next=dict(self._knobs.fail_next),
-            )
-
-    def update(self, changes: Mapping[str, Any], replace: bool = False) -> Knobs:
-        """Apply ``changes`` (unknown names or wrong types raise ``ValueError``; nothing is applied then).
-
-        ``drop_next`` / ``fail_next`` merge per key (a count of 0 removes the key). With ``replace``, every knob not in
-        ``changes`` returns to its default first.
-        """
-        names = {f.name for f in dataclasses.fields(Knobs)}
-        with self._lock:
-            staged: dict[str, object] = {}
-            for name, value in changes.items():
-                if name not in names:
-                    raise ValueError(f"unknown knob {name!r}; known: {sorted(names)}")
-                staged[name] = _coerce(name, getattr(Knobs(), name), value)
-            if replace:
-                self._knobs = Knobs()
-            for name, value in staged.items():
-                if name in _COUNTERS and isinstance(value, dict):
-                    counters: dict[str, int] = getattr(self._knobs, name)
-                    for key, count in value.items():
-                        if count == 0:
-                            counters.pop(key, None)
-                        else:
-                            counters[key] = count
-                else:
-                    setattr(self._knobs, name, value)
-        return self.snapshot()
-
-    def take(self, kind: str, path: str, method: str) -> bool:
-        """Consume one ``drop_next`` / ``fail_next`` count matching the request; True if one applied.
-
-        A key is a path prefix (any method) or ``"METHOD /path/prefix"``; ``?op=NAME`` may end the key to hit one
-        operation only (``"POST /MAAS/api/2.0/machines/?op=allocate"``). ``path`` is the request's path plus its
-        ``?op=`` when it has one. The longest matching key wins.
-        """
-        with self._lock:
-            counters: dict[str, int] = getattr(self._knobs, kind)
-            for key in sorted(counters, key=len, reverse=True):
-                want_method, _, prefix = key.rpartition(" ")
-                if want_method and want_method.upper() != method.upper():
-                    continue
-                if path.startswith(prefix):
-                    counters[key] -= 1
-                    if counters[key] <= 0:
-                        del counters[key]
-                    return True
-        return False
+    def check(self, name: str, value: Any) -> None:
+        """The string knobs that take one of a few values."""
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ValueError(f"knob {name!r} must be one of {list(_CHOICES[name])}")
 
     def take_upload_drop(self) -> Knobs | None:
         """Consume one ``drop_upload_next`` count; the knobs in force then, or ``None`` when none is left."""

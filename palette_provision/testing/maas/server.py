@@ -1,12 +1,11 @@
-"""HTTP plumbing: a threaded HTTP(S) server, request/response objects, routing by path and ``?op=``, OAuth and the
-fault knobs (latency, dropped connections, injected 503s)."""
+"""HTTP plumbing of the MAAS region: request/response objects, routing by path and ``?op=``, OAuth and the fault
+knobs (latency, dropped connections, injected 503s), on the simulators' shared server
+(``palette_provision.testing._simhttp``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import ssl
 import sys
 import time
@@ -14,10 +13,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
+from palette_provision.testing import _simhttp
+from palette_provision.testing._simhttp import BODY_LIMIT, SIM_PREFIX
 from palette_provision.testing.localapi.body import BodyReader
 from palette_provision.testing.localapi.errors import ApiError as LocalApiError
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from .region import Region
 
 API = "/MAAS/api/2.0/"
-SIM_PREFIX = "/__sim__/"
-DRAIN_LIMIT = 1 << 20
 
 
 @dataclass
@@ -54,7 +52,7 @@ class Request:
 
     def json(self) -> Any:
         """The JSON body (control API only); 400 when absent or invalid."""
-        raw = self.body.read_all(DRAIN_LIMIT)
+        raw = self.body.read_all(BODY_LIMIT)
         try:
             return json.loads(raw) if raw.strip() else {}
         except ValueError as exc:
@@ -92,8 +90,7 @@ class Router:
 
     def add(self, method: str, template: str, handler: Handler, *, op: str | None = None, auth: bool = True) -> None:
         """Register ``handler`` for ``method`` on ``template`` (``{name}`` segments) and ``op``."""
-        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
-        self.routes.append(Route(method, re.compile(regex), op, handler, auth))
+        self.routes.append(Route(method, _simhttp.route_pattern(template), op, handler, auth))
 
     def match(self, method: str, path: str, op: str | None) -> tuple[Route, dict[str, str]]:
         """Return the route and its path parameters, or raise 404/405/400."""
@@ -115,35 +112,13 @@ class Router:
         raise bad_request(f"Unrecognised signature: method={method} op={op}")
 
 
-class SimHTTPServer(ThreadingHTTPServer):
-    """Threaded HTTP server; with a TLS context, the handshake runs in each connection's thread."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class SimHTTPServer(_simhttp.SimHTTPServer):
+    """The region's HTTP server (HTTPS with a TLS context)."""
 
     def __init__(self, address: tuple[str, int], region: Region, router: Router,
                  context: ssl.SSLContext | None, verbose: bool = False) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, SimRequestHandler)
-        self.region, self.router, self.context, self.verbose = region, router, context, verbose
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Wrap the accepted socket in TLS (when configured), then serve it."""
-        request.settimeout(60)
-        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.context is None:
-            SimRequestHandler(request, client_address, self)
-            return
-        try:
-            tls = self.context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError):
-            return
-        try:
-            SimRequestHandler(tls, client_address, self)
-        finally:
-            with contextlib.suppress(OSError):
-                tls.close()
+        super().__init__(address, SimRequestHandler, context, verbose)
+        self.region, self.router = region, router
 
 
 def _op_of(request: Request) -> str | None:
@@ -159,34 +134,10 @@ def _op_of(request: Request) -> str | None:
     return None
 
 
-class SimRequestHandler(BaseHTTPRequestHandler):
-    """Turns HTTP requests into :class:`Request` objects and routes them."""
+class SimRequestHandler(_simhttp.SimRequestHandler[Response]):
+    """Turns HTTP requests into :class:`Request` objects, applies the fault knobs, checks OAuth and routes them."""
 
-    protocol_version = "HTTP/1.1"
     server: SimHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Log to stderr only in verbose mode."""
-        if self.server.verbose:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-    def do_GET(self) -> None:
-        """Dispatch every method the same way."""
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def _body_reader(self) -> BodyReader:
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        header = self.headers.get("Content-Length")
-        try:
-            length = int(header) if header is not None else None
-        except ValueError:
-            length = -1
-        if length is not None and length < 0:
-            self.close_connection = True
-            raise bad_request("invalid Content-Length header")
-        return BodyReader(self.rfile, length, chunked)
 
     def _faults(self, request: Request, op: str | None) -> None:
         region = self.server.region
@@ -202,21 +153,18 @@ class SimRequestHandler(BaseHTTPRequestHandler):
         if region.knobs.take("fail_next", key, request.method):
             raise MaasApiError(503, "Service Unavailable (injected by the MAAS simulator)")
 
-    def _dispatch(self) -> None:
+    def answer(self, path: str, query: str, body: BodyReader) -> Response:
+        """Apply the fault knobs (not to ``/__sim__/``), route by path and ``op``, check OAuth, handle."""
         region = self.server.region
-        parts = urlsplit(self.path)
-        body = BodyReader(self.rfile, 0, False)
-        request: Request | None = None
+        values: dict[str, list[str]] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            values.setdefault(name, []).append(value)
+        request = Request(region, self.command, path, values, self.headers, body)
         try:
-            body = self._body_reader()
-            query: dict[str, list[str]] = {}
-            for name, value in parse_qsl(parts.query, keep_blank_values=True):
-                query.setdefault(name, []).append(value)
-            request = Request(region, self.command, parts.path, query, self.headers, body)
             op = _op_of(request)
-            if not request.path.startswith(SIM_PREFIX):
+            if not path.startswith(SIM_PREFIX):
                 self._faults(request, op)
-            route, request.params = self.server.router.match(self.command, request.path, op)
+            route, request.params = self.server.router.match(self.command, path, op)
             if route.auth:
                 try:
                     check_authorization(self.headers.get("Authorization"), region.api_key, region.nonces,
@@ -224,44 +172,26 @@ class SimRequestHandler(BaseHTTPRequestHandler):
                 except MaasApiError as exc:
                     region.count_auth_failure(str(exc))
                     raise
-            response = route.handler(request)
-        except DropConnection:
-            self.close_connection = True
-            return
-        except MaasApiError as exc:
-            response = Response(exc.status, exc.body, exc.headers)
-        except LocalApiError as exc:  # the shared body / multipart readers raise these (malformed bodies)
-            response = Response(exc.status, exc.message)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            response = Response(500, f"simulator error: {type(exc).__name__}: {exc}")
+            return route.handler(request)
         finally:
-            if request is not None and request._form is not None:
+            if request._form is not None:
                 request._form.discard()
-        try:
-            if not body.exhausted and not body.drain(DRAIN_LIMIT):
-                self.close_connection = True
-        except (OSError, LocalApiError):
-            self.close_connection = True
-        self._send(response)
 
-    def _send(self, response: Response) -> None:
+    def error_answer(self, exc: Exception) -> Response:
+        """MAAS's error bodies; anything unexpected is a 500 (traceback on stderr)."""
+        if isinstance(exc, MaasApiError):
+            return Response(exc.status, exc.body, exc.headers)
+        if isinstance(exc, LocalApiError):  # the shared body / multipart readers raise these (malformed bodies)
+            return Response(exc.status, exc.message)
+        traceback.print_exc(file=sys.stderr)
+        return Response(500, f"simulator error: {type(exc).__name__}: {exc}")
+
+    def send(self, response: Response) -> None:
+        """Encode the body (``str``: text/plain, ``None``: empty, anything else: JSON), then send the answer."""
         if response.body is None:
             data, content_type = b"", None
         elif isinstance(response.body, str):
             data, content_type = response.body.encode(), "text/plain; charset=utf-8"
         else:
             data, content_type = json.dumps(response.body).encode(), "application/json; charset=utf-8"
-        try:
-            self.send_response(response.status)
-            for name, value in response.headers:
-                self.send_header(name, value)
-            if content_type:
-                self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]
-            self.flush_headers()
-        except OSError:
-            self.close_connection = True
+        self.write_answer(response.status, response.headers, data, content_type)
