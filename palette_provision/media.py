@@ -48,9 +48,10 @@ def file_identity(path: Path) -> tuple[int, int, int, int]:
 class EarlyDigest:
     """The SHA-256 of a local file, computed on a thread of its own from the moment it is asked for.
 
-    ``apply`` starts one for the appliance ISO before it imports the provider, logs in and checks the platform; on
-    two cores that work leaves one idle, and the digest is ready (or nearly) when the upload starts, which then
-    sends the bytes without hashing them beside (see :attr:`MediaFile.sha256_checked`).
+    ``apply`` starts one for the appliance ISO when the plan gives the ISO's digest, before it imports the provider,
+    logs in and checks the platform (work that leaves a core idle); preflight compares the two, so a wrong file is
+    refused before anything changes, and the upload then sends the bytes without hashing them again (see
+    :attr:`~palette_provision.provider.MediaFile.sha256_checked`).
     """
 
     def __init__(self, path: Path, stop: threading.Event) -> None:

@@ -1,13 +1,14 @@
-"""The appliance ISO is hashed while ``apply`` starts, so the upload need not hash it beside the sending.
+"""A plan's ISO digest is checked while ``apply`` starts; a digest read from the file is vouched for to the provider.
 
-What a user notices: a wrong ISO (its digest not the plan's) is refused before a byte is uploaded; the provider is
-told the digest was read from this very file (``MediaFile.sha256_checked``); a file changed while it was staged is
-an error, and the next run stages it again.
+What a user notices: a wrong ISO (its digest not the plan's) is refused before anything is changed; the provider is
+told when the digest was read from this very file (``MediaFile.sha256_checked``) and may upload without hashing; a
+file changed while it was staged is an error, and a later run stages it again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -74,15 +75,36 @@ def test_a_stopping_run_stops_the_digest(tmp_path: Path) -> None:
         EarlyDigest(path, stop).result()
 
 
-def test_a_first_run_hands_the_provider_a_digest_read_from_the_file(tmp_path: Path) -> None:
-    plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
+def test_a_plans_digest_is_checked_and_handed_to_the_provider_as_read_from_the_file(tmp_path: Path) -> None:
+    data = base_plan(tmp_path)
+    data["iso"]["sha256"] = sha256_file(tmp_path / "appliance.iso")
+    plan = parse_plan(data, base_dir=tmp_path)
     state = tmp_path / "state"
     provider = _provider(plan, state)
     with Deployment(plan, state_dir=state, provider=provider) as deployment:
         assert deployment.apply(until="acquire").ok
-    iso = _isos(provider)
-    assert len(iso) == 1
-    assert iso[0].sha256_checked and iso[0].sha256 == sha256_file(tmp_path / "appliance.iso")
+    (iso,) = _isos(provider)
+    assert iso.sha256_checked and iso.sha256 == data["iso"]["sha256"]
+
+
+def test_without_a_plan_digest_the_provider_hashes_then_the_cache_vouches(tmp_path: Path) -> None:
+    plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
+    state = tmp_path / "state"
+    first = _provider(plan, state)
+    with Deployment(plan, state_dir=state, provider=first) as deployment:
+        assert deployment.apply(until="acquire").ok
+    (iso,) = _isos(first)
+    assert (iso.sha256, iso.sha256_checked) == (None, False), "read once: by the provider, while it uploads"
+    # The platform lost its copy: the next run uploads again, with the digest the journal cached for the file.
+    platform_path = tmp_path / "platform.json"
+    platform = read_state(platform_path)
+    platform["media"] = {k: v for k, v in platform["media"].items() if v["role"] != "appliance-iso"}
+    platform_path.write_text(json.dumps(platform))
+    again = _provider(plan, state)
+    with Deployment(plan, state_dir=state, provider=again) as deployment:
+        assert deployment.apply(until="acquire").ok
+    (iso,) = _isos(again)
+    assert iso.sha256_checked and iso.sha256 == sha256_file(tmp_path / "appliance.iso")
 
 
 def test_an_iso_that_is_not_the_plans_is_refused_before_anything_is_staged(tmp_path: Path) -> None:
@@ -101,7 +123,9 @@ def test_an_iso_that_is_not_the_plans_is_refused_before_anything_is_staged(tmp_p
 
 
 def test_an_iso_changed_while_it_was_staged_is_an_error_and_the_next_run_stages_it_again(tmp_path: Path) -> None:
-    plan = parse_plan(base_plan(tmp_path), base_dir=tmp_path)
+    data = base_plan(tmp_path)
+    data["iso"]["sha256"] = sha256_file(tmp_path / "appliance.iso")
+    plan = parse_plan(data, base_dir=tmp_path)
     state = tmp_path / "state"
     provider = _provider(plan, state)
     provider.touch_iso = True
@@ -113,11 +137,17 @@ def test_an_iso_changed_while_it_was_staged_is_an_error_and_the_next_run_stages_
         assert step is not None and step.status == "failed"
         assert journal.cached_digest(tmp_path / "appliance.iso") is None, "no digest cached for a file never read"
 
+    # The operator gives the new file's digest (the old one no longer matches: refused at preflight).
+    now = sha256_file(tmp_path / "appliance.iso")
+    with Deployment(plan, state_dir=state, provider=_provider(plan, state)) as deployment, \
+            pytest.raises(ConfigurationError, match="the plan says"):  # fmt: skip
+        deployment.apply(until="acquire")
+    data["iso"]["sha256"] = now
+    plan = parse_plan(data, base_dir=tmp_path)
     again = _provider(plan, state)
     with Deployment(plan, state_dir=state, provider=again) as deployment:
         assert deployment.apply(until="acquire").ok
     (iso,) = _isos(again)
-    now = sha256_file(tmp_path / "appliance.iso")
     assert iso.sha256 == now and iso.sha256_checked
     staged = read_state(tmp_path / "platform.json")["media"]
     assert [m["sha256"] for m in staged.values() if m["role"] == "appliance-iso"] == [now]
