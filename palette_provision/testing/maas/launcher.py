@@ -7,7 +7,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,14 @@ from palette_provision.testing.localapi.launcher import (
     SimulatorStartError,
     _read_ready_line,
 )
+from palette_provision.waiting import Backoff, wait_for
 
 __all__ = ["MaasSimulatorHandle", "SimulatorStartError", "start_maas_simulator"]
 
 API_KEY_ENV = "MAAS_SIM_API_KEY"
+
+_STATUS_POLL = Backoff(initial=0.05, maximum=0.2, jitter=0.0)
+"""How often :meth:`MaasSimulatorHandle.wait_status` reads a machine (a local simulator: cheap)."""
 
 
 @dataclass
@@ -123,15 +126,15 @@ class MaasSimulatorHandle(SimulatorProcess):
         return result
 
     def wait_status(self, key: str, *names: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Poll until the machine's ``status_name`` is one of ``names``; its view (``TimeoutError`` otherwise)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.machine(key)
-            if view["status_name"] in names:
-                return view
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{key} is {view['status_name']}, not {' or '.join(names)}, after {timeout}s")
-            time.sleep(0.05)
+        """Poll until the machine's ``status_name`` is one of ``names``; its view (``WaitTimeout`` otherwise)."""
+        return wait_for(
+            lambda: self.machine(key),
+            what=f"simulated machine {key} to be {' or '.join(names)}",
+            timeout=timeout,
+            until=lambda view: view["status_name"] in names,
+            backoff=_STATUS_POLL,
+            describe=lambda view: str(view["status_name"]),
+        )
 
     def restart(self, ready_timeout: float = 30.0) -> MaasSimulatorHandle:
         """Stop, then start again on the same state dir and port (state, key and certificate are kept)."""
