@@ -6,7 +6,8 @@ Three files in ``handoff.output_dir``:
   and ``ansible_ssh_common_args`` pointing OpenSSH at the ``known_hosts`` file beside it with
   ``StrictHostKeyChecking=yes``: the host keys are pinned, never trusted blindly.
 * ``known_hosts``: each node's SSH host key (the public line the seed generated, journal fact ``host_key_public``).
-* ``nodes.json``: every node's address, SSH user, host key fingerprint, platform ids and readiness evidence.
+* ``nodes.json``: the leader (``plan.handoff.leader``, else the first node), and every node's address, SSH user,
+  host key fingerprint, platform ids and readiness evidence.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class Inventory:
             }
             report.append(self._node_report(context, node, fingerprint, bool(public)))
         group = ansible_group_name(plan.cluster.name)
+        # The node that creates the cluster and links the others, as the Local API hand-off would pick it.
+        leader = plan.handoff.leader or (context.nodes[0].name if context.nodes else None)
         document = {
             "all": {
                 "children": {
@@ -136,6 +139,7 @@ class Inventory:
                             "palette_cluster_name": plan.cluster.name,
                             "palette_cluster_vip": str(plan.cluster.vip),
                             "palette_local_api_port": plan.handoff.local_api_port,
+                            "palette_cluster_leader": leader,
                         },
                     }
                 }
@@ -148,6 +152,7 @@ class Inventory:
             "deployment": plan.name,
             "cluster": plan.cluster.name,
             "vip": str(plan.cluster.vip),
+            "leader": leader,
             "inventory": str(inventory_path),
             "known_hosts": str(known_hosts_path),
             "nodes": report,

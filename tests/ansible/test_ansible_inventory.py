@@ -82,6 +82,13 @@ def test_nodes_from_the_handoff_output(
     assert host["palette_cluster_name"] == "palette" and host["palette_cluster_vip"] == "10.251.0.100"
     assert host["palette_machine_id"] and host["palette_ready"] is True
     _check_pinned(hostvars, tmp_path / "out" / "known_hosts")
+    # nodes.json names its leader: the plugin takes the name, not the order.
+    nodes_json = tmp_path / "out" / "nodes.json"
+    assert json.loads(nodes_json.read_text())["leader"] == "palette-1"
+    nodes_json.write_text(json.dumps({**json.loads(nodes_json.read_text()), "leader": "palette-2"}))
+    data = _inventory(tmp_path, {"plugin": PLUGIN, "output_dir": ["out"]})
+    assert _members(data, "palette_leader") == ["palette-2"]
+    assert _members(data, "palette_followers") == ["palette-1", "palette-3"]
 
 
 def test_nodes_from_the_journal_also_while_it_is_held(

@@ -57,12 +57,14 @@ def test_ansible_reads_back_the_inventory_with_pinned_host_keys(tmp_path: Path, 
     node1 = data["_meta"]["hostvars"]["node1"]
     assert node1["ansible_host"] == "10.251.0.11" and node1["ansible_user"] == "kairos"
     assert node1["palette_cluster_vip"] == rig.VIP
+    assert node1["palette_cluster_leader"] == "node1", "the leader named, as the Local API hand-off would pick it"
     args = shlex.split(node1["ansible_ssh_common_args"])
     assert f"UserKnownHostsFile={known_hosts.resolve()}" in args
     assert "StrictHostKeyChecking=yes" in args
     assert "StrictHostKeyChecking=no" not in node1["ansible_ssh_common_args"]
     assert known_hosts.read_text().splitlines() == [
         f"10.251.0.11 {' '.join(KEYS['node1'].split()[:2])}", f"10.251.0.12 {' '.join(KEYS['node2'].split()[:2])}"]
+    assert json.loads(report.read_text())["leader"] == "node1"
     nodes_report = {n["name"]: n for n in json.loads(report.read_text())["nodes"]}
     assert nodes_report["node1"]["host_key_fingerprint"] == FINGERPRINT_NODE1
     assert nodes_report["node2"]["host_key_fingerprint"].startswith("SHA256:")

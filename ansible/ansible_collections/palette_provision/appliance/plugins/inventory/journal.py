@@ -275,7 +275,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             "provider": providers.pop() if len(providers) == 1 else None,
             "cluster": report.get("cluster"),
             "vip": report.get("vip"),
-            "leader": nodes[0]["name"] if nodes else None,  # the hand-off lists the leader first
+            # Named by the hand-off since it says so; an older nodes.json listed the leader first.
+            "leader": str(report["leader"]) if report.get("leader") else (nodes[0]["name"] if nodes else None),
             "nodes": nodes,
             "known_hosts": known_hosts,
             "write_known_hosts": False,
