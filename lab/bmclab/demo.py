@@ -8,16 +8,12 @@ The hand-off writes an inventory (no Local API behind a Redfish lab node).
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bmclab._demo import parse_demo_args, run_as_user
 from bmclab.redfish import RedfishLab, RedfishNode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,35 +53,16 @@ def plan(lab: RedfishLab, workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m bmclab.demo")
-    parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--keep", action="store_true", help="leave the deployment and the lab running")
-    ns = parser.parse_args(argv)
-    workdir: Path = ns.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "palette-provision-baremetal-demo"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "id_ed25519")], check=True)
-    lab = RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], workdir=workdir / "lab", install_delay_s=3)
-    print(f"==> lab: a Redfish BMC (sushy-tools' emulator) whose server boots in QEMU, in {workdir}", file=sys.stderr)
+    args = parse_demo_args("python -m bmclab.demo", "palette-provision-baremetal-demo", argv, what_keeps="the lab")
+    lab = RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], workdir=args.workdir / "lab", install_delay_s=3)
+    print(f"==> lab: a Redfish BMC (sushy-tools' emulator) whose server boots in QEMU, in {args.workdir}",
+          file=sys.stderr)  # fmt: skip
     lab.start()
     try:
-        for name, secret in (("node-password", os.urandom(12).hex()), ("bmc-password", lab.password)):
-            path = workdir / name
-            path.write_text(secret)
-            path.chmod(0o600)
-        plan_path = workdir / "plan.yaml"
-        plan_path.write_text(yaml.safe_dump(plan(lab, workdir), sort_keys=False))
-        cli = [sys.executable, "-m", "palette_provision"]
-        print(f"==> palette-provision apply {plan_path}", file=sys.stderr)
-        code = subprocess.call([*cli, "apply", str(plan_path)])
-        if ns.keep:
-            print(f"left running; destroy with: palette-provision destroy {plan_path}", file=sys.stderr)
-            return code
-        print(f"==> palette-provision destroy {plan_path}", file=sys.stderr)
-        subprocess.call([*cli, "destroy", str(plan_path), "--purge-media"])
-        return code
+        secrets = {"node-password": os.urandom(12).hex(), "bmc-password": lab.password}
+        return run_as_user(args, secrets, lambda: plan(lab, args.workdir), destroy_flags=["--purge-media"])
     finally:
-        if not ns.keep:
+        if not args.keep:
             lab.stop()
 
 

@@ -9,17 +9,14 @@ key in a file) and runs ``palette-provision apply`` and ``destroy`` on it, as a 
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pplab.disk import write_image
 
+from bmclab._demo import parse_demo_args, run_as_user
 from palette_provision.testing.maas import MaasSimulatorHandle, start_maas_simulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,43 +49,24 @@ def plan(sim: MaasSimulatorHandle, workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m bmclab.maas_demo")
-    parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--keep", action="store_true", help="leave the deployment and the simulator running")
-    ns = parser.parse_args(argv)
-    workdir: Path = ns.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "palette-provision-maas-demo"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "id_ed25519")], check=True)
-    write_image(workdir / "palette-lab.raw")
+    args = parse_demo_args("python -m bmclab.maas_demo", "palette-provision-maas-demo", argv,
+                           what_keeps="the simulator")  # fmt: skip
+    write_image(args.workdir / "palette-lab.raw")
     hook = [sys.executable, "-m", "bmclab.maas_hook"]
-    env = {"PPLAB_MAAS_ISO": str(APPLIANCE_ISO), "PPLAB_MAAS_WORK": str(workdir / "guests")}
+    env = {"PPLAB_MAAS_ISO": str(APPLIANCE_ISO), "PPLAB_MAAS_WORK": str(args.workdir / "guests")}
     config = {
         "machines": [{"hostname": NODE_HOST, "mac": MAC, "address": ADDRESS, "tags": ["palette"], "cpu_count": 8,
                       "memory": 16384}],
         "on_deploy": {"argv": [*hook, "deploy"], "timeout_s": 600, "env": env},
         "on_release": {"argv": [*hook, "release"], "timeout_s": 30, "env": env},
     }  # fmt: skip
-    print(f"==> lab: the MAAS region simulator, whose deployments boot in QEMU, in {workdir}", file=sys.stderr)
-    sim = start_maas_simulator(workdir / "maas", config=config, knobs={"deploy_delay_s": 0})
+    print(f"==> lab: the MAAS region simulator, whose deployments boot in QEMU, in {args.workdir}", file=sys.stderr)
+    sim = start_maas_simulator(args.workdir / "maas", config=config, knobs={"deploy_delay_s": 0})
     try:
-        for name, secret in (("node-password", os.urandom(12).hex()), ("maas-api-key", sim.api_key)):
-            path = workdir / name
-            path.write_text(secret)
-            path.chmod(0o600)
-        plan_path = workdir / "plan.yaml"
-        plan_path.write_text(yaml.safe_dump(plan(sim, workdir), sort_keys=False))
-        cli = [sys.executable, "-m", "palette_provision"]
-        print(f"==> palette-provision apply {plan_path}", file=sys.stderr)
-        code = subprocess.call([*cli, "apply", str(plan_path)])
-        if ns.keep:
-            print(f"left running; destroy with: palette-provision destroy {plan_path}", file=sys.stderr)
-            return code
-        print(f"==> palette-provision destroy {plan_path}", file=sys.stderr)
-        subprocess.call([*cli, "destroy", str(plan_path)])
-        return code
+        secrets = {"node-password": os.urandom(12).hex(), "maas-api-key": sim.api_key}
+        return run_as_user(args, secrets, lambda: plan(sim, args.workdir))
     finally:
-        if not ns.keep:
+        if not args.keep:
             sim.stop()
 
 
