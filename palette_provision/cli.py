@@ -247,10 +247,10 @@ class _LiveView:
             self._live.update(self._table())
 
 
-def _load(args: argparse.Namespace) -> DeploymentPlan:
+def _load(args: argparse.Namespace, *, defer_secrets: bool = False) -> DeploymentPlan:
     from palette_provision.plan import load_plan  # pydantic and the models: not for --version or --help
 
-    return load_plan(args.plan)
+    return load_plan(args.plan, defer_secrets=defer_secrets)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -376,7 +376,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from palette_provision.pipeline import Deployment
 
-    plan = _load(args)
+    plan = _load(args, defer_secrets=True)  # read-only: a secret nothing here uses need not be set
     with Deployment(plan, state_dir=args.state_dir) as deployment:
         status = deployment.status()
     if args.json:

@@ -43,18 +43,45 @@ class Secret:
     Secret('***', source='env:VC_PASSWORD')
     >>> s.reveal()
     'hunter2'
+
+    A *deferred* secret (:meth:`deferred`) is read from its reference only when first revealed.
     """
 
-    __slots__ = ("_value", "source")
+    __slots__ = ("_base_dir", "_value", "source")
 
     def __init__(self, value: str, source: str = "inline") -> None:
-        self._value = value
+        self._value: str | None = value
         self.source = source
+        self._base_dir: Path | None = None
         if len(value) >= _MIN_SCRUB_LEN:
             _KNOWN_VALUES.add(value)
 
+    @classmethod
+    def deferred(cls, reference: str, *, base_dir: Path | None = None) -> Secret:
+        """A secret read from ``reference`` when first revealed, not now.
+
+        For read-only views (``status``, the Ansible status module and inventory plugin): they load a whole plan
+        but use few of its secrets (a PostgreSQL journal's password at most), and a secret nothing uses need not
+        be there. The reference's form is checked now; an unset variable or unreadable file raises
+        :class:`SecretReferenceError` from :meth:`reveal`, naming the reference.
+
+        >>> s = Secret.deferred("env:PP_DOC_UNSET_VARIABLE")
+        >>> str(s), s.source
+        ('***', 'env:PP_DOC_UNSET_VARIABLE')
+        """
+        _check_reference(reference)
+        secret = cls.__new__(cls)
+        secret._value, secret.source, secret._base_dir = None, reference, base_dir
+        return secret
+
     def reveal(self) -> str:
-        """Return the clear value. Call it only where the value is used, never to log or format it."""
+        """Return the clear value. Call it only where the value is used, never to log or format it.
+
+        Raises:
+            SecretReferenceError: a deferred secret whose reference does not resolve (now).
+        """
+        if self._value is None:
+            self._value = resolve_secret(self.source, base_dir=self._base_dir).reveal()
         return self._value
 
     def __repr__(self) -> str:
@@ -67,14 +94,25 @@ class Secret:
         return "***"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        if not isinstance(other, Secret):
+            return False
+        if self._value is None or other._value is None:  # deferred, unread: the same reference or not
+            return (self._value, self.source, self._base_dir) == (other._value, other.source, other._base_dir)
+        return other._value == self._value
 
     def __hash__(self) -> int:
-        return hash(("Secret", self._value))
+        return hash("Secret")  # equal secrets may be deferred or read: nothing finer is consistent with __eq__
 
     def __reduce__(self) -> Any:
         # Pickling would carry the clear value into wherever the pickle goes (logs, process pools): refuse.
         raise TypeError("Secret values cannot be pickled")
+
+
+def _check_reference(reference: str) -> tuple[str, str]:
+    scheme, sep, rest = reference.partition(":")
+    if not sep or not rest or scheme not in ("env", "file"):
+        raise SecretReferenceError("a secret must be a reference 'env:NAME' or 'file:PATH', not an inline value")
+    return scheme, rest
 
 
 def resolve_secret(reference: str, *, base_dir: Path | None = None) -> Secret:
@@ -86,9 +124,7 @@ def resolve_secret(reference: str, *, base_dir: Path | None = None) -> Secret:
     Raises:
         SecretReferenceError: the reference is malformed, the variable unset or the file unreadable.
     """
-    scheme, sep, rest = reference.partition(":")
-    if not sep or not rest or scheme not in ("env", "file"):
-        raise SecretReferenceError("a secret must be a reference 'env:NAME' or 'file:PATH', not an inline value")
+    scheme, rest = _check_reference(reference)
     if scheme == "env":
         value = os.environ.get(rest)
         if value is None:

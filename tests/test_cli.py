@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,6 +195,26 @@ def test_validate_plan_and_status_create_nothing_and_status_runs_beside_a_locked
         planned = cli("plan", str(plan), "--json")
     assert status.code == 0 and {s["phase"] for s in status.json()["steps"]} >= {"preflight", "acquire"}
     assert planned.code == 0 and any(a["state"] == "done" for a in planned.json()["actions"])
+
+
+def test_status_needs_no_secret_it_does_not_use_and_apply_still_does(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
+) -> None:
+    # An AWX status job (or an operator's shell) need not hold the node password: status reads the journal only.
+    plan = write_plan(plan_dict)
+    assert cli("apply", str(plan), "--until", "acquire", "--json").code == 0
+    without = {k: v for k, v in os.environ.items() if k != "PP_TEST_NODE_PASSWORD"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "palette_provision", *args], capture_output=True, text=True,
+                              env=without, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    status = run("status", str(plan), "--json")
+    assert status.returncode == 0, status.stderr
+    assert {s["phase"] for s in json.loads(status.stdout)["steps"]} >= {"preflight", "acquire"}
+    refused = run("apply", str(plan), "--json")
+    assert refused.returncode != 0
+    assert "environment variable PP_TEST_NODE_PASSWORD is not set" in refused.stdout + refused.stderr
 
 
 def test_logs_off_a_terminal_are_json_lines_with_fields_and_structlog_is_not_loaded(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from palette_provision.errors import PlanError
 from palette_provision.plan import load_plan, parse_plan, parse_plan_text
-from palette_provision.secrets import Secret
+from palette_provision.secrets import Secret, SecretReferenceError, known_secret_values
 
 from .conftest import NODE_PASSWORD, base_plan, merged
 
@@ -338,3 +338,25 @@ def test_a_node_count_out_of_bounds_is_a_plan_error_at_once(plan_dict: dict[str,
     with pytest.raises(PlanError) as info:
         parse_plan(plan_dict)
     assert "nodes.count" in [i.path for i in info.value.issues]
+
+
+def test_deferred_secrets_are_checked_for_form_and_read_only_when_revealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = base_plan(tmp_path)
+    monkeypatch.delenv("PP_TEST_NODE_PASSWORD")
+    with pytest.raises(PlanError) as refused:
+        parse_plan(data, base_dir=tmp_path)
+    assert "PP_TEST_NODE_PASSWORD" in str(refused.value)
+    plan = parse_plan(data, base_dir=tmp_path, defer_secrets=True)
+    secret = plan.cluster.node_account.password
+    assert str(secret) == "***" and secret.source == "env:PP_TEST_NODE_PASSWORD"
+    with pytest.raises(SecretReferenceError, match="environment variable PP_TEST_NODE_PASSWORD is not set"):
+        secret.reveal()
+    monkeypatch.setenv("PP_TEST_NODE_PASSWORD", "now-it-is-set-1")
+    assert secret.reveal() == "now-it-is-set-1"
+    assert "now-it-is-set-1" in known_secret_values(), "read late, still scrubbed from logs"
+    # The form is still checked: an inline value is refused, deferred or not.
+    inline = {**data, "cluster": {**data["cluster"], "node_account": {"username": "kairos", "password": "hunter2"}}}
+    with pytest.raises(PlanError, match="reference"):
+        parse_plan(inline, base_dir=tmp_path, defer_secrets=True)

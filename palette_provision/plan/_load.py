@@ -124,8 +124,13 @@ def _covered(path: str, reported: set[str]) -> bool:
                for p in reported)
 
 
-def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
+def parse_plan(
+    data: Any, *, base_dir: Path | None = None, source: str | None = None, defer_secrets: bool = False
+) -> DeploymentPlan:
     """Validate a mapping into a :class:`DeploymentPlan`, provider settings included.
+
+    ``defer_secrets``: check each secret reference's form but read it only when the secret is first revealed
+    (:meth:`Secret.deferred <palette_provision.secrets.Secret.deferred>`), for read-only views such as ``status``.
 
     Raises:
         PlanError: with every problem found (field path and rule), never echoing a secret.
@@ -136,7 +141,7 @@ def parse_plan(data: Any, *, base_dir: Path | None = None, source: str | None = 
         )
     if any(not isinstance(k, str) for k in data):
         raise PlanError([PlanIssue("", "section names must be strings")], source)
-    context = {"base_dir": base_dir}
+    context = {"base_dir": base_dir, "defer_secrets": defer_secrets}
     issues: list[PlanIssue] = []
     plan: DeploymentPlan | None = None
     try:
@@ -180,10 +185,11 @@ def _no_alias_loader() -> Any:
     return NoAliasLoader
 
 
-def load_plan(path: str | Path) -> DeploymentPlan:
+def load_plan(path: str | Path, *, defer_secrets: bool = False) -> DeploymentPlan:
     """Read a plan from a YAML or JSON file (JSON is YAML) and validate it with :func:`parse_plan`.
 
-    Relative paths and ``file:`` secret references inside are resolved against the file's folder.
+    Relative paths and ``file:`` secret references inside are resolved against the file's folder;
+    ``defer_secrets`` as for :func:`parse_plan`.
 
     Raises:
         PlanError: unreadable file, bad YAML (with line and column), or an invalid plan.
@@ -197,10 +203,12 @@ def load_plan(path: str | Path) -> DeploymentPlan:
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError([PlanIssue("", f"cannot read plan file: {type(exc).__name__}")], str(path)) from None
-    return parse_plan_text(text, base_dir=path.resolve().parent, source=str(path))
+    return parse_plan_text(text, base_dir=path.resolve().parent, source=str(path), defer_secrets=defer_secrets)
 
 
-def parse_plan_text(text: str, *, base_dir: Path | None = None, source: str | None = None) -> DeploymentPlan:
+def parse_plan_text(
+    text: str, *, base_dir: Path | None = None, source: str | None = None, defer_secrets: bool = False
+) -> DeploymentPlan:
     """Parse YAML or JSON text into a plan. See :func:`load_plan`."""
     import yaml
 
@@ -213,4 +221,4 @@ def parse_plan_text(text: str, *, base_dir: Path | None = None, source: str | No
         raise PlanError([PlanIssue("", f"YAML syntax error at {where}{exc.problem or 'unreadable'}")], source) from None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         raise PlanError([PlanIssue("", f"YAML syntax error ({type(exc).__name__})")], source) from None
-    return parse_plan(data, base_dir=base_dir, source=source)
+    return parse_plan(data, base_dir=base_dir, source=source, defer_secrets=defer_secrets)

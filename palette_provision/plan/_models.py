@@ -35,6 +35,8 @@ def _to_secret(value: Any, info: ValidationInfo) -> Secret:
         raise PydanticCustomError("secret_reference", "a secret must be a reference 'env:NAME' or 'file:PATH'")
     base_dir = (info.context or {}).get("base_dir")
     try:
+        if (info.context or {}).get("defer_secrets"):
+            return Secret.deferred(value, base_dir=base_dir)
         return resolve_secret(value, base_dir=base_dir)
     except SecretReferenceError as exc:
         # The message names the reference (env var or file), never a value.

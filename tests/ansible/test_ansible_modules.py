@@ -30,14 +30,18 @@ def test_present_rerun_info_absent(
     plan_dict: dict[str, Any], write_plan: Callable[..., Path], player: Player, tmp_path: Path
 ) -> None:
     plan = str(write_plan(plan_dict))
+    # The node password only where it is used: the deployment tasks get it as secret_env, the status tasks not at
+    # all (the play's environment does not have it), as an AWX status job holds no node credential.
+    secrets = {"PP_TEST_NODE_PASSWORD": NODE_PASSWORD}
+    env = {k: v for k, v in ansible_env(tmp_path).items() if k != "PP_TEST_NODE_PASSWORD"}
     played = player([
-        {DEPLOYMENT: {"plan_file": plan}},
-        {DEPLOYMENT: {"plan_file": plan}},
+        {DEPLOYMENT: {"plan_file": plan, "secret_env": secrets}},
+        {DEPLOYMENT: {"plan_file": plan, "secret_env": secrets}},
         {INFO: {"plan_file": plan, "actions": True}},
-        {DEPLOYMENT: {"plan_file": plan, "state": "absent"}},
-        {DEPLOYMENT: {"plan_file": plan, "state": "absent"}},
+        {DEPLOYMENT: {"plan_file": plan, "state": "absent", "secret_env": secrets}},
+        {DEPLOYMENT: {"plan_file": plan, "state": "absent", "secret_env": secrets}},
         {INFO: {"plan_file": plan}},
-    ])
+    ], env=env)
     first, second, info, destroyed, again, after = played.results
 
     assert first["changed"] is True and first["ok"] is True and not first.get("failed")
@@ -55,6 +59,7 @@ def test_present_rerun_info_absent(
     assert second["changed"] is False and second["journal_changes"] == [] and second["ok"] is True
     assert [n["status"] for n in second["report"]["nodes"]] == ["ready"] * 3
 
+    assert not info.get("failed"), info.get("msg")
     assert info["changed"] is False and info["ready_nodes"] == NODES
     assert {s["status"] for s in info["status"]["steps"]} == {"done"}
     assert info["live_resources"] == sum(1 for r in info["status"]["resources"] if not r["destroyed"]) > 3

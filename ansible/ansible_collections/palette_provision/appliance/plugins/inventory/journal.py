@@ -13,9 +13,10 @@ description:
     after the deployment, with C(ansible_host) (the node's address), C(ansible_user) (the plan's node account) and
     C(ansible_ssh_common_args) pointing OpenSSH at a C(known_hosts) file holding each node's host key, with
     C(StrictHostKeyChecking=yes). The host keys are pinned, never trusted on first use.
-  - Reads either the deployments' journals (O(plan_file), read-only, safe while an apply runs; the plan's secret
-    references must resolve, as for C(palette-provision status)), or the C(nodes.json) that the C(inventory)
-    hand-off writes (O(output_dir); no plan, no secret needed).
+  - Reads either the deployments' journals (O(plan_file), read-only, safe while an apply runs; as for
+    C(palette-provision status), only the secrets the journal needs must be set, a PostgreSQL journal's password,
+    the other references being checked for form only), or the C(nodes.json) that the C(inventory) hand-off writes
+    (O(output_dir); no plan, no secret needed).
   - "Groups: every node in C(<group_prefix>nodes); the leader in C(<group_prefix>leader), the others in
     C(<group_prefix>followers); per provider C(<group_prefix><provider>) (for instance C(palette_vsphere)); and all
     the nodes of a deployment in a group named after the deployment (C(site-a) becomes C(site_a))."
@@ -86,7 +87,7 @@ output_dir:
   - ../work/*/out
 
 ---
-# site-a.palette_provision.yml: one deployment, read from its journal (its env: references must resolve)
+# site-a.palette_provision.yml: one deployment, read from its journal (no platform or node credentials needed)
 plugin: palette_provision.appliance.journal
 plan_file: /srv/palette/site-a/plan.yaml
 state_dir: /srv/palette/site-a/state
@@ -198,7 +199,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 f"plan_file needs the palette-provision library in the controller's Python ({exc}); output_dir does "
                 "not") from exc
         try:
-            plan = load_plan(plan_file)
+            plan = load_plan(plan_file, defer_secrets=True)  # only what the journal's view uses must be set
             with Deployment(plan, state_dir=Path(state_dir) if state_dir else None) as deployment:
                 status = deployment.status()
                 folder = str(deployment.state_dir)

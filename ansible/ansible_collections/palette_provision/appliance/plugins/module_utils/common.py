@@ -130,11 +130,13 @@ def fail_with_error(module: Any, exc: BaseException, **result: Any) -> None:
     )
 
 
-def load(module: Any) -> Any:
+def load(module: Any, *, defer_secrets: bool = False) -> Any:
     """The plan of ``plan_file`` or of the inline ``plan``, validated; fails the module with every issue.
 
     ``secret_env`` values go into this process's environment (never a command line, never a file) before the plan's
     ``env:`` references are resolved; every resolved secret value is then masked by Ansible in the module's output.
+    ``defer_secrets`` (read-only modules): references are checked for form and read only when used; such a module
+    masks what it read again before it exits (:func:`mask_secrets`).
     """
     params = module.params
     for name, value in (params.get("secret_env") or {}).items():
@@ -143,14 +145,20 @@ def load(module: Any) -> Any:
         os.environ[name] = "" if value is None else str(value)
     try:
         if params.get("plan_file"):
-            plan = load_plan(params["plan_file"])
+            plan = load_plan(params["plan_file"], defer_secrets=defer_secrets)
         else:
             base = params.get("base_dir") or params.get("state_dir") or os.getcwd()
-            plan = parse_plan(params["plan"], base_dir=Path(base).resolve(), source="the plan option")
+            plan = parse_plan(params["plan"], base_dir=Path(base).resolve(), source="the plan option",
+                              defer_secrets=defer_secrets)  # fmt: skip
     except PlanError as exc:
         module.fail_json(msg=_scrubbed(str(exc)), error="PlanError", issues=plan_issues(exc))
-    module.no_log_values.update(known_secret_values())
+    mask_secrets(module)
     return plan
+
+
+def mask_secrets(module: Any) -> None:
+    """Have Ansible mask every secret value this process has read so far in the module's output."""
+    module.no_log_values.update(known_secret_values())
 
 
 def state_dir(module: Any) -> Path | None:

@@ -52,12 +52,14 @@ options:
     default: false
   secret_env:
     description:
-      - Values of the environment variables the plan's C(env:) references name (the plan is validated, so its
-        references must resolve, as for C(palette-provision status)), set in the module's own process only.
+      - Values of the environment variables the plan's C(env:) references name, set in the module's own process
+        only. Only the secrets the journal's view reads need be set (a PostgreSQL journal's password), as for
+        C(palette-provision status); the others are checked for form only.
     type: dict
     default: {}
 notes:
-  - The plan's secret references must resolve (the plan is validated as a whole); their values are not used.
+  - The plan is validated as a whole, but its secret references are read only when used (a PostgreSQL journal's
+    password); a status job needs no platform or node credentials.
 seealso:
   - module: palette_provision.appliance.deployment
 """
@@ -147,6 +149,7 @@ from ansible_collections.palette_provision.appliance.plugins.module_utils.common
     WarningCollector,
     fail_with_error,
     load,
+    mask_secrets,
     require_library,
     state_dir,
 )
@@ -167,13 +170,15 @@ def main() -> None:
     from palette_provision.pipeline import Deployment
 
     with WarningCollector() as warnings:
-        plan = load(module)
+        plan = load(module, defer_secrets=True)  # read-only: a secret the journal's view does not use need not be set
         try:
             with Deployment(plan, state_dir=state_dir(module)) as deployment:
                 status = deployment.status()
                 actions = [a.to_dict() for a in deployment.actions()] if module.params["actions"] else None
         except Exception as exc:
+            mask_secrets(module)
             fail_with_error(module, exc)
+    mask_secrets(module)
     for line in warnings.lines:
         module.warn(line)
     ready = sorted({s["node"] for s in status["steps"] if s["phase"] == "await_ready" and s["status"] == "done"})
