@@ -2,7 +2,8 @@
 
 Every client logs out (:func:`ipmi_client`), and the tests that can check it assert that no session is left open.
 What reached the chassis is read from the chassis program's state: pyghmi's ``get_bootdev`` always answers
-``default`` against ipmi_sim. One QEMU guest at a time (TCG, 2 cores).
+``default`` against ipmi_sim. One QEMU guest at a time (TCG, 2 cores). The full install (CD boot with a seed,
+power-off, disk boot, SSH) is proven once, through the provider, in providers/baremetal/tests/test_ipmi_lab.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +22,13 @@ from bmclab.chassis import write_node_config
 from bmclab.ipmi import LAB_DIR, IpmiBmc, LabError, NodeConfig, free_udp_port
 from pplab import net
 from pplab._cmd import link_exists
-from pplab.disk import create_disk, read_install_state
+from pplab.disk import create_disk
 from pyghmi.exceptions import IpmiException  # type: ignore[import-untyped]
 from pyghmi.ipmi.command import Command  # type: ignore[import-untyped]
 from pyghmi.ipmi.private.session import Session  # type: ignore[import-untyped]
 
-from .conftest import Ed25519, make_iso, sha512_crypt
-
 # Not the other lab tests' nodes (.11/.12/.61, Redfish .131): those may boot at the same time.
 MAC = "52:54:00:5e:01:21"
-ADDRESS = "10.251.0.121"
-HOSTNAME = "ipmi-node-121"
-ACCOUNT = "pplabuser"
 USER, PASSWORD = "labadmin", "ipmi-lab-pw"
 BOOT_TIMEOUT = 240  # TCG under load; ~15 s on a quiet machine
 
@@ -255,97 +250,3 @@ def test_power_on_off_is_idempotent_and_the_boot_device_picks_cd_or_disk(bmc: Ip
         assert not qemu_pids(MAC)
     assert bmc.active_sessions() == 0
     assert bmc.boot_devices_set() == ["cdrom", "default"]
-
-
-def _user_data(host: Ed25519, key: Ed25519) -> str:
-    host_key = "".join(f"            {line}\n" for line in host.private_openssh.strip().splitlines())
-    return f"""#cloud-config
-install:
-  auto: true
-  device: /dev/sda
-  poweroff: true
-  reboot: false
-stylus:
-  site:
-    hostName: {HOSTNAME}
-    name: ipmilab-{HOSTNAME}
-    network:
-      interfaces:
-        eth0:
-          type: static
-          ipAddress: {ADDRESS}/24
-          gateway: 10.251.0.1
-          nameserver: 10.251.0.1
-stages:
-  initramfs:
-    - name: palette-provision-users
-      users:
-        {ACCOUNT}:
-          passwd: "{sha512_crypt("ipmi-lab")}"
-          groups: [admin]
-          ssh_authorized_keys:
-            - {key.public_openssh}
-    - name: palette-provision-host-keys
-      files:
-        - path: /etc/ssh/ssh_host_ed25519_key
-          permissions: 384
-          owner: 0
-          group: 0
-          content: |
-{host_key}        - path: /etc/ssh/ssh_host_ed25519_key.pub
-          permissions: 420
-          owner: 0
-          group: 0
-          content: "{host.public_openssh}"
-"""
-
-
-@pytest.mark.lab
-@pytest.mark.qemu
-@pytest.mark.timeout(600)
-def test_install_through_ipmi_then_boot_from_disk(bmc: IpmiBmc, node: NodeConfig, tmp_path: Path) -> None:
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / "user-data").write_text(_user_data(Ed25519.generate("host"), Ed25519.generate("user@test")))
-    (seed_dir / "meta-data").write_text(f"instance-id: ipmilab-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n")
-    seed = make_iso(seed_dir, tmp_path / "seed.iso", "cidata")
-    bmc.insert_media(node.iso, seed)
-
-    with ipmi_client(bmc) as cmd:
-        # Boot 1: from the CD, with the seed: installs onto /dev/sda and powers itself off.
-        cmd.set_bootdev("cdrom")
-        started = time.monotonic()
-        cmd.set_power("on", wait=30)
-        pid = bmc.chassis_state()["pid"]
-        wait_power(cmd, "off", BOOT_TIMEOUT)
-        install_s = time.monotonic() - started
-        console = bmc.console()
-        assert "seed found on /dev/sr1" in console and "install: complete #1" in console, console[-3000:]
-        assert "install: powering off" in console and "RE-INSTALL" not in console
-        assert "guest powered itself off" in whats(bmc)
-        # ipmi_sim (a subreaper) reaped the guest: no zombie, and the tap went with it.
-        assert not Path(f"/proc/{pid}").exists(), "the guest that powered itself off is a zombie"
-        assert not link_exists("pt" + MAC.replace(":", ""), net.LAN_NAMESPACE)
-        state = read_install_state(node.disk)
-        assert state is not None, "nothing installed on the disk"
-        assert (state.count, state.hostname, state.device) == (1, HOSTNAME, "/dev/sda")
-        assert state.config["NET_TYPE"] == "static"
-
-        # Boot 2: "hd" -> the installed system, reachable on its seeded address.
-        cmd.set_bootdev("hd")
-        started = time.monotonic()
-        cmd.set_power("on", wait=30)
-        console = wait_console(bmc, f"ready: ssh on {ADDRESS}:22")
-        ready_s = time.monotonic() - started
-        assert "boot mode=disk" in console and "installed system found on /dev/sda" in console, console[-3000:]
-        with socket.create_connection((ADDRESS, 22), timeout=10) as sock:
-            assert sock.recv(64).startswith(b"SSH-2.0-dropbear")
-        assert read_install_state(node.disk).count == 1, "the disk boot re-installed"  # type: ignore[union-attr]
-
-        cmd.set_power("off", wait=30)
-        assert cmd.get_power() == {"powerstate": "off"}
-    assert bmc.active_sessions() == 0
-    state_after = bmc.chassis_state()
-    assert (state_after["power_on_count"], state_after["boots"]) == (2, 2)
-    assert bmc.boot_devices_set() == ["cdrom", "default"]
-    print(f"install through IPMI: {install_s:.1f} s; disk boot to ready: {ready_s:.1f} s")

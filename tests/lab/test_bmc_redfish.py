@@ -1,8 +1,8 @@
 """Redfish BMCs of the lab (bmclab.redfish): sushy-tools' emulator driven with sushy, its machines booted in QEMU.
 
 The client is verified TLS against the lab's generated certificate (and its fingerprint is checked as a pin would):
-never ``verify=False``. One QEMU boot pair in all: install from the virtual CD with a FAT seed in the removable slot,
-then a disk boot.
+never ``verify=False``. No QEMU boot here: the install from the virtual CD with a FAT seed in the removable slot, then
+the disk boot, is proven once, through the provider, in providers/baremetal/tests/test_redfish_lab.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import socket
 import ssl
 import threading
 import time
@@ -22,22 +21,16 @@ from typing import Any
 import pytest
 import sushy  # type: ignore[import-untyped]
 from bmclab.redfish import RedfishLab, RedfishNode
-from pplab import net
-from pplab.disk import read_install_state
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
 from sushy.exceptions import AccessError, BadRequestError  # type: ignore[import-untyped]
 
 from palette_provision.seed import build_cidata_disk
 
-from .conftest import Ed25519, make_iso
+from .conftest import make_iso
 
 # Not the other lab tests' nodes (.11/.12/.61): those may boot at the same time.
 MAC = "52:54:00:5e:01:31"
-ADDRESS = "10.251.0.131"
-HOSTNAME = "rf-node-131"
-ACCOUNT = "pplabuser"
 USER, PASSWORD = "labadmin", "rf-lab-password"
-BOOT_TIMEOUT = 240  # TCG under load
 
 
 @contextlib.contextmanager
@@ -166,132 +159,3 @@ def test_power_boot_override_and_virtual_media(lab_ready: None, tmp_path: Path) 
         assert denied.value.status_code == 401
         assert not lab.events(kind="error"), lab.events(kind="error")
     assert not (tmp_path / "lab" / "media").exists(), "stop() deletes the downloaded images"
-
-
-def _user_data(host: Ed25519, key: Ed25519) -> str:
-    host_private = "".join(f"            {line}\n" for line in host.private_openssh.strip().splitlines())
-    return f"""#cloud-config
-install:
-  auto: true
-  device: /dev/sda
-  poweroff: true
-  reboot: false
-stylus:
-  site:
-    hostName: {HOSTNAME}
-    name: rflab-{HOSTNAME}
-    network:
-      interfaces:
-        eth0:
-          type: static
-          ipAddress: {ADDRESS}/24
-          gateway: 10.251.0.1
-          nameserver: 10.251.0.1
-stages:
-  initramfs:
-    - name: palette-provision-users
-      users:
-        {ACCOUNT}:
-          groups: [admin]
-          ssh_authorized_keys:
-            - {key.public_openssh}
-    - name: palette-provision-host-keys
-      files:
-        - path: /etc/ssh/ssh_host_ed25519_key
-          permissions: 384
-          owner: 0
-          group: 0
-          content: |
-{host_private}        - path: /etc/ssh/ssh_host_ed25519_key.pub
-          permissions: 420
-          owner: 0
-          group: 0
-          content: "{host.public_openssh}"
-"""
-
-
-def _ssh_banner(address: str, deadline: float) -> bytes:
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection((address, 22), timeout=3) as sock:
-            sock.settimeout(5)
-            banner = sock.recv(64)
-            if banner:
-                return banner
-        assert time.monotonic() < deadline, f"no SSH banner from {address}"
-        time.sleep(1)
-
-
-@pytest.mark.lab
-@pytest.mark.qemu
-@pytest.mark.timeout(600)
-def test_install_through_virtual_media_then_boot_from_disk(appliance_iso: Path, tmp_path: Path) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / "appliance.iso").symlink_to(appliance_iso)
-    host, key = Ed25519.generate("palette-provision-host-key"), Ed25519.generate("user@test")
-    seed = build_cidata_disk({
-        "user-data": _user_data(host, key).encode(),
-        "meta-data": f"instance-id: rflab-{HOSTNAME}\nlocal-hostname: {HOSTNAME}\n".encode(),
-    })  # fmt: skip
-    (images / "seed.img").write_bytes(seed)
-    node = RedfishNode(HOSTNAME, MAC, address=ADDRESS)
-    net.ensure_lan()
-    started = time.monotonic()
-    with (
-        RedfishLab([node], username=USER, password=PASSWORD, install_delay_s=1, workdir=tmp_path / "lab") as lab,
-        serve_directory(images) as base,
-    ):
-        sid = node.system_id
-        system = client(lab).get_system(lab.bmc(sid).system_path)
-        media(system, "Cd").insert_media(f"{base}/appliance.iso", inserted=True, write_protected=True)
-        media(system, "Floppy").insert_media(f"{base}/seed.img", inserted=True, write_protected=True)
-        system.set_system_boot_options(sushy.BOOT_SOURCE_TARGET_CD, enabled=sushy.BOOT_SOURCE_ENABLED_ONCE)
-
-        # Boot 1: from the virtual CD; the installer finds the FAT seed on the removable disk, installs onto
-        # /dev/sda and powers the machine off, which the BMC then reports.
-        system.reset_system(sushy.RESET_ON)
-        wait_power(system, sushy.POWER_STATE_ON)
-        boot = lab.listener.wait_for_event(sid, "boot", timeout=10)
-        assert boot.boot == "cd"
-        assert Path(boot.cd).is_relative_to(lab.workdir / "media") and Path(boot.cd).name == "appliance.iso"
-        assert Path(boot.removable).name == "seed.img"
-        wait_power(system, sushy.POWER_STATE_OFF, timeout=BOOT_TIMEOUT)
-        install_s = time.monotonic() - started
-        exited = lab.listener.wait_for_event(sid, "guest_exited", timeout=5)
-        assert exited.status == 0
-        assert lab.events(sid, "forced_off"), "the guest's own power-off became a ForceOff"
-        console = Path(boot.console).read_text()
-        assert "seed found on /dev/vda" in console, console[-3000:]
-        assert "install: complete #1" in console and "install: powering off" in console, console[-3000:]
-
-        state = read_install_state(lab.disk(sid))
-        assert state is not None, "nothing installed on the disk"
-        assert (state.count, state.hostname, state.device) == (1, HOSTNAME, "/dev/sda")
-        assert state.instance_id == f"rflab-{HOSTNAME}"
-
-        # Boot 2: media ejected, boot from the disk: the installed system comes up with the seeded address.
-        media(system, "Cd").eject_media()
-        media(system, "Floppy").eject_media()
-        system.set_system_boot_options(sushy.BOOT_SOURCE_TARGET_HDD, enabled=sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)
-        mark = len(lab.events())
-        system.reset_system(sushy.RESET_ON)
-        wait_power(system, sushy.POWER_STATE_ON)
-        boot = lab.listener.wait_for_event(sid, "boot", after=mark, timeout=10)
-        assert (boot.boot, boot.cd, boot.removable) == ("disk", "", "")
-        guest = lab.listener.guest(sid)
-        assert guest is not None
-        guest.wait_for_console(rf"ready: ssh on {ADDRESS}:22", BOOT_TIMEOUT)
-        assert _ssh_banner(ADDRESS, time.monotonic() + 60).startswith(b"SSH-2.0-dropbear")
-        assert read_install_state(lab.disk(sid)).count == 1  # type: ignore[union-attr]
-
-        system.reset_system(sushy.RESET_FORCE_OFF)
-        wait_power(system, sushy.POWER_STATE_OFF)
-        stopped = lab.listener.wait_for_event(sid, "guest_stopped", after=mark, timeout=10)
-        assert stopped.reason == "powered_off"
-        assert not guest.is_running()
-        kinds = [e.kind for e in lab.events(sid)]
-        install = ["power", "boot", "guest_exited", "forced_off", "power"]
-        disk_boot = ["power", "boot", "power", "guest_stopped"]
-        assert kinds == install + disk_boot, kinds
-        assert not lab.events(kind="error"), lab.events(kind="error")
-    print(f"install through the BMC: {install_s:.1f} s; both boots: {time.monotonic() - started:.1f} s")

@@ -92,6 +92,20 @@ def chassis_events(bmc: IpmiBmc) -> list[str]:
     return [e["what"] for e in bmc.chassis_state()["events"]]
 
 
+def _zombie_guests() -> list[str]:
+    """PIDs of QEMU processes left as zombies (state ``Z`` in ``/proc/<pid>/stat``)."""
+    zombies = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name, state = text[text.find("(") + 1 : text.rfind(")")], text[text.rfind(")") + 2 : text.rfind(")") + 3]
+        if state == "Z" and name.startswith("qemu"):
+            zombies.append(stat.parent.name)
+    return zombies
+
+
 def test_an_ipmi_node_installs_from_media_the_operator_attached(
     bmc: IpmiBmc, plan_data: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -125,6 +139,20 @@ def test_an_ipmi_node_installs_from_media_the_operator_attached(
         assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
         installed = read_install_state(bmc.node.disk)
         assert installed is not None and (installed.count, installed.hostname) == (1, NODE)
+        assert installed.device == "/dev/sda" and installed.config["NET_TYPE"] == "static"
+        # What the machine did (the lab's own checks, folded in here: one boot pair proves both): boot 1 from the
+        # CD found the operator's seed on the second CD, installed and powered itself off; ipmi_sim reaped it;
+        # boot 2 from the disk found the installed system.
+        consoles = {p.name.rsplit("-", 1)[-1]: p.read_text(errors="replace")
+                    for p in sorted((bmc.node.console_dir or tmp_path).glob(f"{bmc.node.name}-boot*.log"))}  # fmt: skip
+        assert sorted(consoles) == ["cd.log", "disk.log"], sorted(consoles)
+        install = consoles["cd.log"]
+        assert "seed found on /dev/sr1" in install and "install: complete #1" in install, install[-3000:]
+        assert "install: powering off" in install and "RE-INSTALL" not in install
+        assert "boot mode=disk" in consoles["disk.log"]
+        assert "installed system found on /dev/sda" in consoles["disk.log"]
+        assert "guest powered itself off" in chassis_events(bmc)
+        assert not _zombie_guests(), "ipmi_sim (a subreaper) reaps a guest that powered itself off"
         sets = [e for e in chassis_events(bmc) if e.startswith("set boot")]
         assert sets[:2] == ["set boot cdrom", "set boot default"], f"once from the CD, then the disk: {sets}"
         chassis = bmc.chassis_state()

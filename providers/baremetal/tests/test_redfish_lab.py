@@ -110,6 +110,7 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
 ) -> None:
     state = tmp_path / "state"
     plan = parse_plan(plan_data)
+    mark = len(lab.events())
     with Deployment(plan, state_dir=state) as deployment:
         report = deployment.apply()
         provider: Any = deployment.provider
@@ -123,8 +124,21 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
         # The install ran once, onto the named disk, from the ISO and the FAT seed the media server served.
         installed = read_install_state(lab.disk(NODE))
         assert installed is not None and (installed.count, installed.hostname) == (1, NODE)
-        boots = lab.events(kind="boot")
-        assert boots, "the listener saw the guest boot"
+        assert installed.device == "/dev/sda"
+        # What the machine did (the lab's own checks, folded in here: one boot pair proves both). Boot 1: from the
+        # CD holding the very ISO the emulator downloaded from the media server, the seed on the removable slot
+        # (the guest's /dev/vda); the install ended in the guest's own power-off, which the lab turned into the
+        # BMC's Off. Boot 2: from the disk, no media.
+        seen = lab.events()[mark:]
+        boots = [e for e in seen if e.kind == "boot"]
+        assert [b.boot for b in boots] == ["cd", "disk"], boots
+        assert Path(boots[0].cd).is_relative_to(lab.workdir / "media") and Path(boots[0].cd).suffix == ".iso"
+        assert boots[0].removable and (boots[1].cd, boots[1].removable) == ("", "")
+        assert [e.status for e in seen if e.kind == "guest_exited"][:1] == [0]
+        assert any(e.kind == "forced_off" for e in seen), "the guest's own power-off became a ForceOff"
+        install = Path(boots[0].console).read_text(errors="replace")
+        assert "seed found on /dev/vda" in install and "install: complete #1" in install, install[-3000:]
+        assert "install: powering off" in install and "RE-INSTALL" not in install
         system = _system(lab)
         assert system.power_state == sushy.POWER_STATE_ON
         media = {m.identity: (m.inserted, m.image) for m in system.virtual_media.get_members()}
