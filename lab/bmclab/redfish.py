@@ -12,14 +12,16 @@ image the emulator downloaded through ``InsertMedia``, the guest's own power-off
         ...                            # drive bmc.url with sushy / the provider (pin lab.fingerprint)
         lab.events(bmc.system_id)      # what the machine did (boots, media, power changes)
 
-The emulator runs through a small wrapper (``python -c``) that changes two things, both to make tests deterministic:
+The emulator runs through a small wrapper (``python -c``) that changes three things, to make tests deterministic:
 
 * the fake driver's power-change delay (``random.randint(1, 11)`` s) is pinned to ``power_delay_s`` (None keeps
   the random delay);
 * requests are served one at a time (a lock around the WSGI app, inside the basic-auth check, taken once the request's
-  body has been read). The fake driver reads,
-  changes and writes a whole system record per request, so two concurrent requests lose one's change, and each sends
-  its notification from its own thread, so they arrive out of order. Serialised, notifications arrive in write order.
+  body has been read). The fake driver reads, changes and writes a whole system record per request, so two
+  concurrent requests lose one's change, and each sends its notification from its own thread, so they arrive out of
+  order. Serialised, notifications arrive in write order;
+* each connection's TLS handshake runs in that connection's thread, not in werkzeug's accept loop, where one slow
+  handshake (a client on a lossy link) held up every other connection.
 
 Everything else is the stock emulator: basic auth from an htpasswd file (bcrypt, cost 4 here: it checks bcrypt on
 every request), no SessionService (use ``sushy.auth.BasicAuth``), HTTPS with a self-signed certificate generated
@@ -71,8 +73,18 @@ _UUID_NAMESPACE = uuidlib.UUID("6f1c2f1e-5b0c-4c59-9d61-8e5a3c0b7a11")
 # Runs sushy-emulator with the fake driver's power delay pinned and requests serialised (see the module doc).
 # argv: config file, delay seconds or "random".
 _EMULATOR_MAIN = r"""
-import io, sys, threading
+import io, ssl, sys, threading
 config, delay = sys.argv[1], sys.argv[2]
+
+# The TLS handshake in each connection's own thread, not in the accept loop: werkzeug wraps the listening socket,
+# so every accepted connection shook hands before the next could be accepted, and one client on a lossy link held
+# every other client (the lab's own ForceOff included) until its ClientHello got through.
+_wrap_socket = ssl.SSLContext.wrap_socket
+
+def _handshake_later(self, sock, server_side=False, do_handshake_on_connect=True, *args, **kwargs):
+    return _wrap_socket(self, sock, server_side, do_handshake_on_connect and not server_side, *args, **kwargs)
+
+ssl.SSLContext.wrap_socket = _handshake_later
 if delay != "random":
     from sushy_tools.emulator.resources.systems import fakedriver
 

@@ -4,8 +4,10 @@ Why sushy and not pyghmi's Redfish client: pyghmi's ``attach_remote_media`` sile
 report their slots as in use (sushy-tools' emulator does), and it caches the boot device for 30 s.
 
 Sessions: basic authentication on every request (no Redfish session to leak; some BMCs, and the emulator, have no
-SessionService at all), on one HTTP connection per :class:`BmcGate` session, closed when it ends. Proxies are never
-taken from the environment. TLS: verified against the system store or ``ca_bundle``, or pinned to the
+SessionService at all), through one HTTP client per :class:`BmcGate` session, closed when it ends. sushy asks the
+BMC to close each connection after its answer (``Connection: close``: BMCs were seen to choke on persistent ones),
+so every request is a TCP and TLS handshake of its own: a session asks nothing twice. Proxies are never taken from
+the environment. TLS: verified against the system store or ``ca_bundle``, or pinned to the
 certificate's SHA-256 in the handshake (self-signed BMC certificates), or, when the plan says so, not at all.
 """
 
