@@ -318,9 +318,11 @@ def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets
 ) -> None:
     # A server of its own, whose install lasts long enough (a real one lasts many minutes) for a power-on poll
     # slowed by the lossy link to see it on: polling for "on" cannot tell a power-on still pending from an install
-    # that already ended.
+    # that already ended. At 30 % loss each way a request now and then stalls for a minute (seven losses in a row
+    # end the kernel's linear retransmissions; sushy's read timeout is 60 s), so the install outlasts such a stall:
+    # with 20 s, one CI run in several missed the whole install and timed out in power_on.
     name, mac, address = "rf-lossy", "52:54:00:5e:02:42", "10.251.0.142"
-    with RedfishLab([RedfishNode(name, mac, address)], install_delay_s=20, listen_host="0.0.0.0",  # noqa: S104
+    with RedfishLab([RedfishNode(name, mac, address)], install_delay_s=75, listen_host="0.0.0.0",  # noqa: S104
                     workdir=tmp_path / "lab") as lossy_lab:  # fmt: skip
         emulator_port = int(lossy_lab.bmc(name).url.rsplit(":", 1)[1])
         with LossyLink(emulator_port, 30) as link:
