@@ -44,7 +44,8 @@ def preflight(deployment: Deployment) -> Outcome:
         raise ConfigurationError(f"the content bundle {plan.content.path} does not exist", field="content.path")
     deployment.provider.preflight(plan)
     if plan.iso.sha256 and iso_path is not None:
-        _iso_digest_read(deployment, iso_path)  # the wrong file refused before anything is changed
+        # The wrong file refused before anything is changed.
+        _iso_digest_read(deployment, iso_path, deployment.journal.cached_digest(iso_path))
     if plan.nodes.wipe_install_disk:
         for spec in deployment.node_specs():
             # Asked for explicitly (nodes.wipe_install_disk), and still worth saying out loud: it destroys data.
@@ -54,12 +55,12 @@ def preflight(deployment: Deployment) -> Outcome:
     return Outcome({"provider": plan.platform.provider, "install_method": deployment.install_method.value})
 
 
-def _iso_digest_read(deployment: Deployment, path: Path) -> str | None:
-    """The ISO's digest as read from the file itself (the journal's cache, or ``apply``'s early read), checked
+def _iso_digest_read(deployment: Deployment, path: Path, cached: str | None) -> str | None:
+    """The ISO's digest as read from the file itself (``cached``, the journal's, or ``apply``'s early read), checked
     against the plan's ``iso.sha256``; ``None`` when neither has it (the provider hashes while it uploads)."""
     plan = deployment.plan
     early = deployment.early_iso_digest
-    read = deployment.journal.cached_digest(path) or (early.result() if early and early.path == path else None)
+    read = cached or (early.result() if early and early.path == path else None)
     if read is not None and plan.iso.sha256 and read != plan.iso.sha256:
         raise ConfigurationError(
             f"the appliance ISO {path} has SHA-256 {read}, the plan says {plan.iso.sha256}", field="iso.sha256"
@@ -75,7 +76,7 @@ def stage_iso(deployment: Deployment) -> Outcome:
         raise ConfigurationError("the appliance ISO could not be fetched", field="iso.source")
     identity = media_mod.file_identity(path)
     cached = journal.cached_digest(path)
-    read = _iso_digest_read(deployment, path)
+    read = _iso_digest_read(deployment, path, cached)
     known = plan.iso.sha256 or read
     file = MediaFile(role="appliance-iso", local_path=path, size=identity[2], name=path.name, sha256=known,
                      sha256_checked=read is not None)  # fmt: skip

@@ -52,6 +52,13 @@ def _provider(plan: DeploymentPlan, state: Path) -> RecordingProvider:
     return RecordingProvider(plan.platform_settings, context)
 
 
+def _with_plan_digest(tmp_path: Path, digest: str | None = None) -> tuple[dict[str, Any], DeploymentPlan]:
+    """The base plan with ``iso.sha256`` set (default: the ISO's real digest): its data and the parsed plan."""
+    data = base_plan(tmp_path)  # writes the ISO
+    data["iso"]["sha256"] = digest or sha256_file(tmp_path / "appliance.iso")
+    return data, parse_plan(data, base_dir=tmp_path)
+
+
 def _isos(provider: RecordingProvider) -> list[MediaFile]:
     return [m for m in provider.asked if m.role == "appliance-iso"]
 
@@ -76,9 +83,7 @@ def test_a_stopping_run_stops_the_digest(tmp_path: Path) -> None:
 
 
 def test_a_plans_digest_is_checked_and_handed_to_the_provider_as_read_from_the_file(tmp_path: Path) -> None:
-    data = base_plan(tmp_path)
-    data["iso"]["sha256"] = sha256_file(tmp_path / "appliance.iso")
-    plan = parse_plan(data, base_dir=tmp_path)
+    data, plan = _with_plan_digest(tmp_path)
     state = tmp_path / "state"
     provider = _provider(plan, state)
     with Deployment(plan, state_dir=state, provider=provider) as deployment:
@@ -108,9 +113,7 @@ def test_without_a_plan_digest_the_provider_hashes_then_the_cache_vouches(tmp_pa
 
 
 def test_an_iso_that_is_not_the_plans_is_refused_before_anything_is_staged(tmp_path: Path) -> None:
-    data = base_plan(tmp_path)
-    data["iso"]["sha256"] = "ab" * 32
-    plan = parse_plan(data, base_dir=tmp_path)
+    data, plan = _with_plan_digest(tmp_path, "ab" * 32)
     state = tmp_path / "state"
     provider = _provider(plan, state)
     with Deployment(plan, state_dir=state, provider=provider) as deployment, \
@@ -123,9 +126,7 @@ def test_an_iso_that_is_not_the_plans_is_refused_before_anything_is_staged(tmp_p
 
 
 def test_an_iso_changed_while_it_was_staged_is_an_error_and_the_next_run_stages_it_again(tmp_path: Path) -> None:
-    data = base_plan(tmp_path)
-    data["iso"]["sha256"] = sha256_file(tmp_path / "appliance.iso")
-    plan = parse_plan(data, base_dir=tmp_path)
+    data, plan = _with_plan_digest(tmp_path)
     state = tmp_path / "state"
     provider = _provider(plan, state)
     provider.touch_iso = True
