@@ -3,6 +3,8 @@ addresses. One deployment proves the whole chain: the library's seed boots the a
 the VM off, the library detaches the media and boots from disk, the readiness ladder reaches an authenticated SSH
 session with the pre-seeded host key pinned and the Local API, the cluster is formed, and destroy cleans up.
 The same deployment is killed (SIGKILL) after every phase and resumed each time, without any side effect repeated.
+The lab's watcher (which boots powered-on VMs in QEMU) is proven here too: the address and host name it reports to
+vcsim, the guest and its disk gone with the VM, and a clean stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -52,9 +54,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield lab
     finally:
         lab.down()
+    # The watcher stopped on SIGTERM as users stop it: every guest stopped, then a clean exit (not a SIGKILL).
+    watcher_log = (lab.vcsim_dir / "watcher.log").read_text(errors="replace")
+    assert "signal_received signal=SIGTERM" in watcher_log and "watcher_stopped" in watcher_log, watcher_log[-3000:]
 
 
-def _vcsim_vms(lab: Any) -> list[str]:
+def _vcsim_guests(lab: Any) -> dict[str, tuple[str, str | None, str | None]]:
+    """The lab's VMs in vcsim: name -> (power state, guest.ipAddress, guest.hostName)."""
     from vcsim.lab import connect_to, disconnect
 
     si = connect_to(lab.state["host"], lab.state["port"], lab.state["username"],
@@ -64,9 +70,14 @@ def _vcsim_vms(lab: Any) -> list[str]:
         from pyVmomi import vim
 
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        return sorted(vm.name for vm in view.view if vm.name.startswith("lab-"))
+        return {vm.name: (vm.runtime.powerState, vm.guest.ipAddress, vm.guest.hostName)
+                for vm in view.view if vm.name.startswith("lab-")}  # fmt: skip
     finally:
         disconnect(si)
+
+
+def _vcsim_vms(lab: Any) -> list[str]:
+    return sorted(_vcsim_guests(lab))
 
 
 def _sim_state(lab: Any, node: str = "node1") -> dict[str, Any]:
@@ -115,8 +126,9 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
         assert result["host_key_fingerprint"] == j.fact(node, "host_key_fingerprint")
         session = next(e for e in result["evidence"] if e["rung"] == "ssh_session")
         assert session["rung"] == "ssh_session"
-    # No side effect repeated across eleven runs: one VM, one install, one upload, one cluster.
-    assert _vcsim_vms(lab) == ["lab-palette-lab-1"]
+    # No side effect repeated across eleven runs: one VM, one install, one upload, one cluster. What vcsim says of the
+    # guest is what the watcher read from the booted disk: the seed's address and the appliance's own host name.
+    assert _vcsim_guests(lab) == {"lab-palette-lab-1": ("poweredOn", "10.251.0.11", "palette-lab-1")}
     consoles = sorted(p.name for p in (lab.vcsim_dir / "watcher").rglob("*console*-cd.log"))
     assert len(consoles) == 1, f"the installer ran more than once: {consoles}"
     # The seed named the install disk by its by-path name (PVSCSI unit 0), not the larger storage-pool disk the
@@ -166,9 +178,18 @@ def test_rerun_after_success_changes_nothing(lab: Any) -> None:
 
 
 def test_destroy_removes_vms_and_seeds_and_keeps_the_iso_unless_purged(lab: Any) -> None:
+    guest_disks = list((lab.vcsim_dir / "watcher").glob("vm-*/disk.img"))
+    assert len(guest_disks) == 1, guest_disks
     destroyed = _cli("destroy", str(lab.plan_path), "--json")
     assert destroyed.returncode == 0, destroyed.stderr[-3000:]
     assert _vcsim_vms(lab) == []
+    # The watcher followed the VM: its QEMU guest stopped (nothing answers SSH at its address) and its disk is gone.
+    from vcsim.watcher import _ssh_banner
+
+    from palette_provision.waiting import wait_for
+
+    wait_for(lambda: not _ssh_banner("10.251.0.11", 22, timeout=1.0) and not guest_disks[0].exists(),
+             what="the watcher to stop the destroyed VM's guest and delete its disk", timeout=60)
     files = _datastore_files(lab)
     assert any(f.endswith("appliance.iso") for f in files)
     purged = _cli("destroy", str(lab.plan_path), "--purge-media", "--json")

@@ -1,6 +1,6 @@
 """The watcher's reconciliation against a real vcsim, with a fake guest runner (no QEMU: fast, no root needed).
 
-The QEMU end-to-end run is ``test_watcher_qemu.py``.
+The watcher with real QEMU guests is proven by the vSphere end-to-end tests (tests/e2e/test_vsphere_lab.py).
 """
 
 from __future__ import annotations
