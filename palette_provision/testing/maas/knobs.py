@@ -41,6 +41,8 @@ class Knobs(_simhttp.KnobSet):
     """``{key: n}``: answer the next n matching requests with 503 (text body)."""
     drop_upload_next: int = 0
     """Cut the next n boot-resource upload PUTs (see ``drop_upload_mode``)."""
+    drop_upload_skip: int = 0
+    """Let this many upload PUTs through untouched before ``drop_upload_next`` starts cutting (a later chunk)."""
     drop_upload_after_bytes: int = 65536
     """``partial`` mode: bytes of the chunk read before the connection is closed (at most the chunk size - 1)."""
     drop_upload_mode: str = "partial"
@@ -74,6 +76,9 @@ class KnobBox(_simhttp.KnobBox[Knobs]):
         """Consume one ``drop_upload_next`` count; the knobs in force then, or ``None`` when none is left."""
         with self._lock:
             if self._knobs.drop_upload_next <= 0:
+                return None
+            if self._knobs.drop_upload_skip > 0:
+                self._knobs.drop_upload_skip -= 1
                 return None
             self._knobs.drop_upload_next -= 1
         return self.snapshot()

@@ -37,7 +37,7 @@ from palette_provision_maas._shapes import BootResource
 
 __all__ = ["ImageUploader"]
 
-_CHUNK = 4 << 20
+_READ = 4 << 20
 _DIGESTS = "image-digests.json"
 
 
@@ -74,6 +74,17 @@ class ImageUploader:
             )  # fmt: skip
         if not self._path.is_file():
             raise ConfigurationError(f"no such file: {self._path}", field="platform.image.file", provider=PROVIDER)
+        if found is not None and found.complete:
+            # Found here, not after machines were allocated: the file's digest is read once (and cached) either way.
+            theirs = found.files[0] if found.files else None
+            digest = self._digest(self._path)
+            if theirs is None or theirs.sha256 != digest or theirs.size != self._path.stat().st_size:
+                raise ConfigurationError(self._another(theirs.sha256 if theirs else None, digest),
+                                         field="platform.image.name", provider=PROVIDER)  # fmt: skip
+
+    def _another(self, theirs: str | None, digest: str) -> str:
+        return (f"MAAS's {self.image.resource_name} is another image (SHA-256 {theirs or '?'}, the plan's file has "
+                f"{digest}): rename platform.image.name, or delete it in MAAS")
 
     def ensure(self) -> str:
         """The image's name once MAAS holds it complete (uploading or resuming first if needed)."""
@@ -100,11 +111,8 @@ class ImageUploader:
                 self._log.info("maas_image_present", image=self.image.resource_name, bytes=size, uploaded_bytes=0)
                 return
         elif found is not None and found.complete:
-            raise ProviderError(
-                f"MAAS's {self.image.resource_name} is another image (SHA-256 {theirs.sha256 if theirs else '?'}, "
-                f"the plan's file has {digest}): rename platform.image.name, or delete it in MAAS",
-                provider=PROVIDER, resource=self.image.resource_name,
-            )  # fmt: skip
+            raise ProviderError(self._another(theirs.sha256 if theirs else None, digest), provider=PROVIDER,
+                                resource=self.image.resource_name)  # fmt: skip
         else:
             if found is not None:  # an incomplete upload of another file: start again
                 client.delete_boot_resource(found.id)
@@ -128,7 +136,7 @@ class ImageUploader:
                     last[0] = done
                     self._log.info("maas_image_upload_progress", bytes=done, total=total)
 
-            client.upload_chunks(uri, path, offset=start, chunk_size=_CHUNK, progress=progress)
+            client.upload_chunks(uri, path, offset=start, chunk_size=self.image.chunk_size, progress=progress)
         # MAAS marks the resource complete once it has checked the file (asynchronously on a real region).
         wait_for(
             lambda: client.boot_resource(resource.id),
@@ -156,7 +164,7 @@ class ImageUploader:
             return value
         digest = hashlib.sha256()
         with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
+            while chunk := handle.read(_READ):
                 digest.update(chunk)
         result = digest.hexdigest()
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from palette_provision.provider import (
 from pydantic import BaseModel
 
 from palette_provision_maas._bmc import BmcBridge
+from palette_provision_maas._capacity import could_match, left_without
 from palette_provision_maas._client import MaasClient
 from palette_provision_maas._errors import PROVIDER, MaasConflict, MaasNotFound
 from palette_provision_maas._image import ImageUploader
@@ -174,6 +175,7 @@ class MaasProvider:
         self._log.info("maas_logged_in", user=user.username, url=self.client.url)
         if self.settings.mode == "image":
             self.images.check(plan)
+        chosen: dict[str, tuple[NodeSpec, MaasMachine]] = {}
         for spec in plan.node_specs():
             if self.context.owned_machines.get(spec.name) is not None or self._held(spec.name):
                 continue
@@ -187,6 +189,26 @@ class MaasProvider:
                 ) from None  # fmt: skip
             if self.settings.mode == "bmc":
                 self.bmc.check_power_type(spec, candidate.power_type, candidate.hostname)
+            chosen[spec.name] = (spec, candidate)
+        self._check_capacity(chosen)
+
+    def _check_capacity(self, chosen: dict[str, tuple[NodeSpec, MaasMachine]]) -> None:
+        """Enough distinct Ready machines for every node still to allocate, at once (see :mod:`._capacity`)."""
+        if len(chosen) < 2:
+            return
+        listed = self.client.list_machines()
+        candidates = {
+            node: [candidate.system_id] + [m.system_id for m in listed if could_match(m, self._constraints(spec))]
+            for node, (spec, candidate) in chosen.items()
+        }  # fmt: skip
+        short = left_without(candidates)
+        if short:
+            spec = chosen[short[0]][0]
+            raise ConfigurationError(
+                f"MAAS has Ready machines for {len(chosen) - len(short)} of the {len(chosen)} nodes to allocate: "
+                f"{', '.join(short)} would get none (each node's constraints are met, not all of them at once)",
+                field=self._where(spec), provider=PROVIDER,
+            )  # fmt: skip
 
     def _held(self, node: str) -> bool:
         return bool(self.client.list_machines(agent_name=self.agent_name(node)))

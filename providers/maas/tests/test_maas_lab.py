@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,26 @@ def test_image_mode_deploys_a_qemu_guest_from_the_uploaded_image(lab_ready: None
         assert not (work / f"{machine['system_id']}.guest.json").exists(), "the release stopped the guest"
 
 
+#: The simulator's on-release hook in the bmc test: what the machine's BMC shows at the moment MAAS releases it.
+BMC_AT_RELEASE = r"""
+import json, os, sushy
+from sushy.auth import BasicAuth
+e = os.environ
+root = sushy.Sushy(e["SNAP_URL"], auth=BasicAuth(e["SNAP_USER"], e["SNAP_PASS"]), verify=e["SNAP_CA"])
+system = root.get_system(e["SNAP_SYSTEM"])
+value = lambda v: str(getattr(v, "value", v))
+with open(e["SNAP_OUT"], "w") as out:
+    json.dump({"enabled": value(system.boot.enabled), "target": value(system.boot.target),
+               "inserted": [m.identity for m in system.virtual_media.get_members() if m.inserted]}, out)
+"""
+
+
+def _boot_and_media(system: Any) -> dict[str, Any]:
+    value = lambda v: str(getattr(v, "value", v))  # noqa: E731
+    return {"enabled": value(system.boot.enabled), "target": value(system.boot.target),
+            "inserted": [m.identity for m in system.virtual_media.get_members() if m.inserted]}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def redfish(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishLab]:
     name, mac, address = BMC_NODE
@@ -119,7 +140,13 @@ def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: R
     machine = {"hostname": "rack-r1", "mac": mac, "address": address, "tags": ["palette"], "power_type": "redfish",
                "power_parameters": {"power_address": f"127.0.0.1:{port}", "power_user": redfish.username,
                                     "power_pass": redfish.password, "node_id": bmc.system_id}}  # fmt: skip
-    with start_maas_simulator(tmp_path / "sim", machines=[machine], knobs={"deploy_delay_s": 0}) as sim:
+    at_release = tmp_path / "bmc-at-release.json"
+    snapshot = {"argv": [sys.executable, "-c", BMC_AT_RELEASE], "timeout_s": 60,
+                "env": {"SNAP_URL": bmc.url, "SNAP_USER": bmc.username, "SNAP_PASS": bmc.password,
+                        "SNAP_CA": str(bmc.cert_path), "SNAP_SYSTEM": bmc.system_path, "SNAP_OUT": str(at_release)}}
+    config = {"machines": [machine], "on_release": snapshot}
+    system = sushy.Sushy(bmc.url, auth=BasicAuth(bmc.username, bmc.password), verify=str(bmc.cert_path))
+    with start_maas_simulator(tmp_path / "sim", config=config, knobs={"deploy_delay_s": 0}) as sim:
         hosts = [{"name": name, "address": f"{address}/24", "hostname": "rack-r1",
                   "bmc_fingerprint": redfish.fingerprint}]  # fmt: skip
         data = _plan(sim, tmp_path, address, mode="bmc", hosts=hosts, media_server={"bind": "127.0.0.1:0"},
@@ -137,7 +164,24 @@ def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: R
             deployment.destroy(purge_media=True)
         [held] = sim.state()["machines"].values()
         assert held["status_name"] == "Ready", "released"
-    system = sushy.Sushy(bmc.url, auth=BasicAuth(bmc.username, bmc.password), verify=str(bmc.cert_path))
-    server = system.get_system(bmc.system_path)
-    assert server.power_state == sushy.POWER_STATE_OFF
-    assert all(not m.inserted for m in server.virtual_media.get_members()), "media ejected before the release"
+        server = system.get_system(bmc.system_path)
+        assert server.power_state == sushy.POWER_STATE_OFF
+        assert _boot_and_media(server)["inserted"] == [], "media ejected"
+
+        # Destroyed while the installer's boot is still set up (no QEMU boot: the machine stays off): the media
+        # must be ejected and the override cleared through the BMC *before* MAAS releases the machine, which the
+        # simulator's on-release hook reads off the BMC while the release is being answered.
+        with Deployment(parse_plan(data), state_dir=tmp_path / "state-2") as deployment:
+            report = deployment.apply(until="boot_once_from_cd")
+            assert report.ok, report.failures()
+            set_up = _boot_and_media(system.get_system(bmc.system_path))
+            assert set_up["target"] == "Cd" and set_up["inserted"], set_up  # the emulator keeps a Once as Continuous
+            at_release.unlink(missing_ok=True)
+            deployment.destroy(purge_media=True)
+        [held] = sim.state()["machines"].values()
+        assert held["status_name"] == "Ready" and held["allocations"] == 2
+    restored = _boot_and_media(system.get_system(bmc.system_path))
+    # sushy-tools' emulator refuses "Disabled": the provider then sets the disk, continuously (see its Redfish BMC).
+    assert restored["enabled"] in ("Disabled", "Continuous") and restored["target"] in ("None", "Hdd"), restored
+    assert restored["inserted"] == [], "media ejected"
+    assert json.loads(at_release.read_text()) == restored, "the BMC was restored only after MAAS released it"

@@ -7,6 +7,7 @@ address rung here (no SSH), so each test is about MAAS: allocate, upload, deploy
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from palette_provision.errors import AuthenticationError, ConfigurationError
+from palette_provision.errors import AuthenticationError, ConfigurationError, PlanError, TLSVerificationError
 from palette_provision.log import get_logger
 from palette_provision.media_server import stop_media_server
 from palette_provision.pipeline import Deployment
@@ -26,9 +27,14 @@ from palette_provision.provider import Machine, ProviderContext
 from palette_provision.registry import create_provider
 from palette_provision.testing.contract import ProviderContract
 from palette_provision.testing.maas import MaasSimulatorHandle, start_maas_simulator
+from palette_provision.waiting import Backoff, wait_for
+from structlog.testing import capture_logs
 
 KEY_ENV = "PP_MAAS_TEST_KEY"
 IMAGE_SIZE = 3 * (1 << 20) + 12345  # not a multiple of the 4 MiB chunk... nor of anything
+CHUNK = 1 << 20  # the upload tests' image.chunk_size: IMAGE_SIZE is then four PUTs
+PUTS = 4
+STATIC = {"mode": "static", "gateway": "10.251.0.1"}
 MACHINES = [
     {"hostname": f"rack{i}", "cpu_count": 8, "memory": 16384, "tags": ["palette"], "mac": f"52:54:00:5e:09:{i:02x}",
      "address": f"10.251.0.{180 + i}", "power_type": "ipmi",
@@ -129,16 +135,198 @@ def test_a_second_deployment_finds_the_image_and_uploads_nothing(
     assert fresh.state()["uploads"]["bytes"] == IMAGE_SIZE, "the image was uploaded once for both"
 
 
+def _chunked(data: dict[str, Any]) -> dict[str, Any]:
+    data["platform"]["image"]["chunk_size"] = CHUNK
+    return data
+
+
 def test_an_upload_cut_mid_way_resumes_where_maas_stopped(
     fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
 ) -> None:
-    fresh.set_knobs(drop_upload_next=1, drop_upload_after_bytes=1 << 20)
-    with Deployment(parse_plan(plan_data(fresh, image, tmp_path)), state_dir=tmp_path / "state") as deployment:
+    # The third PUT's chunk is stored, then the connection is cut before MAAS answers: the client must ask MAAS how
+    # much it holds and go on from there, neither re-sending that chunk nor starting again.
+    fresh.set_knobs(drop_upload_skip=2, drop_upload_next=1, drop_upload_mode="after_append")
+    data = _chunked(plan_data(fresh, image, tmp_path))
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
         report = deployment.apply()
         assert report.ok, report.failures()
     uploads = fresh.state()["uploads"]
     assert uploads["dropped"] == 1 and uploads["completed"] == 1
-    assert uploads["bytes"] < IMAGE_SIZE + (4 << 20), "resumed from what MAAS held, not from the start"
+    assert uploads["bytes"] == IMAGE_SIZE, "every byte stored once: nothing re-sent after the cut"
+    assert uploads["puts"] == PUTS, "one PUT per chunk, the cut one included"
+
+
+def _partial_upload(sim: MaasSimulatorHandle, image: Path, work: Path, chunks: int) -> None:
+    """An earlier run's upload, stopped after ``chunks`` chunks: the resource exists, incomplete."""
+    from palette_provision_maas._client import MaasClient
+
+    head = work / "head.raw"
+    head.write_bytes(image.read_bytes()[: chunks * CHUNK])
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    with MaasClient(sim.url, sim.api_key_secret()) as client:
+        resource = client.create_boot_resource("custom/palette-test", "amd64/generic", filetype="ddraw",
+                                               sha256=digest, size=IMAGE_SIZE)  # fmt: skip
+        [pending] = [f for f in resource.files if f.upload_uri]
+        client.upload_chunks(str(pending.upload_uri), head, chunk_size=CHUNK)
+
+
+def test_an_earlier_runs_incomplete_upload_is_completed_not_restarted(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    _partial_upload(fresh, image, tmp_path, chunks=2)
+    before = fresh.state()["uploads"]
+    assert (before["puts"], before["bytes"], before["completed"]) == (2, 2 * CHUNK, 0)
+    with Deployment(parse_plan(_chunked(plan_data(fresh, image, tmp_path))),
+                    state_dir=tmp_path / "state") as deployment:  # fmt: skip
+        report = deployment.apply(until="deploy_image")
+        assert report.ok, report.failures()
+    uploads = fresh.state()["uploads"]
+    assert uploads["completed"] == 1 and uploads["bytes"] == IMAGE_SIZE, "the rest sent, the first 2 MiB not again"
+    assert uploads["puts"] == PUTS and len(fresh.state()["boot_resources"]) == 2, "the same resource, completed"
+
+
+def test_a_dhcp_node_takes_the_address_maas_reports(fresh: MaasSimulatorHandle, image: Path, tmp_path: Path) -> None:
+    data = plan_data(fresh, image, tmp_path)
+    data["nodes"] = {**data["nodes"], "count": 1, "network": {"mode": "dhcp"}}
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+        report = deployment.apply()
+        assert report.ok, report.failures()
+    [node] = report.nodes
+    [machine] = [m for m in fresh.state()["machines"].values() if m["status_name"] == "Deployed"]
+    assert machine["ip_addresses"] == [machine["address"]] and node.address == machine["address"]
+    assert node.address_source == "platform", "MAAS's ip_addresses, not the plan"
+
+
+# --------------------------------------------------------------------------------------------- the image, checked
+
+
+def test_an_image_file_that_is_not_there_is_named_by_validate(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    data = plan_data(fresh, image, tmp_path)
+    data["platform"]["image"]["file"] = str(tmp_path / "no-such-image.raw")
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment, pytest.raises(PlanError) as info:
+        deployment.apply()
+    assert [(i.path, "no-such-image.raw" in i.message) for i in info.value.issues] == [("platform.image.file", True)]
+    assert fresh.state()["requests"] == {}, "found offline: MAAS was not asked anything"
+
+
+def test_no_file_and_no_image_in_maas_is_a_preflight_error_naming_the_image(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    data = plan_data(fresh, image, tmp_path)
+    data["platform"]["image"] = {"name": "palette-missing"}
+    deployment = Deployment(parse_plan(data), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "platform.image.file" and "custom/palette-missing" in str(info.value)
+    assert allocations(fresh) == {}
+
+
+def test_a_complete_image_of_that_name_with_another_digest_stops_before_allocating(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    from palette_provision_maas._client import MaasClient
+
+    other = tmp_path / "someone-elses.raw"
+    other.write_bytes(os.urandom(70_000))
+    with MaasClient(fresh.url, fresh.api_key_secret()) as client:
+        resource = client.create_boot_resource("custom/palette-test", "amd64/generic", filetype="ddraw",
+                                               sha256=hashlib.sha256(other.read_bytes()).hexdigest(), size=70_000)
+        client.upload_chunks(str(resource.files[0].upload_uri), other)
+    deployment = Deployment(parse_plan(plan_data(fresh, image, tmp_path)), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    message = str(info.value)
+    assert info.value.field == "platform.image.name"
+    assert "another image" in message and "rename platform.image.name, or delete it in MAAS" in message
+    assert hashlib.sha256(image.read_bytes()).hexdigest() in message, "the plan's digest, to compare with MAAS's"
+    assert allocations(fresh) == {} and fresh.state()["uploads"]["completed"] == 1, "nothing allocated or replaced"
+
+
+# --------------------------------------------------------------------------------------------- which machines
+
+
+def test_an_explicit_machine_and_merged_constraints_pick_those_machines_marked_as_ours(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    fresh.add_machine(hostname="spare2", cpu_count=2, memory=4096, tags=["spare"], mac="52:54:00:5e:09:11")
+    rack3 = fresh.machine("rack3")["system_id"]
+    data = plan_data(fresh, image, tmp_path, constraints={"tags": ["palette"], "cpu_count": 4, "mem": 4096})
+    # m-2's own constraints over the platform's: its tag and CPU count, the platform's memory. Alone, its
+    # constraints would take spare1 (2 GiB); the platform's alone, rack1.
+    data["nodes"] = {"size": "small", "install_disk": "/dev/sda", "network": STATIC,
+                     "hosts": [{"name": "m-1", "address": "10.251.0.181/24", "system_id": rack3},
+                               {"name": "m-2", "address": "10.251.0.182/24",
+                                "constraints": {"tags": ["spare"], "cpu_count": 2}}]}  # fmt: skip
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
+        assert deployment.apply(until="acquire").ok
+        log = fresh.state()["allocation_log"]
+        deployment.destroy()
+    assert sorted((e["agent_name"], e["hostname"]) for e in log) == [
+        ("palette-provision/maas-test/m-1", "rack3"), ("palette-provision/maas-test/m-2", "spare2")]
+    assert all(e["comment"].startswith("palette-provision deployment maas-test: node m-") for e in log), log
+
+
+def test_a_machine_named_by_two_hosts_is_refused_offline(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    data = plan_data(fresh, image, tmp_path)
+    rack1 = fresh.machine("rack1")["system_id"]
+    data["nodes"] = {"size": "small", "install_disk": "/dev/sda", "network": STATIC,
+                     "hosts": [{"name": "m-1", "address": "10.251.0.181/24", "hostname": "rack2"},
+                               {"name": "m-2", "address": "10.251.0.182/24", "system_id": rack1},
+                               {"name": "m-3", "address": "10.251.0.183/24", "hostname": "rack2"},
+                               {"name": "m-4", "address": "10.251.0.184/24", "system_id": rack1}]}  # fmt: skip
+    with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment, pytest.raises(PlanError) as info:
+        deployment.apply()
+    found = [(i.path, i.message) for i in info.value.issues]
+    assert found == [("nodes.hosts[2]", "rack2 is named by nodes.hosts[0] too"),
+                     ("nodes.hosts[3]", f"{rack1} is named by nodes.hosts[1] too")], found  # fmt: skip
+    assert fresh.state()["requests"] == {}
+
+
+# --------------------------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MaasSimulatorHandle]:
+    with start_maas_simulator(tmp_path_factory.mktemp("maas-tls"), machines=MACHINES[:2], tls=True) as handle:
+        yield handle
+
+
+def _tls_plan(sim: MaasSimulatorHandle, image: Path, work: Path, **platform: Any) -> DeploymentPlan:
+    os.environ["PP_MAAS_TLS_KEY"] = sim.api_key
+    data = plan_data(sim, image, work, api_key="env:PP_MAAS_TLS_KEY", **platform)
+    data["nodes"] = {**data["nodes"], "count": 1, "network": {**data["nodes"]["network"],
+                                                              "addresses": ["10.251.0.181/24"]}}  # fmt: skip
+    return parse_plan(data)
+
+
+def test_tls_insecure_is_logged_and_a_pinned_fingerprint_is_checked(
+    tls_sim: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    assert tls_sim.scheme == "https" and tls_sim.cert_sha256
+    with capture_logs() as events, Deployment(_tls_plan(tls_sim, image, tmp_path / "a", tls="insecure"),
+                                              state_dir=tmp_path / "a" / "state") as deployment:  # fmt: skip
+        assert deployment.apply(until="acquire").ok
+        deployment.destroy()
+    assert [e.get("url") for e in events if e["event"] == "maas_tls_insecure"] == [tls_sim.url]
+
+    with Deployment(_tls_plan(tls_sim, image, tmp_path / "b", fingerprint=tls_sim.cert_sha256),
+                    state_dir=tmp_path / "b" / "state") as deployment:  # fmt: skip
+        assert deployment.apply(until="acquire").ok, "the pinned certificate is the region's"
+        deployment.destroy()
+
+    requests = sum(tls_sim.state()["requests"].values())
+    wrong = "".join(reversed(tls_sim.cert_sha256))
+    with Deployment(_tls_plan(tls_sim, image, tmp_path / "c", fingerprint=wrong),
+                    state_dir=tmp_path / "c" / "state") as deployment:  # fmt: skip
+        with pytest.raises(TLSVerificationError) as info:
+            deployment.apply()
+        assert deployment.journal.resources() == []
+    assert "MAAS" in str(info.value)
+    assert sum(tls_sim.state()["requests"].values()) == requests, "refused in the handshake: no request reached MAAS"
 
 
 def test_a_wrong_api_key_is_refused_before_anything_changes(
@@ -164,6 +352,21 @@ def test_constraints_no_machine_meets_are_named_at_preflight(
         deployment.apply()
     assert info.value.field == "platform.constraints" and "no Ready machine" in str(info.value)
     assert allocations(fresh) == {}, "a dry run allocates nothing"
+
+
+def test_too_few_machines_for_all_nodes_at_once_are_named_at_preflight(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    # Each node's dry run alone finds a machine (rack1, every time); the three racks cannot serve four nodes.
+    data = plan_data(fresh, image, tmp_path)
+    data["nodes"] = {**data["nodes"], "count": 4, "network": {
+        **data["nodes"]["network"], "addresses": [f"10.251.0.{181 + i}/24" for i in range(4)]}}  # fmt: skip
+    deployment = Deployment(parse_plan(data), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "platform.constraints"
+    assert "for 3 of the 4 nodes to allocate: m-4 would get none" in str(info.value)
+    assert allocations(fresh) == {}, "found before any machine was taken"
 
 
 def test_a_failed_deployment_stops_the_wait_with_maas_words(
@@ -212,6 +415,38 @@ def test_killed_after_every_phase_one_allocation_per_node_ever(
     state = fresh.state()
     assert sorted(allocations(fresh).values()) == [1, 1], "one allocation per node, across seven runs"
     assert len([d for d in state["deploys"]]) == 2, "one deployment per node"
+    destroyed = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan_path)],
+                               capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert destroyed.returncode == 0, destroyed.stderr[-2000:]
+
+
+def test_killed_during_the_image_upload_the_rerun_sends_only_the_rest(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    # Each PUT waits 0.5 s at MAAS: the run is SIGKILLed once MAAS stored a chunk, in the middle of the upload.
+    fresh.set_knobs(latency_s=0.5, latency_prefix="/MAAS/api/2.0/boot-resources/100/upload/")
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(_chunked(plan_data(fresh, image, tmp_path))))
+    run = subprocess.Popen([sys.executable, "-m", "palette_provision", "apply", str(plan_path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: fresh.state()["uploads"]["puts"], what="MAAS to store a first chunk", timeout=60,
+                 until=lambda puts: puts >= 1, backoff=Backoff(initial=0.05, maximum=0.05, jitter=0.0))  # fmt: skip
+    finally:
+        run.kill()
+        run.wait(timeout=30)
+    cut = fresh.state()["uploads"]
+    assert cut["completed"] == 0 and 1 <= cut["puts"] < PUTS, f"not killed mid-upload: {cut}"
+    fresh.set_knobs(latency_s=0.0)
+    applied = subprocess.run([sys.executable, "-m", "palette_provision", "apply", str(plan_path)],
+                             capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    state = fresh.state()
+    assert sorted(allocations(fresh).values()) == [1, 1], "one allocation per node, across both runs"
+    uploads = state["uploads"]
+    assert uploads["completed"] == 1 and uploads["bytes"] == IMAGE_SIZE, "no stored byte sent twice"
+    assert uploads["puts"] <= PUTS + 1, "at most the chunk in flight at the kill sent again"
+    assert len(state["deploys"]) == 2
     destroyed = subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan_path)],
                                capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert destroyed.returncode == 0, destroyed.stderr[-2000:]
