@@ -2,8 +2,11 @@
 
 Against a real PostgreSQL server (tests/pgcluster.py). What the SQLite journal guarantees holds here too (the resume
 and SIGKILL tests of tests/test_resume.py run on both backends); these tests add what only a shared database
-raises: one writer per deployment whose lock a killed job releases, resuming and destroying from another machine,
-``status`` while another job applies, and secrets kept out of the database and out of messages.
+raises: one writer per deployment whose lock a killed job releases (two applies of one deployment: one proceeds, the
+other exits with the journal's code and changes nothing), two deployments applying side by side in one database,
+``status`` while another job applies, and secrets kept out of the database and out of messages. Resuming and
+destroying from another machine (a copy of the checkout, through the Ansible collection) is
+tests/ansible/test_ansible_postgres.py.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,6 @@ from palette_provision.secrets import Secret
 from palette_provision.testing.fake import read_state
 
 from .conftest import NODE_PASSWORD, PG_PASSWORD_ENV, base_plan, pg_journal
-from .killer import KILL_AFTER_PHASE
 
 HOLD_LOCK = r"""
 import os, sys, time
@@ -78,28 +81,82 @@ def test_one_writer_and_a_killed_writer_releases_the_lock_at_once(pg_cluster: An
         holder.wait()
 
 
-def test_a_run_killed_on_one_machine_resumes_and_is_destroyed_from_others(pg_cluster: Any, tmp_path: Path) -> None:
-    # Three state folders stand for three job containers: nothing but the database carries over.
+def _apply(plan: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def _rows(cluster: Any, schema: str, table: str) -> int:
+    import psycopg
+
+    with psycopg.connect(cluster.url, password=cluster.password, connect_timeout=10) as conn:
+        if not conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                            (schema, table)).fetchone():  # fmt: skip
+            return 0
+        row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+    return int(row[0]) if row else 0
+
+
+def _span(cluster: Any, schema: str) -> tuple[float, float]:
+    """When a deployment's first step began and its last one finished, from its journal."""
+    import psycopg
+
+    with psycopg.connect(cluster.url, password=cluster.password, connect_timeout=10) as conn:
+        row = conn.execute(f'SELECT min(started_at), max(finished_at) FROM "{schema}".steps').fetchone()
+    assert row is not None
+    return float(row[0]), float(row[1])
+
+
+def test_two_applies_of_one_deployment_one_proceeds_the_other_changes_nothing(
+    pg_cluster: Any, tmp_path: Path
+) -> None:
     data = base_plan(tmp_path)
     data["journal"] = pg_journal(pg_cluster)
+    data["platform"]["install_seconds"] = 3  # the first apply still runs when the second one starts
     plan = _write(tmp_path, data)
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_PHASE, str(plan), "power_on", "palette-2"],
-                            capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    applied = _cli("apply", str(plan), "--json", state=tmp_path / "machine-b")
-    assert applied.returncode == 0, applied.stdout[-2000:] + applied.stderr[-2000:]
+    first = _apply(plan)
+    try:
+        deadline = time.monotonic() + 60
+        while _rows(pg_cluster, data["journal"]["schema"], "steps") == 0:  # the first one holds the journal
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "palette_provision", "apply", str(plan), "--json"],
+                                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+        assert first.poll() is None, "the second apply ran while the first one still held the journal"
+    finally:
+        out, err = first.communicate(timeout=180)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    assert second.returncode == 5, second.stdout[-2000:] + second.stderr[-2000:]  # the CLI's "journal unusable"
+    assert "in use by another palette-provision process" in second.stderr + second.stdout
     state = read_state(tmp_path / "platform.json")
     creates = [a["node"] for a in state["actions"] if a["op"] == "create_machine"]
-    assert sorted(creates) == ["palette-1", "palette-2", "palette-3"], "no machine created twice"
-    powered = [a for a in state["actions"] if a["op"] == "power_on" and a["node"] == "palette-2"]
-    assert len(powered) == 2, "palette-2 powered on once for its install and once from disk, as in one run"
-    assert state["machines"]["palette-2"]["installs"] == 1, "one install, across the kill and the other machine"
-    status = _cli("status", str(plan), "--json", state=tmp_path / "machine-c")
-    assert status.returncode == 0 and json.loads(status.stdout)["journal"].startswith("postgresql://pp@127.0.0.1")
-    destroyed = _cli("destroy", str(plan), "--purge-media", state=tmp_path / "machine-c")
-    assert destroyed.returncode == 0, destroyed.stderr[-2000:]
-    after = read_state(tmp_path / "platform.json")
-    assert after["machines"] == {} and after["media"] == {}
+    assert sorted(creates) == ["palette-1", "palette-2", "palette-3"], "each machine created once, by the first"
+    assert {n: m["installs"] for n, m in state["machines"].items()} == dict.fromkeys(creates, 1)
+
+
+def test_two_deployments_in_one_database_apply_at_the_same_time(pg_cluster: Any, tmp_path: Path) -> None:
+    plans, schemas = [], []
+    for site in ("a", "b"):
+        folder = tmp_path / site
+        folder.mkdir()
+        data = base_plan(folder)
+        data["name"] = f"fleet-{site}-{uuid.uuid4().hex[:8]}"
+        data["cluster"]["name"] = f"site-{site}"
+        # No schema named: each deployment gets its own (pp_<name>) in the one database.
+        data["journal"] = {k: v for k, v in pg_journal(pg_cluster).items() if k != "schema"}
+        data["platform"]["install_seconds"] = 1
+        plans.append(_write(folder, data))
+        schemas.append("pp_" + data["name"].replace("-", "_"))
+    running = [_apply(plan) for plan in plans]
+    outputs = [proc.communicate(timeout=180) for proc in running]
+    for proc, (out, err) in zip(running, outputs, strict=True):
+        assert proc.returncode == 0, out[-2000:] + err[-2000:]
+        assert all(n["status"] == "ready" for n in json.loads(out)["nodes"])
+    for site, schema in zip("ab", schemas, strict=True):
+        assert len(read_state(tmp_path / site / "platform.json")["machines"]) == 3
+        assert _rows(pg_cluster, schema, "resources") >= 4, schema  # three machines and the ISO, in its own schema
+    spans = [_span(pg_cluster, schema) for schema in schemas]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], "the two applies ran at the same time"
 
 
 def test_status_reads_while_another_job_applies(pg_cluster: Any, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 
 from palette_provision.testing.fake import read_state
 
-from .conftest import base_plan, pg_journal
+from .conftest import PG_PASSWORD_ENV, base_plan, pg_journal
 from .killer import KILL_AFTER_PHASE
 
 # Kills at a phase boundary: right after the journal recorded the phase done (the event is emitted after commit).
@@ -106,9 +107,28 @@ def test_uninterrupted_run_is_the_reference(uninterrupted: dict[str, Any]) -> No
     assert uninterrupted["ops"]["power_on:palette-2"] == 2  # installer boot, then disk boot
 
 
-def _assert_resumed_like_reference(tmp: Path, plan: Path, reference: dict[str, Any]) -> None:
+def _assert_journal_backend(tmp: Path, journal: dict[str, Any] | None) -> None:
+    """The run journaled where the plan said: the SQLite file, or (and then no such file) the PostgreSQL schema."""
+    sqlite = tmp / ".palette-provision" / "test-deploy" / "journal.sqlite"
+    if journal is None:
+        assert sqlite.is_file()
+        return
+    assert not sqlite.exists(), "a PostgreSQL run wrote a SQLite journal"
+    import psycopg
+
+    schema = journal["schema"]
+    with psycopg.connect(journal["url"], password=os.environ[PG_PASSWORD_ENV], connect_timeout=10) as conn:
+        meta = conn.execute(f'SELECT count(*) FROM "{schema}".meta').fetchone()
+        resources = conn.execute(f'SELECT count(*) FROM "{schema}".resources').fetchone()
+    assert meta and meta[0] > 0 and resources and resources[0] > 0, "no rows in the deployment's schema"
+
+
+def _assert_resumed_like_reference(
+    tmp: Path, plan: Path, reference: dict[str, Any], journal: dict[str, Any] | None = None
+) -> None:
     proc = _apply(plan)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_journal_backend(tmp, journal)
     state = read_state(tmp / "platform.json")
     assert _final(state) == reference["final"]
     assert _ops(state) == reference["ops"], "a side effect was repeated (or skipped) by the resumed run"
@@ -125,7 +145,7 @@ def test_sigkill_at_phase_boundary_resumes(
         [sys.executable, "-c", KILL_AFTER_PHASE, str(plan), phase, node], capture_output=True, text=True, timeout=120
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted, journal)
 
 
 @pytest.mark.parametrize("point", INSIDE)
@@ -136,7 +156,7 @@ def test_sigkill_inside_a_phase_resumes(
     plan = _plan(tmp_path, journal, kill_at=point, kill_once_file=str(flag))
     killed = _apply(plan)
     assert killed.returncode == -signal.SIGKILL and flag.exists(), killed.stderr
-    _assert_resumed_like_reference(tmp_path, plan, uninterrupted)
+    _assert_resumed_like_reference(tmp_path, plan, uninterrupted, journal)
 
 
 @pytest.mark.parametrize("point", ["create_machine:palette-2", "power_on:palette-2", "stage_media:palette-3"])
@@ -160,10 +180,11 @@ def test_destroy_after_partial_run_removes_exactly_what_was_created(
     assert after["machines"] == {} and after["media"] == {}
     deleted = {a["node"] for a in after["actions"] if a["op"] == "delete_machine"}
     assert deleted == created_machines
+    _assert_journal_backend(tmp_path, journal)
 
 
-def test_destroy_is_resumable(tmp_path: Path) -> None:
-    plan = _plan(tmp_path)
+def test_destroy_is_resumable(tmp_path: Path, journal: dict[str, Any] | None) -> None:
+    plan = _plan(tmp_path, journal)
     assert _apply(plan).returncode == 0
     flag = tmp_path / "killed-destroy.flag"
     data = yaml.safe_load(plan.read_text())
@@ -188,6 +209,7 @@ def test_destroy_is_resumable(tmp_path: Path) -> None:
         "palette-3": 1,
     }
     assert [m["role"] for m in state["media"].values()] == ["appliance-iso"]  # kept without --purge-media
+    _assert_journal_backend(tmp_path, journal)
 
 
 def test_ctrl_c_exits_130_and_a_rerun_resumes(tmp_path: Path, uninterrupted: dict[str, Any]) -> None:

@@ -86,8 +86,9 @@ def test_check_mode_is_the_dry_run_with_a_diff_and_no_side_effect(
         {DEPLOYMENT: {"plan_file": plan}, "check_mode": True},
         {DEPLOYMENT: {"plan_file": plan, "until": "power_on"}, "check_mode": True},
         {DEPLOYMENT: {"plan_file": plan, "state": "absent"}, "check_mode": True},
+        {INFO: {"plan_file": plan, "actions": True}},
     ], args=("--diff",))
-    full, until, absent = dry.results
+    full, until, absent, info = dry.results
     assert full["changed"] is True and "report" not in full
     assert {a["state"] for a in full["actions"]} == {"pending"}
     assert [a["phase"] for a in full["actions"]][:3] == ["preflight", "stage_media", "stage_seed"]
@@ -98,7 +99,9 @@ def test_check_mode_is_the_dry_run_with_a_diff_and_no_side_effect(
     phases = {a["phase"] for a in until["actions"]}
     assert "power_on" in phases and "await_install" not in phases and "handoff" not in phases
     assert absent["changed"] is False and absent["destroyed"] == []
-    # Nothing was touched: no state folder, no journal, no platform call.
+    assert not info.get("failed") and info["status"]["steps"] == [] and info["ready_nodes"] == []
+    assert {a["state"] for a in info["actions"]} == {"pending"}
+    # Nothing was touched, by the dry runs or the status: no state folder, no journal, no platform call.
     assert not (tmp_path / ".palette-provision").exists()
     assert not (tmp_path / "platform.json").exists()
 

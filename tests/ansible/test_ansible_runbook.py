@@ -1,7 +1,7 @@
-"""The runbook of examples/ansible, end to end with ansible-playbook on the fake provider (three sites, one failing
-then resumed, a re-run from Ansible Vault that changes nothing, the configure play on an AWX-like inventory snapshot,
-destroy), and its vCenter-lab variant checked offline (check mode against a stand-in of the lab's files; the lab
-run itself is test_ansible_lab.py)."""
+"""The runbook of examples/ansible, end to end with ansible-playbook on the fake provider (three sites, one of them
+DHCP, at most palette_parallel_sites deploying at once, one failing then resumed, a re-run from Ansible Vault that
+changes nothing, the configure play on an AWX-like inventory snapshot, destroy), and its vCenter-lab variant
+checked offline (check mode against a stand-in of the lab's files; the lab run itself is test_ansible_lab.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from palette_provision.journal import Journal
 from palette_provision.testing.fake import read_state
 
 from .conftest import BIN, REPO, ansible_env, recap, run
 
 EXAMPLE = REPO / "examples" / "ansible"
 PASSWORD = "runbook-Node-Pass-42"
+DHCP_ADDRESS = "10.251.1.57"
 SITES = {"site-a": ["site-a-1", "site-a-2", "site-a-3"], "site-b": ["site-b-1"], "site-c": ["site-c-1"]}
 
 
@@ -47,19 +49,43 @@ def _all_text(folder: Path) -> str:
     return "".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
 
 
+def _assert_sites_bounded(work: Path, bound: int) -> None:
+    """From each site's journal (when its first step began, when its last one ended): at most ``bound`` sites were
+    deploying at any instant, and at least two at some instant (the window ran sites in parallel)."""
+    spans = []
+    for site in SITES:
+        with Journal.open_readonly(work / site / ".palette-provision" / site / "journal.sqlite",
+                                   deployment=site) as journal:
+            steps = journal.steps()
+        spans.append((min(s.started_at for s in steps if s.started_at), max(s.finished_at or 0 for s in steps)))
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    active, most = 0, 0
+    for _, change in events:  # at the same instant, an end (-1) sorts before a start
+        active += change
+        most = max(most, active)
+    assert most <= bound, f"{most} sites deployed at once, the bound is {bound}: {spans}"
+    assert most >= 2, f"no two sites deployed at the same time: {spans}"
+
+
 def test_fleet_runbook_on_the_fake_provider(tmp_path: Path) -> None:
     book = _copy_example(tmp_path)
     work = book / "work"
     env = _env(tmp_path, book, PALETTE_NODE_PASSWORD=PASSWORD)
 
     # Run 1: site-c's only node fails to power on; site-a and site-b finish and are configured all the same.
+    # Installs take a while, so sites overlap; site-b is a DHCP site (the fake platform reports its node's address).
     host_vars = book / "inventory" / "fake" / "host_vars"
     host_vars.mkdir()
+    platform = {"provider": "fake", "state_file": "{{ palette_site_dir }}/fake-platform.json", "install_seconds": 1.5}
+    (host_vars / "site-a.yml").write_text(yaml.safe_dump({"palette_platform": platform}))
+    (host_vars / "site-b.yml").write_text(yaml.safe_dump({
+        "palette_network": "dhcp", "palette_node_count": 1,
+        "palette_platform": {**platform, "addresses": {"site-b-1": DHCP_ADDRESS}}}))
     (host_vars / "site-c.yml").write_text(yaml.safe_dump({"palette_platform": {
-        "provider": "fake", "state_file": "{{ palette_site_dir }}/fake-platform.json", "install_seconds": 0.3,
-        "fail": {"site-c-1": "power_on"}}}))
+        **platform, "fail": {"site-c-1": "power_on"}}}))
     first = run(["ansible-playbook", "-i", "inventory/fake", "site.yml"], env, book)
     assert first.returncode == 2, first.stdout[-4000:]
+    _assert_sites_bounded(work, bound=2)
     hosts = recap(first.stdout)
     assert hosts["site-c"]["failed"] == 1 and hosts["site-a"]["failed"] == hosts["site-b"]["failed"] == 0
     assert "site-c-1 failed in power_on" in first.stdout
@@ -71,7 +97,7 @@ def test_fleet_runbook_on_the_fake_provider(tmp_path: Path) -> None:
     assert {(s["phase"], s["status"]) for s in status_c["steps"] if s["node"] == "site-c-1"} >= {("power_on", "failed")}
 
     # Run 2: the fault is gone; site-c resumes from power_on, the others are done (no change).
-    (host_vars / "site-c.yml").unlink()
+    (host_vars / "site-c.yml").write_text(yaml.safe_dump({"palette_platform": platform}))
     second = run(["ansible-playbook", "-i", "inventory/fake", "site.yml"], env, book)
     assert second.returncode == 0, second.stdout[-4000:]
     hosts = recap(second.stdout)
@@ -84,6 +110,13 @@ def test_fleet_runbook_on_the_fake_provider(tmp_path: Path) -> None:
         report = json.loads((work / site / "report.json").read_text())
         assert report["ok"] is True and [n["name"] for n in report["nodes"]] == nodes
         configured = [json.loads((work / site / "configured" / f"{n}.json").read_text()) for n in nodes]
+        plan = yaml.safe_load((work / site / "plan.yaml").read_text())
+        if site == "site-b":
+            assert plan["nodes"]["network"] == {"mode": "dhcp"}
+            assert report["nodes"][0]["address"] == configured[0]["address"] == DHCP_ADDRESS
+            assert report["nodes"][0]["address_source"] == "platform"
+        else:
+            assert plan["nodes"]["network"]["mode"] == "static"  # the template's default
         assert [c["leader"] for c in configured] == [True] + [False] * (len(nodes) - 1)
         assert all(c["host_key_fingerprint"].startswith("SHA256:") for c in configured)
         assert len(read_state(work / site / "fake-platform.json")["machines"]) == len(nodes)

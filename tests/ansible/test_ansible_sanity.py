@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -268,3 +270,81 @@ def test_the_commands_are_the_venvs() -> None:
     # The tests run the venv's ansible-* next to this Python: the collection and the library share one Python.
     for command in ("ansible-playbook", "ansible-inventory", "ansible-doc", "ansible-galaxy", "ansible-builder"):
         assert (BIN / command).is_file(), command
+
+
+def _plugin_sources() -> list[Path]:
+    return sorted(p for p in (COLLECTION / "plugins").rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_compile_every_plugin_file(tmp_path: Path) -> None:
+    """ansible-test's ``compile`` check: every plugin and module_utils file byte-compiles (into tmp_path, so no
+    ``__pycache__`` lands in the repository)."""
+    sources = _plugin_sources()
+    assert {p.parent.name for p in sources} == {"modules", "inventory", "module_utils"}
+    for i, source in enumerate(sources):
+        py_compile.compile(str(source), cfile=str(tmp_path / f"{i}.pyc"), doraise=True)
+
+
+#: Runs a module as Ansible would on a host without the library: sys.path holds the standard library, ansible's
+#: package and the collection only. First an import (ansible-test's ``import`` check: no ImportError escapes), then
+#: main() with plan_file set (its arguments on stdin, as for a module run by hand), which must end in fail_json
+#: through missing_required_lib.
+WITHOUT_LIBRARY = r"""
+import importlib.util, runpy, sys
+sys.path[:] = [p for p in sys.path if p and "-packages" not in p] + sys.argv[2:4]
+assert importlib.util.find_spec("palette_provision") is None, "the library is reachable"
+sys.argv[:] = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="sanity_import")
+print("IMPORTED", flush=True)
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    print("EXIT", exc.code, flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_modules_import_without_the_library_and_fail_with_missing_required_lib(name: str, tmp_path: Path) -> None:
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "ansible").symlink_to(Path(ansible.__file__).parent, target_is_directory=True)
+    module = COLLECTION / "plugins" / "modules" / f"{name}.py"
+    args = json.dumps({"ANSIBLE_MODULE_ARGS": {"plan_file": "/nonexistent/plan.yaml"}})
+    proc = subprocess.run([sys.executable, "-S", "-c", WITHOUT_LIBRARY, str(module), str(only), str(COLLECTIONS)],
+                          input=args, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines[0] == "IMPORTED" and lines[-1] == "EXIT 1", proc.stdout + proc.stderr
+    result = json.loads(lines[1])
+    assert result["failed"] is True
+    assert result["msg"].startswith("Failed to import the required Python library (palette-provision)")
+    assert "ansible_python_interpreter" in result["msg"]
+
+
+INVENTORY_WITHOUT_LIBRARY = r"""
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "palette_provision":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Missing())
+sys.path.insert(0, sys.argv[1])
+from ansible.errors import AnsibleParserError
+from ansible_collections.palette_provision.appliance.plugins.inventory import journal
+try:
+    journal.InventoryModule()._from_journal("/nonexistent/plan.yaml", None)
+except AnsibleParserError as exc:
+    print("REFUSED", exc, flush=True)
+"""
+
+
+def test_inventory_plugin_imports_without_the_library_and_names_it_for_plan_file(tmp_path: Path) -> None:
+    # On the controller, with ansible and its own requirements; the library made unimportable.
+    proc = subprocess.run([sys.executable, "-c", INVENTORY_WITHOUT_LIBRARY, str(COLLECTIONS)], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=tmp_path,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("REFUSED plan_file needs the palette-provision library"), proc.stdout
+    assert "output_dir does not" in proc.stdout

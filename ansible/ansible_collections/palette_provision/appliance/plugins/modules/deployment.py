@@ -175,6 +175,9 @@ journal_changes:
       The deployment-wide checks apply runs on every run (preflight's read-only checks, and staging's
       content-addressed check) count only when staging uploaded something, so a preflight the platform rejected
       is no change.
+    - A re-run whose failing step fails again is therefore C(changed=true), and fails again; the step was tried
+      again (its attempts grew, and this list holds a C(ran again) line for it), whether or not that attempt
+      reached the platform. Steps that were done are not run again and add nothing.
   returned: when not in check mode, also when the task failed
   type: list
   elements: str
