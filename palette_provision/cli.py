@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from palette_provision.errors import (
     ConfigurationError,
+    HandoffError,
     JournalError,
     PaletteProvisionError,
     PlanError,
@@ -326,7 +327,8 @@ def _print_report(report: Any) -> None:
 def _print_validation(evidence: list[Any]) -> None:
     for entry in evidence:
         when = time.strftime("%H:%M:%S", time.localtime(float(entry.get("at", 0))))
-        print(f"validated {_plain(str(entry.get('check')))}: {_plain(str(entry.get('answered')))} "
+        verdict = "FAILED" if entry.get("failed") else "validated"
+        print(f"{verdict} {_plain(str(entry.get('check')))}: {_plain(str(entry.get('answered')))} "
               f"[{_plain(str(entry.get('asked')))} at {when}]")  # fmt: skip
 
 
@@ -334,8 +336,15 @@ def _cmd_validate_install(args: argparse.Namespace) -> int:
     from palette_provision.pipeline import Deployment
 
     plan = _load(args)
-    with Deployment(plan, state_dir=args.state_dir) as deployment:
-        result = deployment.push_packs() if args.command == "push-packs" else deployment.validate_install()
+    packs = args.command == "push-packs"
+    try:
+        # Each command runs only its own steps (validate.* or packs.*), after the formation's (done, skipped).
+        with Deployment(plan, state_dir=args.state_dir) as deployment:
+            result = deployment.push_packs() if packs else deployment.validate_install()
+    except HandoffError as exc:
+        if not args.json:
+            _print_validation(getattr(exc, "evidence", []))
+        raise
     evidence = result.details.get("validation") or []
     if args.json:
         _print_json({"deployment": plan.name, "validation": evidence, "cluster_state": result.cluster_state,
@@ -474,6 +483,10 @@ def _error(args: argparse.Namespace, code: int, exc: BaseException) -> int:
             payload["issues"] = [{"path": i.path, "message": i.message} for i in exc.issues]
         if isinstance(exc, ConfigurationError) and exc.field:
             payload["field"] = exc.field
+        if isinstance(exc, HandoffError):
+            payload["step"] = exc.step
+            if hasattr(exc, "evidence"):  # a failed check: the evidence so far, the failed entry last
+                payload["validation"] = exc.evidence
         _print_json(payload)
     else:
         sys.stderr.write(f"error: {_plain(str(exc), lines=True)}\n")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from palette_provision import _deployment_phases as global_act
 from palette_provision._disks import disk_issues, resolve_disks
@@ -357,13 +357,14 @@ class Deployment:
                 report.handoff = global_act.handoff_result(self._step("handoff", GLOBAL, lambda: global_act.handoff(
                     self, self._former_or_default())))
             except PaletteProvisionError as exc:
-                report.handoff_error = str(exc)
+                report.record_handoff_error(exc)
         report.finished_at = time.time()
         return report
 
     def validate_install(self) -> HandoffResult:
         """Validate the installed Palette of a deployment whose cluster was formed: the hand-off again (its
-        formation steps, done, are skipped; the cluster is read again), then the plan's ``validate`` checks.
+        formation steps, done, are skipped; the cluster is read again), then only the plan's ``validate`` checks
+        (no pack step).
 
         Raises:
             PlanError: the plan has no ``validate`` section.
@@ -371,11 +372,12 @@ class Deployment:
         """
         if self.plan.validation is None:
             raise PlanError([PlanIssue("validate", "add a validate section (validate.console.password at least)")])
-        return self._post_install()
+        return self._post_install("validate")
 
     def push_packs(self) -> HandoffResult:
-        """Upload the plan's pack bundles to a deployment whose cluster was formed, then sync the registry (after
-        the validation, which the sync's console login needs): the hand-off again, as :meth:`validate_install`.
+        """Upload the plan's pack bundles to a deployment whose cluster was formed, then sync the registry: the
+        hand-off again, as :meth:`validate_install`, running only the ``packs.*`` steps (and the console's password
+        rotation first if no check ever ran: the sync logs in with the plan's password).
 
         Raises:
             PlanError: the plan has no ``packs`` section.
@@ -383,15 +385,18 @@ class Deployment:
         """
         if self.plan.packs is None:
             raise PlanError([PlanIssue("packs", "add a packs section (packs.bundles)")])
-        return self._post_install()
+        return self._post_install("packs")
 
-    def _post_install(self) -> HandoffResult:
-        from palette_provision.handoff.local_api import CLUSTER_STEP
+    def _post_install(self, scope: Literal["validate", "packs"]) -> HandoffResult:
+        from palette_provision.handoff.local_api import CLUSTER_STEP, PaletteLocalApi
 
         self.check()
         if not self.journal.is_done(CLUSTER_STEP):
             raise HandoffError(CLUSTER_STEP, "no cluster was formed by this deployment yet: run apply first")
-        data = self._step("handoff", GLOBAL, lambda: global_act.handoff(self, self._former_or_default()), always=True)
+        former = self._former_or_default()
+        if isinstance(former, PaletteLocalApi):  # only this command's own steps, after the formation's (done)
+            former = former.scoped(scope)
+        data = self._step("handoff", GLOBAL, lambda: global_act.handoff(self, former), always=True)
         return global_act.handoff_result(data)
 
     def _start_iso_digest(self) -> EarlyDigest | None:

@@ -63,6 +63,14 @@ class Report:
     handoff_error: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    #: The validation and pack checks' evidence (what was asked, what answered, when), also when the hand-off failed:
+    #: then the failed check's entry (``failed: True``) is last. Empty: the hand-off's own (``handoff.details``).
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_handoff_error(self, exc: BaseException) -> None:
+        """Record a failed hand-off: its message, and the evidence its checks gathered until then (if any)."""
+        self.handoff_error = str(exc)
+        self.validation = [dict(entry) for entry in getattr(exc, "evidence", None) or []]
 
     @property
     def ok(self) -> bool:
@@ -98,6 +106,8 @@ class Report:
             "nodes": [asdict(n) for n in self.nodes],
             "handoff": self.handoff.to_dict() if self.handoff else None,
             "handoff_error": self.handoff_error,
+            "validation": self.validation or list((self.handoff.details.get("validation") if self.handoff else None)
+                                                  or []),
         }
 
 

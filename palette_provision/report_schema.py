@@ -64,6 +64,16 @@ class HandoffDocument(_Doc):
     details: dict[str, Any] = Field(description="Cluster, leader, console URL, hosts, and validation evidence.")
 
 
+class EvidenceDocument(_Doc):
+    """One validation or pack check's evidence (more keys may say more: pods per namespace, bytes sent...)."""
+
+    check: str = Field(description="The check's step (validate.pods, packs.upload:<file>...).")
+    asked: str = Field(description="What was asked (a request, a listing).")
+    answered: str = Field(description="A safe summary of what answered (never a remote answer verbatim).")
+    at: float = Field(description="When (Unix time).")
+    failed: bool = Field(default=False, description="The check failed (the last entry of a failed hand-off).")
+
+
 class ReportDocument(_Doc):
     """A deployment's report: ``apply --json``."""
 
@@ -76,6 +86,9 @@ class ReportDocument(_Doc):
     nodes: list[NodeDocument]
     handoff: HandoffDocument | None
     handoff_error: str | None
+    validation: list[EvidenceDocument] = Field(
+        default_factory=list, description="The validation and pack checks' evidence, also when the hand-off failed."
+    )
 
 
 def report_schema() -> dict[str, Any]:

@@ -252,3 +252,33 @@ def test_a_missing_local_iso_or_bundle_is_a_plan_problem_that_validate_reports(
     paths = {i["path"] for i in result.json()["issues"]}
     assert {"iso.source", "content.path"} <= paths
     assert not (tmp_path / ".palette-provision").exists()
+
+
+def test_plan_lists_the_validation_and_pack_steps(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
+    bundles = [tmp_path / "edge-k8s-1.30.4.zst", tmp_path / "cni-calico-3.28.0.zst"]
+    for bundle in bundles:
+        bundle.write_bytes(b"pack")
+    (tmp_path / "content.tar.zst").write_bytes(b"content")
+    env = {"PP_TEST_CONSOLE_PASSWORD": "Console-Pw-2026-plan!", "PP_TEST_REGISTRY_PASSWORD": "registry-pw"}
+    internal = merged(plan_dict, **{
+        "handoff": {"kind": "palette-local-api", "output_dir": str(tmp_path / "out")},
+        "content": {"path": str(tmp_path / "content.tar.zst")},
+        "validate": {"console": {"password": "env:PP_TEST_CONSOLE_PASSWORD"}},
+        "packs": {"bundles": [str(b) for b in bundles]},
+    })  # fmt: skip
+    external = merged(internal, **{"packs__registry": "external", "packs__external": {
+        "url": "https://registry.example.test:5000", "username": "ci", "password": "env:PP_TEST_REGISTRY_PASSWORD"}})
+    validation = ["validate.applications", "validate.pods", "validate.console_password", "validate.console_health"]
+    for data, packs in (
+        (internal, ["packs.upload:edge-k8s-1.30.4.zst", "packs.upload:cni-calico-3.28.0.zst", "packs.sync"]),
+        (external, ["packs.push:edge-k8s-1.30.4.zst", "packs.push:cni-calico-3.28.0.zst", "packs.register",
+                    "packs.sync"]),
+    ):  # fmt: skip
+        result = cli("plan", str(write_plan(data)), "--json", env=env)
+        assert result.code == 0, result.stdout + result.stderr
+        phases = [a["phase"] for a in result.json()["actions"]]
+        tail = phases[phases.index("handoff.cluster") + 1:]
+        assert tail == validation + packs
+        assert all(a["state"] == "pending" for a in result.json()["actions"] if a["phase"] in tail)

@@ -32,10 +32,13 @@ def test_vsphere_example_plan_validates_offline(tmp_path: Path) -> None:
     # validate checks that the local ISO and content bundle exist: give the example's paths real files.
     plan = plan.replace("/isos/", f"{tmp_path}/isos/")
     (tmp_path / "isos").mkdir()
-    for name in ("palette-management-appliance-4.9.iso", "palette-content-bundle-4.9.tar.zst"):
+    (tmp_path / "isos" / "packs").mkdir()
+    for name in ("palette-management-appliance-4.9.iso", "palette-content-bundle-4.9.tar.zst",
+                 "packs/edge-k8s-1.30.4.zst", "packs/cni-calico-3.28.0.zst"):
         (tmp_path / "isos" / name).write_bytes(b"\0" * 1024)
     (tmp_path / "plan.yaml").write_text(plan)
-    env = {**os.environ, "NODE_PASSWORD": "n0de-pass", "VSPHERE_PASSWORD": "vc-pass", "OCI_REGISTRY_PASSWORD": "oci-pass-1"}
+    env = {**os.environ, "NODE_PASSWORD": "n0de-pass", "VSPHERE_PASSWORD": "vc-pass", "OCI_REGISTRY_PASSWORD": "oci-pass-1",
+           "CONSOLE_PASSWORD": "Console-Pass-2026!"}
     proc = subprocess.run([sys.executable, "-m", "palette_provision", "validate", str(tmp_path / "plan.yaml"), "--json"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

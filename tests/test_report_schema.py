@@ -50,3 +50,35 @@ def test_a_report_of_another_shape_is_refused() -> None:
     validator = jsonschema.Draft202012Validator(load_report_schema())
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"schema_version": "1", "deployment": "x", "nodes": "not a list"})
+
+
+def test_every_report_field_is_in_the_schema_and_only_those() -> None:
+    """A field added to the report's dataclasses (or to what ``to_dict`` prints) that the schema misses fails here."""
+    from dataclasses import fields
+
+    from palette_provision.handoff import HandoffResult
+    from palette_provision.report import NodeResult, Report
+
+    schema = report_schema()
+    documents = schema["$defs"]
+    printed = Report("d", "fake", [NodeResult("n1")], handoff=HandoffResult(kind="inventory")).to_dict()
+    assert set(schema["properties"]) == set(printed) == {f.name for f in fields(Report)} | {"schema_version", "ok"}
+    assert set(documents["NodeDocument"]["properties"]) == {f.name for f in fields(NodeResult)}
+    assert set(documents["NodeDocument"]["properties"]) == set(printed["nodes"][0])
+    assert set(documents["HandoffDocument"]["properties"]) == set(printed["handoff"])
+    assert set(documents["EvidenceDocument"]["properties"]) == {"check", "asked", "answered", "at", "failed"}
+
+
+def test_a_failed_handoffs_evidence_reaches_the_report_and_validates() -> None:
+    from palette_provision.errors import HandoffError
+    from palette_provision.handoff._session import CheckFailed
+    from palette_provision.report import Report
+
+    passed = {"check": "validate.applications", "asked": "GET apps", "answered": "8 Running", "at": 1.0}
+    failed = {"check": "validate.pods", "asked": "list pods", "answered": "jet-system/jet (CrashLoopBackOff)",
+              "at": 2.0, "failed": True}  # fmt: skip
+    report = Report("d", "fake", [])
+    report.record_handoff_error(CheckFailed(HandoffError("validate.pods", "pods failing"), [passed, failed]))
+    printed = report.to_dict()
+    assert printed["handoff_error"] == "validate.pods: pods failing" and printed["validation"] == [passed, failed]
+    jsonschema.Draft202012Validator(load_report_schema()).validate(printed)

@@ -17,7 +17,9 @@ errors as bounded, printable data, passwords and tokens never.
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.secrets import Secret, known_secret_values
 from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context, verified_context
 
-__all__ = ["DEFAULT_ADMIN", "ConsoleClient", "ConsoleLogin"]
+__all__ = ["DEFAULT_ADMIN", "ConsoleClient", "ConsoleLogin", "tls_refusal"]
 
 #: The system console's first-login account (the appliance's documentation).
 DEFAULT_ADMIN = ("admin", "admin")
@@ -42,6 +44,38 @@ def _shown(value: Any, limit: int = 200) -> str:
     for secret in known_secret_values():
         text = text.replace(secret, "***")
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """Why a TLS handshake refused the peer's certificate, when that is what ``exc`` (an httpx error, whose
+    cause chain holds httpcore's, then :class:`ssl.SSLCertVerificationError`) comes from; else ``None``."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or "certificate verify failed")
+        if isinstance(seen, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unix(value: Any) -> float | None:
+    """An RFC 3339 time (``2026-01-02T03:04:05.678Z``) as a Unix time; ``None`` when absent or not one.
+
+    >>> _unix("1970-01-01T00:00:01.500Z"), _unix(""), _unix(7)
+    (1.5, None, None)
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 @dataclass(frozen=True)
@@ -123,6 +157,13 @@ class ConsoleClient:
             cause = exc.__context__ or exc.__cause__
             if isinstance(cause, TLSVerificationError):
                 raise cause from None
+            refused = tls_refusal(exc)
+            if refused is not None:
+                # tls: verify against a CA that did not sign the console's certificate: final, not worth a retry.
+                raise TLSVerificationError(
+                    f"the system console's certificate ({self.base_url}) did not verify against "
+                    f"{'validate.console.ca_bundle' if self._ca_bundle else 'the system CA store'}: "
+                    f"{_shown(refused, 120)}") from None  # fmt: skip
             raise TransientError(f"the system console at {self.base_url} did not answer ({type(exc).__name__})",
                                  provider="palette-console") from None  # fmt: skip
 
@@ -218,15 +259,16 @@ class ConsoleClient:
         if answer.status not in (200, 202, 204):
             raise self._refused(answer, "starting the registry's sync")
 
-    def sync_status(self, session: ConsoleLogin, uid: str) -> tuple[str, str]:
-        """``(status, message)`` of the registry's last sync (``InProgress``, ``Completed``, ``Failed``...)."""
+    def sync_status(self, session: ConsoleLogin, uid: str) -> tuple[str, str, float | None]:
+        """``(status, message, lastRunTime)`` of the registry's last sync (``InProgress``, ``Completed``,
+        ``Failed``...); the run time as a Unix time, ``None`` when absent or unreadable."""
         answer = self._send("GET", f"/v1/registries/oci/{uid}/basic/sync/status", token=session.token)
         if answer.status != 200:
             raise self._refused(answer, "reading the registry's sync status")
         body = self._json(answer)
         if not isinstance(body, dict) or not isinstance(body.get("status"), str):
             raise HandoffError(self.step, "the registry's sync status has no status")
-        return _shown(body["status"], 40), _shown(body.get("message") or "", 200)
+        return _shown(body["status"], 40), _shown(body.get("message") or "", 200), _unix(body.get("lastRunTime"))
 
     def health(self, session: ConsoleLogin) -> tuple[bool, str, str]:
         """``(healthy, what answered, detail)``: the management health, else the ping."""

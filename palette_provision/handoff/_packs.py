@@ -2,15 +2,23 @@
 
 =========================  ========================================================================================
 ``packs.upload:<file>``    one per bundle: streamed to the leader's Local API content upload (the content bundle's
-                           path), skipped when this deployment already uploaded that file with the same size and
-                           SHA-256 (0 bytes sent), or when the leader's last upload is that very file
-``packs.sync``             the system console's OCI pack registry (``providerType: pack``, at the VIP) synced and
-                           waited for (``Completed``; ``Failed`` ends the wait with the console's message), when a
-                           bundle was uploaded in this run or the sync never completed
+                           path); skipped (0 bytes sent) when this deployment's journal (or the leader's last upload)
+                           has that file with the same size and SHA-256 *and* the registry's contents
+                           (``cluster/registry/content/details``) list its pack and version with that size
+``packs.push:<file>``      with ``packs.registry: external``: pushed to the OCI registry (HEAD skip, chunked blobs,
+                           manifest last)
+``packs.register``         the external registry registered in the system console unless it lists it
+``packs.sync``             the system console's OCI pack registry synced and waited for, when a bundle was uploaded
+                           or pushed (a new tag counts) in this run or the sync never completed: first the leader's
+                           registry content must have nothing pending, then ``Completed`` counts only for a run
+                           newer than the one the console reported before the trigger (``lastRunTime``);
+                           ``Failed`` ends the wait with the console's message
 =========================  ========================================================================================
 
 The Local API's upload is not resumable: a run killed mid-upload sends that file again from its first byte, and the
-files already uploaded are skipped. Each upload and the sync record evidence like the validation's checks.
+files already uploaded are skipped. Each upload, skip and the sync record evidence like the validation's checks
+(a skipped bundle's says it was already there, 0 bytes sent); a failed one records a failed entry and raises
+:class:`~palette_provision.handoff._session.CheckFailed`.
 """
 
 from __future__ import annotations
@@ -23,14 +31,16 @@ from typing import Any
 
 from palette_provision.errors import HandoffError
 from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin
-from palette_provision.handoff._content import UPLOADED_DETAILS, send_file
-from palette_provision.handoff._session import Session, step_errors
+from palette_provision.handoff._content import SYNC_DETAILS, UPLOADED_DETAILS, send_file
+from palette_provision.handoff._session import Session, record_evidence, run_check, step_errors
 from palette_provision.journal import GLOBAL
 from palette_provision.media import sha256_file
 from palette_provision.plan import DeploymentPlan, ExternalRegistry
-from palette_provision.tls import insecure_context, pinned_context, verified_context
+from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context, verified_context
 
 __all__ = ["PACKS_SYNC_STEP", "PACK_UPLOAD_STEP", "pack_steps", "upload_packs"]
+
+REGISTRY_CONTENT = "/v1/edge-mgmt/cluster/registry/content/details"
 
 PACK_UPLOAD_STEP = "packs.upload"
 PACK_PUSH_STEP = "packs.push"
@@ -77,18 +87,32 @@ def _digest(session: Session, path: Path) -> str:
     return digest
 
 
+def _listed(session: Session, path: Path, size: int) -> bool:
+    """Whether the leader's registry contents list this bundle's pack and version with its size."""
+    pack, version = pack_reference(path)
+    answer = session.api(session.leader).get_optional(REGISTRY_CONTENT) or {}
+    items = answer.get("status") if isinstance(answer, dict) else None
+    listed = items if isinstance(items, list) else []
+    return any(isinstance(i, dict) and i.get("name") == pack and str(i.get("version") or "") == version
+               and str(i.get("size") or "") == str(size) for i in listed)  # fmt: skip
+
+
 def _upload_one(session: Session, path: Path, known: dict[str, Any]) -> dict[str, Any]:
-    """Upload ``path`` unless ``known`` (the step's last done record) or the leader's last upload is this file."""
-    journal, name = session.context.journal, _step(path)
+    """Upload ``path`` unless the journal's last done record (``known``) or the leader's last upload is this file
+    and the registry's contents list it (docs/palette-system-console-api.md §4)."""
+    name = _step(path)
     size = path.stat().st_size
     digest = _digest(session, path)
     last = session.api(session.leader).get_optional(UPLOADED_DETAILS) or {}
-    if (known.get("sha256"), known.get("bytes")) == (digest, size) or (
+    sent_before = (known.get("sha256"), known.get("bytes")) == (digest, size) or (
         last.get("fileName") == path.name and int(last.get("sizeInBytes") or -1) == size
         and str(last.get("sha256Hash", "")).lower() == digest
-    ):  # fmt: skip
+    )  # fmt: skip
+    if sent_before and _listed(session, path, size):
         session.emit(name, "pack_already_uploaded", file=path.name, bytes=size)
-        return {"file": path.name, "bytes": size, "sha256": digest, "uploaded_bytes": 0}
+        evidence = record_evidence(session, name, f"is {path.name} in {session.leader.name}'s registry",
+                                   f"already there ({size} bytes, sha256 {digest}): 0 bytes sent", uploaded_bytes=0)
+        return {"file": path.name, "bytes": size, "sha256": digest, "uploaded_bytes": 0, "evidence": evidence}
     sent_digest, _ = send_file(session, path, size, step=name)
     if sent_digest != digest:
         raise HandoffError(name, f"{path} changed while it was uploaded (sha256 {sent_digest}, then {digest})")
@@ -96,9 +120,8 @@ def _upload_one(session: Session, path: Path, known: dict[str, Any]) -> dict[str
     if str(after.get("sha256Hash", "")).lower() != digest or int(after.get("sizeInBytes") or -1) != size:
         raise HandoffError(name, f"{session.leader.name} did not record {path.name} as sent ({size} bytes, sha256 "
                                  f"{digest})")  # fmt: skip
-    evidence = {"check": name, "asked": f"upload {path.name} to {session.leader.name}",
-                "answered": f"{size} bytes recorded with sha256 {digest}", "at": time.time()}  # fmt: skip
-    journal.add_evidence(GLOBAL, name, evidence)
+    evidence = record_evidence(session, name, f"upload {path.name} to {session.leader.name}",
+                               f"{size} bytes recorded with sha256 {digest}", uploaded_bytes=size)
     return {"file": path.name, "bytes": size, "sha256": digest, "uploaded_bytes": size, "evidence": evidence}
 
 
@@ -125,20 +148,44 @@ def _push_one(session: Session, path: Path, external: ExternalRegistry) -> dict[
         progress=lambda done, total: session.emit(name, "pack_push_progress", file=path.name, bytes_sent=done,
                                                   bytes_total=total),
     )  # fmt: skip
-    evidence = {"check": name, "asked": f"push {path.name} to {external.url}/{repository}:{version}",
-                "answered": f"{result.uploaded_bytes} bytes sent, manifest {result.manifest_digest}",
-                "at": time.time()}  # fmt: skip
-    session.context.journal.add_evidence(GLOBAL, name, evidence)
+    sent = "already there: 0 bytes sent" if result.skipped else (
+        f"{result.uploaded_bytes} bytes sent, manifest {result.manifest_digest}")
+    evidence = record_evidence(session, name, f"push {path.name} to {external.url}/{repository}:{version}", sent,
+                               uploaded_bytes=result.uploaded_bytes)
     return {"file": path.name, "reference": f"{repository}:{version}", "uploaded_bytes": result.uploaded_bytes,
-            "evidence": evidence}  # fmt: skip
+            "changed": not result.skipped, "evidence": evidence}
+
+
+def _pinned_pem(external: ExternalRegistry) -> str:
+    """With ``tls: pin``: the registry's certificate (PEM), read and checked against the pin, for the console to
+    trust (a pinned registry is one with a self-signed certificate: that certificate is its own CA)."""
+    import hashlib
+    from urllib.parse import urlsplit
+
+    where = urlsplit(external.url)
+    try:
+        pem = ssl.get_server_certificate((where.hostname or "", where.port or 443), timeout=10)
+    except OSError as exc:
+        raise HandoffError(PACKS_REGISTER_STEP, f"cannot read the certificate of {external.url} "
+                           f"({type(exc).__name__})") from None  # fmt: skip
+    seen = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    if seen != normalize_fingerprint(external.fingerprint or ""):
+        raise HandoffError(PACKS_REGISTER_STEP, f"the certificate of {external.url} is sha256:{seen}, not the "
+                           "pinned packs.external.fingerprint")  # fmt: skip
+    return pem
 
 
 def _registry_body(external: ExternalRegistry) -> dict[str, Any]:
     auth: dict[str, Any] = {"type": "basic" if external.username else "noAuth"}
     if external.username and external.password is not None:
         auth.update(username=external.username, password=external.password.reveal())
-    ca = Path(external.ca_bundle).read_text() if external.ca_bundle else ""
-    auth["tls"] = {"enabled": True, "insecureSkipVerify": external.tls != "verify", "certificate": ca}
+    # The console verifies the registry itself: with a CA bundle (verify) or the pinned certificate as its own CA
+    # (pin). Only tls: insecure registers it with insecureSkipVerify (the plan's logged opt-out).
+    if external.tls == "pin" and external.fingerprint:
+        ca = _pinned_pem(external)
+    else:
+        ca = Path(external.ca_bundle).read_text() if external.ca_bundle else ""
+    auth["tls"] = {"enabled": True, "insecureSkipVerify": external.tls == "insecure", "certificate": ca}
     return {"metadata": {"name": external.name},
             "spec": {"endpoint": external.url.removeprefix("https://"), "baseContentPath": external.base_content_path,
                      "providerType": "pack", "isSyncSupported": True, "auth": auth}}  # fmt: skip
@@ -166,66 +213,96 @@ def _target(session: Session, console: ConsoleClient, login: ConsoleLogin) -> di
     return internal
 
 
+def _await_pending(session: Session) -> None:
+    """Wait until the leader's registry content has nothing pending (§4: our ordering, before the console's Sync)."""
+    leader = session.api(session.leader)
+
+    def pending() -> list[dict[str, Any]]:
+        answer = leader.get_optional(SYNC_DETAILS) or {}
+        items = answer.get("pendingItems") if isinstance(answer, dict) else None
+        return [i for i in (items if isinstance(items, list) else []) if isinstance(i, dict)
+                and str(i.get("status") or "").lower() in ("pending", "failed")]  # fmt: skip
+
+    session.wait(
+        PACKS_SYNC_STEP, pending, what="the leader's registry content to have nothing pending",
+        timeout=session.context.plan.timeouts.content_sync, until=lambda p: not p,
+        failed=lambda p: "; ".join(f"{str(i.get('name'))[:80]}: {str(i.get('msg'))[:120]}" for i in p
+                                   if str(i.get("status")).lower() == "failed") or None,
+        describe=lambda p: f"{len(p)} item(s) pending",
+    )  # fmt: skip
+
+
 def _sync(session: Session, console: ConsoleClient) -> dict[str, Any]:
     plan = session.context.plan
     settings, packs = plan.validation, plan.packs
     if settings is None or packs is None:
         return {}
     with step_errors(PACKS_SYNC_STEP):
+        if packs.external is None:
+            _await_pending(session)
         login = console.login(DEFAULT_ADMIN[0], settings.console.password)
         if login is None:
             raise HandoffError(PACKS_SYNC_STEP, "the system console refuses validate.console.password")
-        internal = _target(session, console, login)
-        console.sync_registry(login, internal["uid"])
-        status, message = session.wait(
-            PACKS_SYNC_STEP, lambda: console.sync_status(login, internal["uid"]),
-            what=f"the {internal['name']} registry's sync", timeout=packs.sync_timeout,
-            until=lambda s: s[0].lower() in ("completed", "success", "succeeded"),
-            failed=lambda s: f"the sync failed: {s[1] or s[0]}" if s[0].lower() in ("failed", "error") else None,
-            describe=lambda s: s[0] or "no status",
+        target = _target(session, console, login)
+        # A poll right after the trigger can still show the previous run's Completed (a lagging status): only a
+        # run newer than the one reported before the trigger counts (compared with the console's own clock).
+        before_status, _, before_run = console.sync_status(login, target["uid"])
+        console.sync_registry(login, target["uid"])
+
+        def ours(run: float | None) -> bool:
+            if before_run is None:
+                return True  # no earlier run (or a console that gives no lastRunTime): the status alone
+            return run is not None and (run > before_run or (run == before_run and before_status == "InProgress"))
+
+        status, message, _ = session.wait(
+            PACKS_SYNC_STEP, lambda: console.sync_status(login, target["uid"]),
+            what=f"the {target['name']} registry's sync", timeout=packs.sync_timeout,
+            until=lambda s: s[0].lower() in ("completed", "success", "succeeded") and ours(s[2]),
+            failed=lambda s: f"the sync failed: {s[1] or s[0]}" if s[0].lower() in ("failed", "error") and ours(s[2])
+            else None,
+            describe=lambda s: (s[0] or "no status") + ("" if ours(s[2]) else " (the previous run)"),
         )  # fmt: skip
-    evidence = {"check": PACKS_SYNC_STEP, "asked": f"sync of the OCI pack registry {internal['name']}",
-                "answered": f"{status}{': ' + message if message else ''}", "at": time.time()}  # fmt: skip
-    session.context.journal.add_evidence(GLOBAL, PACKS_SYNC_STEP, evidence)
-    return {"registry": internal["name"], "sync_status": status, "sync_message": message, "evidence": evidence}
+    evidence = record_evidence(session, PACKS_SYNC_STEP, f"sync of the OCI pack registry {target['name']}",
+                               f"{status}{': ' + message if message else ''}")
+    return {"registry": target["name"], "sync_status": status, "sync_message": message, "evidence": evidence}
 
 
 def upload_packs(session: Session, console: ConsoleClient) -> list[dict[str, Any]]:
-    """Upload every bundle (each its own step, checked again on every run), then sync when anything changed."""
+    """Upload (or push) every bundle, each its own step checked again on every run, then sync when anything changed.
+
+    Raises:
+        CheckFailed: a step failed; ``.step`` names it, ``.evidence`` holds this run's pack evidence (its own last).
+    """
     plan = session.context.plan
     if plan.packs is None:
         return []
-    journal, evidence, moved = session.context.journal, [], 0
+    journal, changed = session.context.journal, 0
+    evidence: list[dict[str, Any]] = []
     external = plan.packs.external
     for bundle in plan.packs.bundles:
         path = plan.resolve_path(bundle)
+        name = _step(path, external is not None)
         if external is not None:
 
             def push(path: Path = path, external: ExternalRegistry = external) -> dict[str, Any]:
-                return _push_one(session, path, external)
+                with step_errors(_step(path, True)):
+                    return _push_one(session, path, external)
 
-            with step_errors(_step(path, True)):
-                data = session.context.run_step(_step(path, True), push, always=True)
-            moved += int(data.get("uploaded_bytes") or 0)
-            if data.get("uploaded_bytes") and "evidence" in data:
-                evidence.append(data["evidence"])
+            data = run_check(session, name, f"push {path.name} to {external.url}", push, evidence)
+            changed += bool(data.get("changed") or data.get("uploaded_bytes"))
             continue
 
-        before = journal.step(_step(path))  # read before run_step records this run's start
+        before = journal.step(name)  # read before run_step records this run's start
         known = dict(before.data) if before is not None and before.status == "done" else {}
 
         def upload(path: Path = path, known: dict[str, Any] = known) -> dict[str, Any]:
-            return _upload_one(session, path, known)
+            with step_errors(_step(path)):
+                return _upload_one(session, path, known)
 
-        with step_errors(_step(path)):
-            data = session.context.run_step(_step(path), upload, always=True)
-        moved += int(data.get("uploaded_bytes") or 0)
-        if "evidence" in data and data.get("uploaded_bytes"):
-            evidence.append(data["evidence"])
+        data = run_check(session, name, f"upload {path.name} to {session.leader.name}", upload, evidence)
+        changed += bool(data.get("uploaded_bytes"))
     synced = journal.step(PACKS_SYNC_STEP)
     console.step = PACKS_SYNC_STEP
-    if moved or synced is None or synced.status != "done":
-        data = session.context.run_step(PACKS_SYNC_STEP, lambda: _sync(session, console), always=True)
-        if "evidence" in data:
-            evidence.append(data["evidence"])
+    if changed or synced is None or synced.status != "done":
+        run_check(session, PACKS_SYNC_STEP, "sync of the OCI pack registry", lambda: _sync(session, console), evidence)
     return evidence

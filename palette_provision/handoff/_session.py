@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from palette_provision.errors import (
 )
 from palette_provision.handoff._client import LocalApiClient
 from palette_provision.handoff.base import HandoffContext, ReadyNode
-from palette_provision.journal import Fact
+from palette_provision.journal import GLOBAL, Fact
 from palette_provision.waiting import Backoff, wait_for
 
 T = TypeVar("T")
@@ -124,3 +125,43 @@ def step_errors(step: str) -> Iterator[None]:
         raise HandoffError(step, str(exc)) from exc
     except PaletteProvisionError as exc:
         raise HandoffError(step, str(exc)) from exc
+
+
+class CheckFailed(HandoffError):
+    """A validation or pack check failed: a :class:`HandoffError` naming the check's step (``.step``), whose
+    ``.evidence`` holds the evidence gathered so far in this run, the failed check's entry (``failed: True``) last."""
+
+    def __init__(self, error: HandoffError, evidence: Sequence[dict[str, Any]]) -> None:
+        self.step, self.events, self.evidence = error.step, list(error.events), list(evidence)
+        PaletteProvisionError.__init__(self, str(error))
+
+
+def record_evidence(session: Session, check: str, asked: str, answered: str, **detail: Any) -> dict[str, Any]:
+    """Record a check's evidence (what was asked, what answered, when) in the journal; return the entry."""
+    entry = {"check": check, "asked": asked, "answered": answered, "at": time.time(), **detail}
+    session.context.journal.add_evidence(GLOBAL, check, entry)
+    return entry
+
+
+def run_check(
+    session: Session, name: str, asked: str, action: Callable[[], dict[str, Any]], evidence: list[dict[str, Any]],
+    *, always: bool = True,
+) -> dict[str, Any]:
+    """Run the journaled check ``name``; its evidence joins ``evidence``. When it fails, a failed entry (what was
+    asked, our error's words as the answer, when) is recorded too, the journal's failed step keeps the evidence so
+    far, and a :class:`CheckFailed` naming ``name`` is raised (its cause the original error's)."""
+    try:
+        data = session.context.run_step(name, action, always=always)
+    except PaletteProvisionError as exc:
+        said = str(exc).removeprefix(f"{exc.step}: ") if isinstance(exc, HandoffError) else str(exc)
+        error = exc if isinstance(exc, HandoffError) and exc.step == name else HandoffError(name, said)
+        entry = record_evidence(session, name, asked, said[:400], failed=True)
+        evidence.append(entry)
+        journal = session.context.journal
+        record = journal.step(name, GLOBAL)
+        journal.fail(name, GLOBAL, str(error), {**(record.data if record is not None else {}), "evidence": evidence})
+        raise CheckFailed(error, evidence) from (exc.__cause__ if isinstance(exc, HandoffError) and exc.__cause__
+                                                 else exc)  # fmt: skip
+    if "evidence" in data:
+        evidence.append(data["evidence"])
+    return data

@@ -1,6 +1,7 @@
 """Validate the installed Palette as its documentation does, as journaled hand-off steps with evidence.
 
 =============================  ====================================================================================
+``validate.cluster``           evidence only: the cluster ``Running`` and ``Healthy`` as ``handoff.cluster`` read it
 ``validate.applications``      the leader's Local API: every application of the cluster ``Running``
 ``validate.pods``              with the kubeconfig: every pod of the documented namespaces ``Running`` and ready
 ``validate.console_password``  the system console's first-login ``admin`` password rotated to the plan's (once)
@@ -8,7 +9,10 @@
 =============================  ====================================================================================
 
 Each check records evidence (what was asked, what answered, when) in the journal and the report, like the readiness
-ladder's rungs. The password step is done once: a re-run logs in with the plan's password and never sends ``admin``
+ladder's rungs; a failed check records it too (``failed: True``, our error's words as the answer), keeps the evidence
+so far in the journal's failed step, and raises a :class:`CheckFailed` naming its step and carrying that evidence.
+
+The password step is done once: a re-run logs in with the plan's password and never sends ``admin``
 again after a rotation; the plan's password is tried first, so a console rotated by hand is not locked out by
 guesses. Kubernetes is read with lightkube (see ``docs/validation.md`` for why), with the kubeconfig's own CA and
 client certificate; waits use :func:`palette_provision.waiting.wait_for` through the session.
@@ -23,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from palette_provision.errors import AuthenticationError, HandoffError, TransientError
-from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin
-from palette_provision.handoff._session import Session, step_errors
+from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin, tls_refusal
+from palette_provision.handoff._session import Session, record_evidence, run_check, step_errors
 from palette_provision.journal import GLOBAL, Fact
 from palette_provision.plan import DeploymentPlan, ValidateSettings
 from palette_provision.secrets import Secret
 
 __all__ = [
     "APPS_STEP",
+    "CLUSTER_CHECK",
     "HEALTH_STEP",
     "PASSWORD_STEP",
     "PODS_STEP",
@@ -39,6 +44,7 @@ __all__ = [
     "validation_steps",
 ]
 
+CLUSTER_CHECK = "validate.cluster"
 APPS_STEP = "validate.applications"
 PODS_STEP = "validate.pods"
 PASSWORD_STEP = "validate.console_password"  # noqa: S105 - a step's name
@@ -62,10 +68,7 @@ def validation_steps(plan: DeploymentPlan) -> list[tuple[str, str, str]]:
     ]
 
 
-def _evidence(session: Session, check: str, asked: str, answered: str, **detail: Any) -> dict[str, Any]:
-    entry = {"check": check, "asked": asked, "answered": answered, "at": time.time(), **detail}
-    session.context.journal.add_evidence(GLOBAL, check, entry)
-    return entry
+_evidence = record_evidence
 
 
 def _applications(body: Any) -> list[tuple[str, str]]:
@@ -126,6 +129,11 @@ def lightkube_probe(kubeconfig: Path, server: str | None = None) -> PodProbe:
             raise HandoffError(PODS_STEP, f"the Kubernetes API refused listing the pods of {namespace} "
                                f"({exc.status.code})") from None  # fmt: skip
         except httpx.HTTPError as exc:
+            if tls_refusal(exc) is not None:
+                # Retrying cannot fix a certificate: fail at once, naming the step (seen with a wrong CA in the
+                # kubeconfig: httpx.ConnectError around ssl.SSLCertVerificationError).
+                raise HandoffError(PODS_STEP, f"the Kubernetes API's certificate did not verify against the "
+                                   f"kubeconfig's CA ({kubeconfig.name})") from None  # fmt: skip
             raise TransientError(f"the Kubernetes API did not answer ({type(exc).__name__})") from None
         found = []
         for pod in pods:
@@ -155,7 +163,7 @@ def check_pods(session: Session, settings: ValidateSettings, probe: PodProbe) ->
         return out
 
     def crashing(state: dict[str, list[tuple[str, str, bool, str]]]) -> str | None:
-        found = [f"{ns}/{name}" for ns, pods in state.items() for name, _, _, reason in pods
+        found = [f"{ns}/{name} ({reason})" for ns, pods in state.items() for name, _, _, reason in pods
                  if reason in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull")]  # fmt: skip
         return f"pods failing: {', '.join(found)}" if found else None
 
@@ -173,7 +181,11 @@ def rotate_password(session: Session, settings: ValidateSettings, console: Conso
     journal = session.context.journal
     wanted: Secret = settings.console.password
     with step_errors(PASSWORD_STEP):
-        login = console.login(DEFAULT_ADMIN[0], wanted)
+        # The first contact waits through the session (a console still starting, a dropped connection: retried);
+        # a refusal (401) is an answer, and a TLS or lockout error is final.
+        login = session.wait(PASSWORD_STEP, lambda: console.login(DEFAULT_ADMIN[0], wanted),
+                             what="the system console to answer a login", timeout=settings.timeout,
+                             until=lambda _: True, describe=lambda answer: "refused" if answer is None else "accepted")
         if login is not None and login.password_reset:
             entry = _evidence(session, PASSWORD_STEP, "POST /v1/auth/syslogin (the plan's password)",
                               "accepted: the default password is already replaced")  # fmt: skip
@@ -229,33 +241,62 @@ def console_client(session: Session, console_url: str) -> ConsoleClient:
                          step=HEALTH_STEP)  # fmt: skip
 
 
+def cluster_evidence(session: Session, details: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``validate.cluster`` entry: the cluster ``Running`` and ``Healthy`` as ``handoff.cluster`` just read it."""
+    raw = details.get("status") if isinstance(details, Mapping) else None
+    status: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    raw = status.get("health")
+    health: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    state, healthy = str(status.get("clusterState") or "?")[:40], str(health.get("status") or "?")[:40]
+    return _evidence(session, CLUSTER_CHECK, f"GET /v1/edge-mgmt/cluster/details on {session.leader.name}",
+                     f"cluster {state} and {healthy}", failed=(state, healthy) != ("Running", "Healthy"))  # fmt: skip
+
+
+def ensure_console_password(session: Session, console: ConsoleClient) -> list[dict[str, Any]]:
+    """``push-packs`` on a deployment whose checks never ran: the first-login password is replaced first (the same
+    journaled step, once), since the pack registry's sync logs in with the plan's password; nothing when done."""
+    settings = session.context.plan.validation
+    if settings is None or session.context.journal.is_done(PASSWORD_STEP):
+        return []
+    evidence: list[dict[str, Any]] = []
+    console.step = PASSWORD_STEP
+    run_check(session, PASSWORD_STEP, f"POST {console.base_url}/v1/auth/syslogin, then the first-login password change",
+              lambda: rotate_password(session, settings, console), evidence, always=False)  # fmt: skip
+    return evidence
+
+
 def validate_palette(
     session: Session, kubeconfig: Path, *, console_url: str, kube_server: str | None = None,
-    probe: PodProbe | None = None,
+    probe: PodProbe | None = None, details: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the four checks as journaled sub-steps (password once, the others on every run); their evidence.
 
     ``console_url`` is ``https://<vip>``; ``kube_server`` overrides the kubeconfig's server (simulators on one
-    host); ``probe`` replaces the lightkube pod listing.
+    host); ``probe`` replaces the lightkube pod listing; ``details`` (the cluster's, as ``handoff.cluster`` read
+    them) gives the first entry, ``validate.cluster``.
+
+    Raises:
+        CheckFailed: a check failed; ``.step`` names it, ``.evidence`` holds the evidence so far (its own last).
     """
     settings = session.context.plan.validation
     if settings is None:
         return []
-    context = session.context
     console = console_client(session, console_url)
     pods = probe or lightkube_probe(kubeconfig, kube_server)
-    evidence = []
+    evidence = [cluster_evidence(session, details)] if details is not None else []
     try:
-        for name, action, always in (
-            (APPS_STEP, lambda: check_applications(session, settings), True),
-            (PODS_STEP, lambda: check_pods(session, settings, pods), True),
-            (PASSWORD_STEP, lambda: rotate_password(session, settings, console), False),
-            (HEALTH_STEP, lambda: check_console_health(session, settings, console), True),
-        ):
+        for name, asked, action, always in (
+            (APPS_STEP, f"GET {APPLICATIONS} on {session.leader.name}",
+             lambda: check_applications(session, settings), True),
+            (PODS_STEP, f"list the pods of {', '.join(settings.namespaces)} (kubeconfig)",
+             lambda: check_pods(session, settings, pods), True),
+            (PASSWORD_STEP, f"POST {console.base_url}/v1/auth/syslogin, then the first-login password change",
+             lambda: rotate_password(session, settings, console), False),
+            (HEALTH_STEP, f"POST {console.base_url}/v1/auth/syslogin and GET /v1/mgmt/app/health",
+             lambda: check_console_health(session, settings, console), True),
+        ):  # fmt: skip
             console.step = name
-            data = context.run_step(name, action, always=always)
-            if "evidence" in data:
-                evidence.append(data["evidence"])
+            run_check(session, name, asked, action, evidence, always=always)
     finally:
         console.close()
     return evidence

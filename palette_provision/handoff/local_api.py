@@ -21,7 +21,7 @@ The HTTP side is :class:`LocalApiClient` (one per node; see its docstring for th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from palette_provision.errors import HandoffError
 from palette_provision.handoff._client import (
@@ -35,8 +35,13 @@ from palette_provision.handoff._cluster import CLUSTER_STEP, decode_kubeconfig, 
 from palette_provision.handoff._content import CONTENT_STEP, SYNC_STEP, upload_content, wait_content_synced
 from palette_provision.handoff._link import CONFIGURED_STEP, LINK_STEP, link_followers, wait_configured
 from palette_provision.handoff._packs import pack_steps, upload_packs
-from palette_provision.handoff._session import Session
-from palette_provision.handoff._validate import console_client, validate_palette, validation_steps
+from palette_provision.handoff._session import CheckFailed, Session
+from palette_provision.handoff._validate import (
+    console_client,
+    ensure_console_password,
+    validate_palette,
+    validation_steps,
+)
 from palette_provision.handoff.base import SHAPE_ERRORS, HandoffContext, HandoffResult, ReadyNode
 from palette_provision.plan import DeploymentPlan
 from palette_provision.waiting import Backoff
@@ -56,6 +61,10 @@ __all__ = [
     "default_client",
     "token_expiry",
 ]
+
+#: Which post-install steps a hand-off runs (see :class:`PaletteLocalApi`).
+Scope = Literal["all", "validate", "packs"]
+SCOPES: tuple[Scope, ...] = ("all", "validate", "packs")
 
 #: Polling cadence of every Local API wait: starts at 1 s, caps at 10 s (cluster creation takes 20-30 minutes).
 DEFAULT_BACKOFF = Backoff(initial=1.0, maximum=10.0, jitter=0.5)
@@ -77,6 +86,9 @@ class PaletteLocalApi:
             ``handoff.link:<node>:submitted``, ``handoff.content:uploaded``, ``handoff.cluster:created``...); a test
             hook to crash the hand-off at a precise point.
         client_factory: builds the :class:`LocalApiClient` of a node (tests may wrap it).
+        scope: after the (resumed) formation, which post-install steps run: ``all`` (``apply``), ``validate`` (only
+            the ``validate.*`` checks: ``validate-install``) or ``packs`` (only the ``packs.*`` steps:
+            ``push-packs``). The formation's steps, done, are skipped either way; the cluster is read again.
 
     Example::
 
@@ -100,7 +112,11 @@ class PaletteLocalApi:
         checkpoint: Callable[[str], None] = _no_checkpoint,
         client_factory: Callable[[HandoffContext, ReadyNode], LocalApiClient] | None = None,
         vip_services: Callable[[HandoffContext], tuple[str, str | None]] | None = None,
+        scope: Scope = "all",
     ) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        self.scope: Scope = scope
         self._backoff = backoff
         self._checkpoint = checkpoint
         self._client_factory = client_factory or default_client
@@ -121,6 +137,11 @@ class PaletteLocalApi:
                       "save its kubeconfig"))
         return steps + validation_steps(plan) + pack_steps(plan)
 
+    def scoped(self, scope: Scope) -> PaletteLocalApi:
+        """The same hand-off limited to ``scope`` (``validate-install``: ``validate``; ``push-packs``: ``packs``)."""
+        return PaletteLocalApi(backoff=self._backoff, checkpoint=self._checkpoint, client_factory=self._client_factory,
+                               vip_services=self._vip_services, scope=scope)  # fmt: skip
+
     def form(self, context: HandoffContext) -> HandoffResult:
         """Run (or resume) the formation and return the cluster's state, endpoint and kubeconfig path."""
         if not context.nodes:
@@ -138,11 +159,18 @@ class PaletteLocalApi:
             wait_content_synced(session)
             details, kubeconfig = form_cluster(session)
             console_url, kube_server = self._vip_services(context)
-            evidence = validate_palette(session, kubeconfig, console_url=console_url, kube_server=kube_server)
-            if context.plan.packs is not None:
+            evidence: list[dict[str, Any]] = []
+            if self.scope in ("all", "validate"):
+                evidence = validate_palette(session, kubeconfig, console_url=console_url, kube_server=kube_server,
+                                            details=details)  # fmt: skip
+            if self.scope in ("all", "packs") and context.plan.packs is not None:
                 console = console_client(session, console_url)
                 try:
+                    if self.scope == "packs":
+                        evidence += ensure_console_password(session, console)
                     evidence += upload_packs(session, console)
+                except CheckFailed as exc:
+                    raise CheckFailed(exc, evidence + exc.evidence) from (exc.__cause__ or exc)
                 finally:
                     console.close()
         finally:

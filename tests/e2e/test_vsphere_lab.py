@@ -114,8 +114,9 @@ def test_killed_after_every_phase_resumes_to_a_formed_cluster(lab: Any) -> None:
     assert report["handoff"]["cluster_state"] == "Running"
     # Validated as the documentation does, through the VIP (the console and the Kubernetes API, DNATed).
     checks = [e["check"] for e in report["handoff"]["details"]["validation"]]
-    assert checks == ["validate.applications", "validate.pods", "validate.console_password", "validate.console_health",
-                      "packs.upload:edge-k8s-1.30.4.zst", "packs.upload:cni-calico-3.28.0.zst", "packs.sync"]
+    assert checks == ["validate.cluster", "validate.applications", "validate.pods", "validate.console_password",
+                      "validate.console_health", "packs.upload:edge-k8s-1.30.4.zst",
+                      "packs.upload:cni-calico-3.28.0.zst", "packs.sync"]
     assert "2 pack(s) found" in report["handoff"]["details"]["validation"][-1]["answered"]
     assert _sim_state(lab)["cluster"]["console"]["passwordReset"] is True, "admin/admin rotated"
     kubeconfig = Path(report["handoff"]["kubeconfig"])
@@ -170,10 +171,13 @@ def test_rerun_after_success_changes_nothing(lab: Any) -> None:
     validated = _cli("validate-install", str(lab.plan_path), "--json")
     assert validated.returncode == 0, validated.stderr[-3000:]
     checks = [e["check"] for e in json.loads(validated.stdout)["validation"]]
-    assert checks[:2] == ["validate.applications", "validate.pods"] and "validate.console_health" in checks
+    assert checks[:3] == ["validate.cluster", "validate.applications", "validate.pods"]
+    assert "validate.console_health" in checks and not any(c.startswith("packs.") for c in checks), "no pack step"
     pushed = _cli("push-packs", str(lab.plan_path), "--json")
     assert pushed.returncode == 0, pushed.stderr[-3000:]
-    assert not any(e["check"].startswith("packs.") for e in json.loads(pushed.stdout)["validation"]), "0 bytes"
+    said = json.loads(pushed.stdout)["validation"]
+    assert [e["check"] for e in said] == ["packs.upload:edge-k8s-1.30.4.zst", "packs.upload:cni-calico-3.28.0.zst"]
+    assert all("0 bytes sent" in e["answered"] for e in said), "0 bytes, no sync, no validate.* step"
     assert len(_sim_state(lab)["cluster"]["console"]["passwordChanges"]) == 1, "rotated once, ever"
 
 

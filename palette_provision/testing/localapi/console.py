@@ -8,6 +8,7 @@ lives in the cluster record (``cluster["console"]``): a new cluster is a new Pal
 * Everything else needs the token (raw ``Authorization`` header, ``Bearer`` refused, or ``Cookie: Authorization=``):
   401 without a valid one; then, until the first password change, 403 ``PasswordResetRequired`` except on
   ``PATCH /v1/system/admin/password/reset``.
+* Knob ``console_unavailable_next``: the next n logins answer 503 ``ServiceUnavailable`` (a console starting up).
 * 5 failed logins in a row for ``admin`` lock the account for ``console_lockout_s``: 423 ``AccountLocked`` (also
   for the right password) with ``Retry-After``; the streak restarts after the lock and after a good login.
 """
@@ -98,6 +99,10 @@ def syslogin(request: Request) -> Response:
     lockout = node.knobs.snapshot().console_lockout_s
     with node.lock:
         console = running_console(node)
+        starting = node.knobs.snapshot().console_unavailable_next
+        if starting > 0:
+            node.knobs.update({"console_unavailable_next": starting - 1})
+            raise ApiError(503, "ServiceUnavailable", "the system console is starting (simulated)")
         is_admin = body["username"] == ADMIN
         if is_admin and now < console["lockedUntil"]:
             left = int(console["lockedUntil"] - now) + 1

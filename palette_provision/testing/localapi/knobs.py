@@ -53,6 +53,8 @@ class Knobs(_simhttp.KnobSet):
     """The system console serves a second certificate (same names, new key) while set; open connections are cut."""
     console_unhealthy: bool = False
     """``GET /v1/mgmt/app/health`` answers ``isHealthy: false`` with a message."""
+    console_unavailable_next: int = 0
+    """The next n ``syslogin`` requests answer 503 ``ServiceUnavailable`` (a console still starting up)."""
     console_lockout_s: float = 900.0
     """How long 5 failed system-console logins in a row lock the ``admin`` account (the documented 15 minutes)."""
     console_token_lifetime_s: float = 900.0
@@ -60,6 +62,9 @@ class Knobs(_simhttp.KnobSet):
     """Duration of an OCI registry sync (knob value when the sync is triggered)."""
     registry_sync_fails: bool = False
     """A sync triggered while set ends ``Failed`` with a message."""
+    registry_sync_stale_s: float = 0.0
+    """For this long after a trigger, the sync status still reports the previous run (its status, message and
+    ``lastRunTime``), as a console whose status lags its trigger; a client must check ``lastRunTime``."""
     pod_crashloop: str = ""
     """``<namespace>/<pod name prefix>``: those pods stay ``Running`` with a container in ``CrashLoopBackOff``."""
 

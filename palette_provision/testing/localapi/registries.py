@@ -8,7 +8,8 @@ Shapes follow ``docs/palette-system-console-api.md`` section 3 (Palette 4.8 spec
 * ``POST .../{uid}/basic/sync`` -> 202 (no body, ``AuditUid`` header): ``InProgress`` for ``registry_sync_s``
   (knob value at the trigger), then ``Completed`` (``message`` says how many packs it found: the ``.zst`` files
   uploaded through the Local API since the cluster was created) or ``Failed`` (knob ``registry_sync_fails``).
-  A trigger while a sync runs is accepted (202) and changes nothing.
+  A trigger while a sync runs is accepted (202) and changes nothing. Knob ``registry_sync_stale_s``: for that long
+  after a trigger the status still reports the previous run (a lagging status; clients must read ``lastRunTime``).
 * The in-cluster registry starts ``Completed`` (the install's own sync, when the cluster became Running).
 * ``POST /v1/registries/oci/basic/validate`` (a ``v1BasicOciRegistrySpec``) -> 204 or 400; ``POST
   /v1/registries/oci/basic`` -> 201 ``{"uid"}`` (409 for a name in use) and a sync unless ``skipPackSync=true``.
@@ -59,7 +60,7 @@ def internal_registry(record: dict[str, Any]) -> dict[str, Any]:
 def sync_status(registry: dict[str, Any], now: float) -> dict[str, Any]:
     """``v1RegistrySyncStatus`` of ``registry`` at ``now``."""
     supported = bool(registry["spec"].get("isSyncSupported", True))
-    runs = [r for r in registry["syncs"] if r["at"] <= now]
+    runs = [r for r in registry["syncs"] if r.get("visibleAt", r["at"]) <= now]
     done = [r for r in runs if r["at"] + r["durationS"] <= now]
     synced = [r for r in done if not r["fails"]]
     answer = {"isSyncSupported": supported, "status": "", "message": "", "lastRunTime": "",
@@ -106,14 +107,15 @@ def _find(console: dict[str, Any], uid: str) -> dict[str, Any]:
 
 def _start_sync(node: Node, record: dict[str, Any], registry: dict[str, Any], trigger: str) -> None:
     knobs, now = node.knobs.snapshot(), time.time()
-    if sync_status(registry, now)["status"] == "InProgress":
+    if sync_status(registry, now)["status"] == "InProgress" or any(r.get("visibleAt", 0) > now
+                                                                    for r in registry["syncs"]):
         return
     packs: list[str] | None = None
     if registry.get("internal"):
         packs = sorted(p["fileName"] for p in content.pack_uploads(node, record["createdAt"]))
     registry["syncs"].append({"at": now, "durationS": knobs.registry_sync_s, "fails": knobs.registry_sync_fails,
                               "packs": None if packs is None else len(packs), "packNames": packs or [],
-                              "trigger": trigger})
+                              "trigger": trigger, "visibleAt": now + knobs.registry_sync_stale_s})
     del registry["syncs"][:-50]
 
 
