@@ -8,7 +8,7 @@ import threading
 import urllib.parse
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from palette_provision.errors import ConfigurationError, TransientError
 from palette_provision.waiting import Backoff, Interrupted, wait_for
@@ -28,7 +28,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def sha256_file(path: Path, stop: _Flag | None = None) -> str:
     """Hex SHA-256 of a file, read in chunks; ``stop`` set ends the read early with :class:`Interrupted`."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -59,11 +63,24 @@ class EarlyDigest:
         self.identity = file_identity(path)
         self._future: Future[str] = Future()
         self._stop = stop
+        self._cancelled = threading.Event()
         threading.Thread(target=self._run, name="iso-digest", daemon=True).start()
+
+    def is_set(self) -> bool:
+        """Whether the read should end: the run is stopping, or the digest was cancelled."""
+        return self._stop.is_set() or self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """End the read at its next chunk (``apply`` failed or was interrupted before the digest was needed)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
 
     def _run(self) -> None:
         try:
-            self._future.set_result(sha256_file(self.path, self._stop))
+            self._future.set_result(sha256_file(self.path, self))
         except BaseException as exc:  # the caller gets it from result()
             self._future.set_exception(exc)
 

@@ -318,14 +318,20 @@ class Deployment:
             ConfigurationError: preflight rejected the platform settings (nothing changed).
             ProviderError, WaitTimeout: a deployment-wide phase (ISO staging) failed.
         """
-        self.early_iso_digest = self._start_iso_digest()
-        self.check()
-        names = [e.name for e in self.chain()]
-        if until is not None and until not in names:
-            raise PlanError([PlanIssue("until", f"not a per-node phase: {until} (phases: {', '.join(names)})")])
-        specs = self.node_specs()
-        report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
-        self._step("preflight", GLOBAL, lambda: global_act.preflight(self), always=True)
+        self.early_iso_digest = early = self._start_iso_digest()
+        try:
+            self.check()
+            names = [e.name for e in self.chain()]
+            if until is not None and until not in names:
+                raise PlanError([PlanIssue("until", f"not a per-node phase: {until} (phases: {', '.join(names)})")])
+            specs = self.node_specs()
+            report = Report(self.plan.name, self.plan.platform.provider, [NodeResult(n.name) for n in specs])
+            self._step("preflight", GLOBAL, lambda: global_act.preflight(self), always=True)
+        except BaseException:
+            # Refused or interrupted (Ctrl-C) before anything changed: the ISO's read ends too, not at the process's.
+            if early is not None:
+                early.cancel()
+            raise
         iso: Future[StagedMedia] | None = None
         iso_pool = None
         if stages_iso(self.install_method):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from palette_provision.errors import ConfigurationError, ProviderError
+from palette_provision.errors import ConfigurationError, PlanError, ProviderError
 from palette_provision.journal import GLOBAL, Journal
 from palette_provision.log import get_logger
 from palette_provision.media import EarlyDigest, sha256_file
@@ -80,6 +80,17 @@ def test_a_stopping_run_stops_the_digest(tmp_path: Path) -> None:
     stop.set()
     with pytest.raises(Interrupted):
         EarlyDigest(path, stop).result()
+
+
+def test_an_apply_refused_before_anything_changed_ends_the_iso_read(tmp_path: Path) -> None:
+    # A refusal (here a bad ``until``; a Ctrl-C or a preflight error alike) must not leave the ISO being read.
+    _, plan = _with_plan_digest(tmp_path)
+    state = tmp_path / "state"
+    with Deployment(plan, state_dir=state, provider=_provider(plan, state)) as deployment:
+        with pytest.raises(PlanError, match="until"):
+            deployment.apply(until="no-such-phase")
+        early = deployment.early_iso_digest
+        assert early is not None and early.cancelled
 
 
 def test_a_plans_digest_is_checked_and_handed_to_the_provider_as_read_from_the_file(tmp_path: Path) -> None:
