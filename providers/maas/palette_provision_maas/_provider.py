@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from palette_provision_maas._bmc import BmcBridge
 from palette_provision_maas._capacity import could_match, left_without
 from palette_provision_maas._client import MaasClient
-from palette_provision_maas._errors import PROVIDER, MaasConflict, MaasNotFound
+from palette_provision_maas._errors import PROVIDER, MaasApiError, MaasConflict, MaasNotFound
 from palette_provision_maas._image import ImageUploader
 from palette_provision_maas._settings import MaasConstraints, MaasNodeSettings, MaasSettings
 from palette_provision_maas._shapes import Machine as MaasMachine
@@ -187,6 +187,12 @@ class MaasProvider:
                     f"no Ready machine in MAAS matches {spec.name}'s constraints (MAAS: {exc.text})",
                     field=self._where(spec), provider=PROVIDER,
                 ) from None  # fmt: skip
+            except MaasApiError as exc:
+                if exc.status != 400:
+                    raise
+                # MAAS answers 400 to constraints it cannot read (a tag, zone or pool it does not have).
+                raise ConfigurationError(f"MAAS refused {spec.name}'s constraints: {exc.text}",
+                                         field=self._where(spec), provider=PROVIDER) from None  # fmt: skip
             if self.settings.mode == "bmc":
                 self.bmc.check_power_type(spec, candidate.power_type, candidate.hostname)
             chosen[spec.name] = (spec, candidate)

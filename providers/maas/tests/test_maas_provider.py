@@ -354,6 +354,18 @@ def test_constraints_no_machine_meets_are_named_at_preflight(
     assert allocations(fresh) == {}, "a dry run allocates nothing"
 
 
+def test_constraints_maas_cannot_read_are_named_at_preflight(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
+) -> None:
+    # MAAS answers 400 to a tag (zone, pool) it does not have: the plan's field is named, nothing is allocated.
+    data = plan_data(fresh, image, tmp_path, constraints={"tags": ["no-such-tag"]})
+    deployment = Deployment(parse_plan(data), state_dir=tmp_path / "state")
+    with deployment, pytest.raises(ConfigurationError) as info:
+        deployment.apply()
+    assert info.value.field == "platform.constraints" and "No such tag" in str(info.value), str(info.value)
+    assert allocations(fresh) == {}
+
+
 def test_too_few_machines_for_all_nodes_at_once_are_named_at_preflight(
     fresh: MaasSimulatorHandle, image: Path, tmp_path: Path
 ) -> None:
