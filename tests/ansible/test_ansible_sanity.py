@@ -199,6 +199,32 @@ def test_validate_modules_catches_a_doc_that_drifts_from_the_argument_spec(tmp_p
     assert ("plugins/modules/deployment.py", "validate-modules:undocumented-parameter") in codes
 
 
+def _yamllint(collection: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """ansible-test's yamllint check, run as it runs it: its own linter script and configurations, on the collection's
+    YAML files and on the YAML blocks (DOCUMENTATION, EXAMPLES, RETURN) of its Python plugins."""
+    paths = sorted(str(p.relative_to(collection)) for p in collection.rglob("*")
+                   if p.suffix in (".yml", ".yaml", ".py") and "__pycache__" not in p.parts
+                   and (p.suffix != ".py" or p.relative_to(collection).parts[0] == "plugins"))  # fmt: skip
+    assert "plugins/modules/deployment.py" in paths and "galaxy.yml" in paths
+    proc = subprocess.run([sys.executable, str(SANITY / "yamllint" / "yamllinter.py"), *paths], capture_output=True,
+                          text=True, cwd=collection, env=ansible_env(tmp_path), timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0 and not proc.stderr, proc.stdout + proc.stderr
+    messages: list[dict[str, Any]] = json.loads(proc.stdout)["messages"]
+    return messages
+
+
+def test_yamllint_as_ansible_test_runs_it(tmp_path: Path) -> None:
+    assert _yamllint(COLLECTION, tmp_path) == []
+    # It reads the plugins' documentation blocks: a key given twice in a module's DOCUMENTATION is reported.
+    copy = tmp_path / "ansible_collections" / "palette_provision" / "appliance"
+    shutil.copytree(COLLECTION, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module = copy / "plugins" / "modules" / "deployment_info.py"
+    text = module.read_text()
+    module.write_text(text.replace("short_description:", "short_description: said twice\nshort_description:", 1))
+    found = _yamllint(copy, tmp_path)
+    assert [(m["path"], m["code"]) for m in found] == [("plugins/modules/deployment_info.py", "key-duplicates")], found
+
+
 def _targets(config: dict[str, Any], files: list[str]) -> list[str]:
     """The files a code-smell check applies to, by its JSON configuration (ansible-test's own filter)."""
     chosen = []
