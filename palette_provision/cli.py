@@ -320,6 +320,7 @@ def _print_report(report: Any) -> None:
         for f in h.files:
             print(f"wrote {f}")
     if report.handoff_error:
+        _print_validation(report.validation)  # the checks' evidence until the failed one (its entry last)
         print(f"hand-off failed: {_plain(report.handoff_error)}")
     print("OK" if report.ok else "FAILED")
 

@@ -282,3 +282,23 @@ def test_plan_lists_the_validation_and_pack_steps(
         tail = phases[phases.index("handoff.cluster") + 1:]
         assert tail == validation + packs
         assert all(a["state"] == "pending" for a in result.json()["actions"] if a["phase"] in tail)
+
+
+def test_a_failed_handoff_prints_the_checks_evidence_up_to_the_failed_one(capsys: Any) -> None:
+    from palette_provision.cli import _print_report
+    from palette_provision.errors import HandoffError
+    from palette_provision.handoff._session import CheckFailed
+    from palette_provision.report import NodeResult, Report
+
+    report = Report("site-a", "fake", [NodeResult("palette-1", status="ready", address="10.0.0.1")])
+    error = CheckFailed(HandoffError("validate.pods", "jet-system/jet: CrashLoopBackOff"), [
+        {"check": "validate.applications", "asked": "GET apps", "answered": "3 Running", "at": 0.0},
+        {"check": "validate.pods", "asked": "list pods", "answered": "jet-system/jet: CrashLoopBackOff\x1b[2J",
+         "at": 0.0, "failed": True}])
+    report.record_handoff_error(error)
+    _print_report(report)
+    out = capsys.readouterr().out
+    assert "validated validate.applications: 3 Running" in out
+    assert "FAILED validate.pods: jet-system/jet: CrashLoopBackOff" in out and "\x1b" not in out, "printed as data"
+    assert out.index("FAILED validate.pods") < out.index("hand-off failed: validate.pods") < out.rindex("FAILED")
+
