@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from palette_provision.journal import Journal
+from palette_provision.report_schema import REPORT_SCHEMA_VERSION, load_report_schema
 from palette_provision.testing.fake import read_state
 
 from ..conftest import NODE_PASSWORD, merged
@@ -50,6 +53,9 @@ def test_present_rerun_info_absent(
         ("palette-1", "ready", "10.251.0.11"), ("palette-2", "ready", "10.251.0.12"), ("palette-3", "ready", "10.251.0.13"),
     ]
     assert report["handoff"]["kind"] == "inventory" and report["ok"] is True
+    # The module returns the same versioned report as `apply --json`: runbooks can rely on its JSON Schema.
+    jsonschema.Draft202012Validator(load_report_schema()).validate(report)
+    assert report["schema_version"] == REPORT_SCHEMA_VERSION
     changes = first["journal_changes"]
     assert "step acquire on palette-2: ran (done)" in changes
     assert sum(1 for c in changes if c.startswith("resource machine ")) == 3
