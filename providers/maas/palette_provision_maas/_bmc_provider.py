@@ -36,6 +36,11 @@ class MaasBmcProvider(MaasProvider):
     install_methods = (InstallMethod.BOOT_FROM_MEDIA,)
     #: A DHCP node's address is its own report to the media server, as on bare metal.
     address_source: ClassVar[str] = "node"
+    #: MAAS never deploys in this mode: the image mode's inherited methods are blocked (``None``: a runtime-checkable
+    #: protocol then finds no ``ImageDeployment``). The contract suite showed it: claimed, it failed for want of an
+    #: image.
+    deploy_image = None  # type: ignore[assignment]
+    deploy_status = None  # type: ignore[assignment]
 
     def preflight(self, plan: DeploymentPlan) -> None:
         """MAAS's checks, then the media server answering at the URL the BMCs will be given."""

@@ -7,7 +7,12 @@
 * **bmc mode**: the simulator's machine names the lab's Redfish BMC (sushy-tools' emulator) in its power
   parameters. The provider allocates through MAAS, then installs through that BMC exactly as on bare metal: the ISO
   and the seed from the media server by virtual media, one-time CD boot, install, disk boot, SSH. ``destroy`` ejects
-  and clears the boot override through the BMC, then releases.
+  and clears the boot override through the BMC, then releases. The same machine, through MAAS's power parameters,
+  is held to the core's provider contract (:class:`TestMaasBmcContract`).
+* **bmc mode, IPMI**: the machine's power parameters name the lab's IPMI BMC (OpenIPMI's ipmi_sim, whose chassis
+  program boots a QEMU guest) with the appliance ISO preinserted. The first ``apply`` allocates and stops at the
+  seed, naming its path; the test plays the operator attaching it; the second installs through IPMI (CD once, power
+  on, install, disk) and reaches SSH. ``destroy`` powers off and clears the boot override, then releases.
 """
 
 from __future__ import annotations
@@ -16,18 +21,24 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sushy  # type: ignore[import-untyped]
+from bmclab.ipmi import IpmiBmc, NodeConfig
 from bmclab.redfish import RedfishLab, RedfishNode
+from palette_provision.log import get_logger
+from palette_provision.media_server import find_media_server, stop_media_server
 from palette_provision.pipeline import Deployment
-from palette_provision.plan import parse_plan
+from palette_provision.plan import DeploymentPlan, parse_plan
+from palette_provision.provider import Machine, MediaFile, ProviderContext
+from palette_provision.registry import create_provider
+from palette_provision.testing.contract import ProviderContract
 from palette_provision.testing.maas import MaasSimulatorHandle, start_maas_simulator
 from pplab import net
-from pplab.disk import read_install_state, write_image
+from pplab.disk import create_disk, read_install_state, write_image
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,6 +47,8 @@ KEY_ENV, PASSWORD_ENV = "PP_MAAS_LAB_KEY", "PP_MAAS_LAB_NODE_PASSWORD"
 # Not the other lab tests' guests (Redfish e2e :02:41-43, IPMI :03:31/:03:51, appliance :00:61).
 IMAGE_NODE = ("maas-img1", "52:54:00:5e:04:61", "10.251.0.161")
 BMC_NODE = ("maas-bmc1", "52:54:00:5e:04:62", "10.251.0.162")
+IPMI_NODE = ("maas-ipmi1", "52:54:00:5e:04:63", "10.251.0.163")
+IPMI_USER, IPMI_PASSWORD = "labadmin", "maas-ipmi-pw-3"
 
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 
@@ -133,13 +146,25 @@ def redfish(lab_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: RedfishLab, tmp_path: Path) -> None:
+def _redfish_machine(redfish: RedfishLab) -> dict[str, Any]:
+    """The simulator's machine whose power parameters name the lab's Redfish BMC (as MAAS's redfish driver)."""
     name, mac, address = BMC_NODE
     bmc = redfish.bmc(name)
     port = int(bmc.url.rsplit(":", 1)[1])
-    machine = {"hostname": "rack-r1", "mac": mac, "address": address, "tags": ["palette"], "power_type": "redfish",
-               "power_parameters": {"power_address": f"127.0.0.1:{port}", "power_user": redfish.username,
-                                    "power_pass": redfish.password, "node_id": bmc.system_id}}  # fmt: skip
+    return {"hostname": "rack-r1", "mac": mac, "address": address, "tags": ["palette"], "power_type": "redfish",
+            "power_parameters": {"power_address": f"127.0.0.1:{port}", "power_user": redfish.username,
+                                 "power_pass": redfish.password, "node_id": bmc.system_id}}  # fmt: skip
+
+
+def _redfish_hosts(redfish: RedfishLab) -> list[dict[str, Any]]:
+    name, _, address = BMC_NODE
+    return [{"name": name, "address": f"{address}/24", "hostname": "rack-r1", "bmc_fingerprint": redfish.fingerprint}]
+
+
+def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: RedfishLab, tmp_path: Path) -> None:
+    name, mac, address = BMC_NODE
+    bmc = redfish.bmc(name)
+    machine = _redfish_machine(redfish)
     at_release = tmp_path / "bmc-at-release.json"
     snapshot = {"argv": [sys.executable, "-c", BMC_AT_RELEASE], "timeout_s": 60,
                 "env": {"SNAP_URL": bmc.url, "SNAP_USER": bmc.username, "SNAP_PASS": bmc.password,
@@ -147,10 +172,8 @@ def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: R
     config = {"machines": [machine], "on_release": snapshot}
     system = sushy.Sushy(bmc.url, auth=BasicAuth(bmc.username, bmc.password), verify=str(bmc.cert_path))
     with start_maas_simulator(tmp_path / "sim", config=config, knobs={"deploy_delay_s": 0}) as sim:
-        hosts = [{"name": name, "address": f"{address}/24", "hostname": "rack-r1",
-                  "bmc_fingerprint": redfish.fingerprint}]  # fmt: skip
-        data = _plan(sim, tmp_path, address, mode="bmc", hosts=hosts, media_server={"bind": "127.0.0.1:0"},
-                     min_command_interval_s=0.1)  # fmt: skip
+        data = _plan(sim, tmp_path, address, mode="bmc", hosts=_redfish_hosts(redfish),
+                     media_server={"bind": "127.0.0.1:0"}, min_command_interval_s=0.1)  # fmt: skip
         with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
             report = deployment.apply()
             assert report.ok, report.failures()
@@ -185,3 +208,141 @@ def test_bmc_mode_allocates_through_maas_and_installs_through_the_bmc(redfish: R
     assert restored["enabled"] in ("Disabled", "Continuous") and restored["target"] in ("None", "Hdd"), restored
     assert restored["inserted"] == [], "media ejected"
     assert json.loads(at_release.read_text()) == restored, "the BMC was restored only after MAAS released it"
+
+
+# ------------------------------------------------------------------------------------------------ bmc mode, IPMI
+
+#: The simulator's on-release hook in the IPMI test: what the machine's chassis shows at the moment MAAS releases it.
+CHASSIS_AT_RELEASE = r"""
+import json, os
+from pathlib import Path
+from bmclab import chassis
+node = Path(os.environ["SNAP_NODE_DIR"])
+with open(os.environ["SNAP_OUT"], "w") as out:
+    json.dump({"running": chassis.guest_running(node), "boot": chassis.load_state(node).boot}, out)
+"""
+
+
+def test_bmc_mode_installs_an_ipmi_machine_from_media_the_operator_attached(lab_ready: None, tmp_path: Path) -> None:
+    name, mac, address = IPMI_NODE
+    # The operator racked the machine with the appliance ISO in its CD drive; the node's seed comes later.
+    node = NodeConfig(name=name, mac=mac, disk=create_disk(tmp_path / "disk.raw", "300G"), install_delay_s=2,
+                      console_dir=tmp_path / "console", iso=APPLIANCE_ISO)  # fmt: skip
+    with IpmiBmc(node, username=IPMI_USER, password=IPMI_PASSWORD, workdir=tmp_path / "bmc") as bmc:
+
+        def boot_sets() -> list[str]:
+            return [e["what"] for e in bmc.chassis_state()["events"] if e["what"].startswith("set boot")]
+
+        machine = {"hostname": "rack-i1", "mac": mac, "address": address, "tags": ["palette"], "power_type": "ipmi",
+                   "power_parameters": {"power_address": f"{bmc.address}:{bmc.port}", "power_user": IPMI_USER,
+                                        "power_pass": IPMI_PASSWORD, "power_driver": "LAN_2_0"}}  # fmt: skip
+        at_release = tmp_path / "chassis-at-release.json"
+        snapshot = {"argv": [sys.executable, "-c", CHASSIS_AT_RELEASE], "timeout_s": 30,
+                    "env": {"SNAP_NODE_DIR": str(bmc.node_dir), "SNAP_OUT": str(at_release)}}  # fmt: skip
+        state = tmp_path / "state"
+        with start_maas_simulator(tmp_path / "sim", config={"machines": [machine], "on_release": snapshot},
+                                  knobs={"deploy_delay_s": 0}) as sim:  # fmt: skip
+            hosts = [{"name": name, "address": f"{address}/24", "hostname": "rack-i1", "media": "preinserted"}]
+            data = _plan(sim, tmp_path, address, mode="bmc", hosts=hosts, media_server={"bind": "127.0.0.1:0"},
+                         min_command_interval_s=0.1)  # fmt: skip
+            with Deployment(parse_plan(data), state_dir=state) as deployment:
+                # 1. Allocated through MAAS; the seed is rendered and the node stops before its BMC is touched.
+                first = deployment.apply()
+                [stopped] = first.nodes
+                assert (stopped.status, stopped.phase) == ("failed", "insert_media"), stopped
+                message = stopped.error or ""
+                assert "attach the appliance ISO and this node's seed" in message, message
+                assert "run apply again" in message
+                seed = Path(message.split(" at ", 1)[1].split(":", 1)[0])
+                assert seed.is_file()
+                [held] = sim.state()["machines"].values()
+                assert held["status_name"] == "Allocated" and held["allocations"] == 1
+                assert bmc.chassis_state()["power_on_count"] == 0 and boot_sets() == [], "the BMC was not touched"
+
+                # 2. The operator attaches the seed (a USB stick written with it) next to the ISO.
+                stick = tmp_path / "usb-seed.iso"
+                stick.write_bytes(seed.read_bytes())
+                bmc.insert_media(APPLIANCE_ISO, stick)
+                report = deployment.apply()
+                assert report.ok, report.failures()
+                [ready] = report.nodes
+                assert (ready.status, ready.address) == ("ready", address)
+                assert [e["rung"] for e in ready.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
+                [held] = sim.state()["machines"].values()
+                assert (held["status_name"], held["allocations"]) == ("Allocated", 1), "the same, never deployed"
+                installed = read_install_state(node.disk)
+                assert installed is not None and (installed.count, installed.hostname) == (1, name)
+                consoles = sorted(p.name for p in (tmp_path / "console").glob(f"{name}-boot*.log"))
+                assert [c.rsplit("-", 1)[-1] for c in consoles] == ["cd.log", "disk.log"], consoles
+                assert boot_sets()[:2] == ["set boot cdrom", "set boot default"], "once from the CD, then the disk"
+                chassis = bmc.chassis_state()
+                assert chassis["power_on_count"] == 2 and chassis["boot_mode"] == "disk", chassis
+                assert bmc.active_sessions() == 0, "every IPMI session was closed"
+
+                deployment.destroy()
+            [held] = sim.state()["machines"].values()
+            assert held["status_name"] == "Ready" and held["allocations"] == 1, "released, allocated once ever"
+            assert find_media_server(state / "providers" / "maas" / "bmc" / "media-server") is None
+        # Left as found: off, no boot override, the operator's media where the operator put it, no session open;
+        # and so already when MAAS released the machine (the on-release hook's reading).
+        assert bmc.wait_guest_stopped(60), "destroy powers the machine off"
+        assert boot_sets()[-1] == "set boot none", boot_sets()
+        assert json.loads(at_release.read_text()) == {"running": False, "boot": "none"}, "restored before release"
+        assert (bmc.node.iso, bmc.node.seed) == (APPLIANCE_ISO, stick)
+        assert bmc.active_sessions() == 0
+        assert read_install_state(node.disk).count == 1  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------------ the contract
+
+
+@pytest.fixture(scope="module")
+def redfish_maas(redfish: RedfishLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MaasSimulatorHandle]:
+    """One simulator for the contract's tests, its machine the lab's Redfish server (reset before each test)."""
+    with start_maas_simulator(tmp_path_factory.mktemp("maas-contract"), machines=[_redfish_machine(redfish)],
+                              knobs={"deploy_delay_s": 0}) as sim:  # fmt: skip
+        yield sim
+
+
+class TestMaasBmcContract(ProviderContract):
+    """The core's provider contract for the bmc mode (allocated lifecycle, boot from media): allocation and release
+    through MAAS, power, the boot override and virtual media through the Redfish BMC MAAS's power parameters name."""
+
+    @pytest.fixture
+    def plan(self, redfish: RedfishLab, redfish_maas: MaasSimulatorHandle, tmp_path: Path) -> DeploymentPlan:
+        redfish_maas.reset(deploy_delay_s=0)
+        _, _, address = BMC_NODE
+        return parse_plan(_plan(redfish_maas, tmp_path, address, mode="bmc", hosts=_redfish_hosts(redfish),
+                                media_server={"bind": "127.0.0.1:0"}, min_command_interval_s=0.1))  # fmt: skip
+
+    @pytest.fixture
+    def make_provider(self, plan: DeploymentPlan, tmp_path: Path) -> Iterator[Callable[[], object]]:
+        def build() -> object:
+            context = ProviderContext(deployment=plan.name, state_dir=tmp_path / "provider",
+                                      log=get_logger("palette_provision_maas"), nodes=tuple(plan.node_specs()))
+            return create_provider("maas", plan.platform_settings, context)
+
+        yield build
+        stop_media_server(tmp_path / "provider" / "bmc" / "media-server")  # a test that failed midway
+
+    @pytest.fixture
+    def boot_device_of(self, redfish: RedfishLab) -> Callable[[Machine], str | None]:
+        """What the BMC says the next boot uses (the emulator reports every override as Continuous)."""
+        words = {sushy.BOOT_SOURCE_TARGET_CD: "cd", sushy.BOOT_SOURCE_TARGET_HDD: "disk",
+                 sushy.BOOT_SOURCE_TARGET_PXE: "pxe"}  # fmt: skip
+        bmc = redfish.bmc(BMC_NODE[0])
+
+        def read(machine: Machine) -> str | None:
+            root = sushy.Sushy(bmc.url, auth=BasicAuth(bmc.username, bmc.password), verify=str(bmc.cert_path))
+            system = root.get_system(bmc.system_path)
+            if system.boot.enabled == sushy.BOOT_SOURCE_ENABLED_DISABLED:
+                return None
+            return words.get(system.boot.target)
+
+        return read
+
+    @pytest.fixture
+    def media_file(self, tmp_path: Path) -> MediaFile:
+        path = tmp_path / "contract.iso"
+        path.write_bytes(os.urandom(256 * 1024))
+        return MediaFile("appliance-iso", path, path.stat().st_size, "contract.iso")
