@@ -158,6 +158,16 @@ class RedfishBmc:
         """``/redfish/v1/Systems/<id>``."""
         return f"/redfish/v1/Systems/{self.system_id}"
 
+    def next_boot(self) -> str | None:
+        """What the system's boot override says its next boot uses (``cd``, ``disk``, ``pxe``), or ``None`` with no
+        override, as the BMC answers it (the contract suite reads a provider's boot device back with this). The
+        emulator reports every override as ``Continuous``, a one-time one included."""
+        boot = EmulatorApi(self.url, self.username, self.password, self.cert_path).get_system(self.system_id)
+        override = boot.get("Boot") or {}
+        if override.get("BootSourceOverrideEnabled") == "Disabled":
+            return None
+        return {"Cd": "cd", "Hdd": "disk", "Pxe": "pxe"}.get(str(override.get("BootSourceOverrideTarget")))
+
 
 def generate_certificate(cert_path: Path, key_path: Path, *, host: str = "127.0.0.1", days: int = 30) -> str:
     """Write a self-signed certificate for ``host`` (plus ``localhost``) and its key; return its SHA-256 (hex)."""

@@ -1,7 +1,7 @@
 """The provider contract suite: the behaviour every provider owes the core, as pytest tests.
 
 A provider package (ours or a third party's) runs it against itself by subclassing :class:`ProviderContract` in
-its own tests and supplying three fixtures, and optionally a fourth::
+its own tests and supplying two fixtures, and optionally two more::
 
     # tests/test_contract.py of a provider package
     import pytest
@@ -17,7 +17,7 @@ its own tests and supplying three fixtures, and optionally a fourth::
             return lambda: create_provider("mycloud", plan.platform_settings, ProviderContext(...))
 
         @pytest.fixture
-        def media_file(self, tmp_path):    # a small local file the provider can stage
+        def media_file(self, tmp_path):    # optional: the file staged (default: 256 KiB of random bytes)
             ...
 
         @pytest.fixture
@@ -32,9 +32,11 @@ capabilities a provider does not claim are skipped *with the reason printed*.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,7 +119,8 @@ def give_back(provider: Any, machine: Machine) -> None:
 
 
 class ProviderContract:
-    """Subclass in a provider package's tests; supply ``plan``, ``make_provider`` and ``media_file`` fixtures."""
+    """Subclass in a provider package's tests; supply ``plan`` and ``make_provider`` fixtures (``media_file`` and
+    ``boot_device_of`` optionally)."""
 
     @pytest.fixture
     def provider(self, make_provider: Callable[[], Any]) -> Iterator[Any]:
@@ -133,6 +136,13 @@ class ProviderContract:
             yield machine
         finally:
             give_back(provider, machine)
+
+    @pytest.fixture
+    def media_file(self, tmp_path: Path) -> MediaFile:
+        """The file the staging tests stage: 256 KiB of random bytes (override for a platform that wants more)."""
+        path = tmp_path / "contract.iso"
+        path.write_bytes(os.urandom(256 * 1024))
+        return MediaFile("appliance-iso", path, path.stat().st_size, "contract.iso")
 
     @pytest.fixture
     def boot_device_of(self) -> Callable[[Machine], str | None] | None:

@@ -33,7 +33,7 @@ from palette_provision.log import get_logger
 from palette_provision.media_server import find_media_server, stop_media_server
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
-from palette_provision.provider import Machine, MediaFile, ProviderContext
+from palette_provision.provider import Machine, ProviderContext
 from palette_provision.registry import create_provider
 from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
@@ -428,20 +428,6 @@ class TestBaremetalContract(ProviderContract):
 
     @pytest.fixture
     def boot_device_of(self, lab: RedfishLab) -> Callable[[Machine], str | None]:
-        """What the BMC says the next boot uses (the emulator reports every override as Continuous)."""
-        words = {sushy.BOOT_SOURCE_TARGET_CD: "cd", sushy.BOOT_SOURCE_TARGET_HDD: "disk",
-                 sushy.BOOT_SOURCE_TARGET_PXE: "pxe"}  # fmt: skip
-
-        def read(machine: Machine) -> str | None:
-            system = _system(lab)
-            if system.boot.enabled == sushy.BOOT_SOURCE_ENABLED_DISABLED:
-                return None
-            return words.get(system.boot.target)
-
-        return read
-
-    @pytest.fixture
-    def media_file(self, tmp_path: Path) -> MediaFile:
-        path = tmp_path / "contract.iso"
-        path.write_bytes(os.urandom(256 * 1024))
-        return MediaFile("appliance-iso", path, path.stat().st_size, "contract.iso")
+        """What the BMC says the next boot uses."""
+        bmc = lab.bmc(NODE)
+        return lambda machine: bmc.next_boot()

@@ -511,12 +511,6 @@ class TestMaasContract(ProviderContract):
         return build
 
     @pytest.fixture
-    def media_file(self, tmp_path: Path) -> Path:
-        path = tmp_path / "seed.iso"
-        path.write_bytes(b"not staged by the image mode")
-        return path
-
-    @pytest.fixture
     def boot_device_of(self) -> Callable[[Machine], str | None]:
         return lambda machine: None
 

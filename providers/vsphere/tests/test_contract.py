@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 import structlog
 from conftest import make_plan, remove_vms
 from palette_provision.plan import DeploymentPlan
-from palette_provision.provider import Machine, MediaFile, ProviderContext
+from palette_provision.provider import Machine, ProviderContext
 from palette_provision.registry import create_provider
 from palette_provision.testing.contract import ProviderContract
 from pyVmomi import vim
@@ -48,9 +47,3 @@ class TestVsphereContract(ProviderContract):
             return "cd" if isinstance(order[0], vim.vm.BootOptions.BootableCdromDevice) else "disk"
 
         return read
-
-    @pytest.fixture
-    def media_file(self, tmp_path: Path) -> MediaFile:
-        path = tmp_path / "contract.iso"
-        path.write_bytes(os.urandom(256 * 1024))
-        return MediaFile("appliance-iso", path, path.stat().st_size, "contract.iso")
