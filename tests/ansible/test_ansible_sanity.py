@@ -1,7 +1,8 @@
 """The collection's sanity, without containers: ansible-doc on every plugin; DOCUMENTATION, EXAMPLES and RETURN parse
-and match the argument specs; ansible-test's own validate-modules, runtime-metadata and code-smell checks (run
-straight from the installed ansible-test: `ansible-test sanity` itself wants to bootstrap pip into fresh venvs from
-the network); and `ansible-galaxy collection build`, whose tarball installs and documents itself."""
+and match the argument specs; ansible-test's own validate-modules, runtime-metadata, code-smell, yamllint and pylint
+checks (run straight from the installed ansible-test, with its configurations and pylint plugins: `ansible-test
+sanity` itself wants to bootstrap pip into fresh venvs from the network); compile and import checks; and
+`ansible-galaxy collection build`, whose tarball installs and documents itself."""
 
 from __future__ import annotations
 
@@ -223,6 +224,39 @@ def test_yamllint_as_ansible_test_runs_it(tmp_path: Path) -> None:
     module.write_text(text.replace("short_description:", "short_description: said twice\nshort_description:", 1))
     found = _yamllint(copy, tmp_path)
     assert [(m["path"], m["code"]) for m in found] == [("plugins/modules/deployment_info.py", "key-duplicates")], found
+
+
+def _pylint(collection: Path, paths: list[str], tmp_path: Path) -> list[dict[str, Any]]:
+    """ansible-test's pylint check as it runs it for a collection: its collection.cfg, its pylint plugins and the
+    environment they read (the plugin folders, the collection's name and path)."""
+    config = SANITY / "pylint"
+    env = ansible_env(tmp_path, PYLINTHOME=str(tmp_path / "pylint-home"),
+                      ANSIBLE_TEST_MODULES_PATH=f"{collection / 'plugins' / 'modules'}{os.sep}",
+                      ANSIBLE_TEST_MODULE_UTILS_PATH=f"{collection / 'plugins' / 'module_utils'}{os.sep}")  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join([str(config / "plugins"), str(collection.parents[2])])
+    plugins = sorted(p.stem for p in (config / "plugins").glob("*.py"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pylint", "--py-version", "3.10", "--rcfile", str(config / "config" / "collection.cfg"),
+         "--load-plugins", ",".join(plugins), "--collection-name", NAMESPACE, "--collection-path", str(collection),
+         "--jobs", "1", "--reports", "n", "--output-format", "json", *paths],
+        capture_output=True, text=True, cwd=collection, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode < 32 and not proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]  # 32: usage error
+    messages: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
+    return messages
+
+
+def test_pylint_as_ansible_test_runs_it(tmp_path: Path) -> None:
+    paths = sorted(str(p.relative_to(COLLECTION)) for p in (COLLECTION / "plugins").rglob("*.py"))
+    assert "plugins/module_utils/common.py" in paths and "plugins/inventory/journal.py" in paths
+    assert [(m["path"], m["symbol"], m["line"]) for m in _pylint(COLLECTION, paths, tmp_path)] == []
+    # It reads the code: a name used but never defined in a module is reported.
+    copy = tmp_path / "ansible_collections" / "palette_provision" / "appliance"
+    shutil.copytree(COLLECTION, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module = copy / "plugins" / "modules" / "deployment_info.py"
+    module.write_text(module.read_text() + "\n\ndef _broken():\n    return never_defined\n")
+    found = _pylint(copy, ["plugins/modules/deployment_info.py"], tmp_path)
+    assert [(m["path"], m["symbol"]) for m in found] == [("plugins/modules/deployment_info.py", "undefined-variable")]
 
 
 def _targets(config: dict[str, Any], files: list[str]) -> list[str]:
