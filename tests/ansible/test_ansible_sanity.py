@@ -259,6 +259,27 @@ def test_pylint_as_ansible_test_runs_it(tmp_path: Path) -> None:
     assert [(m["path"], m["symbol"]) for m in found] == [("plugins/modules/deployment_info.py", "undefined-variable")]
 
 
+def _pep8(collection: Path) -> list[str]:
+    """ansible-test's pep8 check as it runs it: pycodestyle, 160 columns, no configuration file, its ignore list."""
+    listed = (SANITY / "pep8" / "current-ignore.txt").read_text().splitlines()
+    ignore = sorted(line.strip() for line in listed if line.strip() and not line.startswith("#"))
+    paths = sorted(str(p.relative_to(collection)) for p in collection.rglob("*.py") if "__pycache__" not in p.parts)
+    proc = subprocess.run([sys.executable, "-m", "pycodestyle", "--max-line-length", "160", "--config", "/dev/null",
+                           "--ignore", ",".join(ignore), *paths],
+                          capture_output=True, text=True, cwd=collection, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode in (0, 1) and not proc.stderr, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_pep8_as_ansible_test_runs_it(tmp_path: Path) -> None:
+    assert _pep8(COLLECTION) == []
+    copy = tmp_path / "ansible_collections" / "palette_provision" / "appliance"
+    shutil.copytree(COLLECTION, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module = copy / "plugins" / "modules" / "deployment_info.py"
+    module.write_text(module.read_text() + "\n\nTOO_LONG = '" + "x" * 160 + "'\n")
+    assert [line.split(" ")[1] for line in _pep8(copy)] == ["E501"]
+
+
 def _targets(config: dict[str, Any], files: list[str]) -> list[str]:
     """The files a code-smell check applies to, by its JSON configuration (ansible-test's own filter)."""
     chosen = []
