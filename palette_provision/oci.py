@@ -35,6 +35,7 @@ from palette_provision.errors import (
 )
 from palette_provision.log import get_logger
 from palette_provision.secrets import Secret, known_secret_values
+from palette_provision.tls import certificate_refusal
 from palette_provision.waiting import interruptible_sleep
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "EMPTY_MEDIA_TYPE", "MANIFEST_MEDIA_TYPE", "PACK_BUNDLE_ARTIFACT_TYPE",
@@ -138,13 +139,14 @@ class _Session:
             raise
         except httpx.TransportError as exc:
             cause: BaseException | None = exc
-            while cause is not None:  # the pin's own error, or the verified context's, inside httpx's
+            while cause is not None:  # the pin's own error inside httpx's
                 if isinstance(cause, TLSVerificationError):
                     raise cause from None
-                if isinstance(cause, ssl.SSLCertVerificationError):
-                    raise TLSVerificationError(f"the certificate of {self.base} did not verify: "
-                                               f"{_shown(str(cause.verify_message))}", provider=_PROVIDER) from None
                 cause = cause.__cause__ or cause.__context__
+            refused = certificate_refusal(exc)  # the verified context's
+            if refused is not None:
+                raise TLSVerificationError(f"the certificate of {self.base} did not verify: {_shown(refused)}",
+                                           provider=_PROVIDER) from None
             raise TransientError(f"the registry {self.base} did not answer {method} ({type(exc).__name__})",
                                  provider=_PROVIDER, resource=self.repository) from exc  # fmt: skip
 

@@ -23,6 +23,7 @@ from typing import Any
 from palette_provision.errors import TLSVerificationError
 
 __all__ = [
+    "certificate_refusal",
     "fetch_fingerprint",
     "insecure_context",
     "normalize_fingerprint",
@@ -118,3 +119,23 @@ def fetch_fingerprint(host: str, port: int, timeout: float = 10.0) -> str:
     with socket.create_connection((host, port), timeout=timeout) as raw, context.wrap_socket(raw, server_hostname=host):
         pass
     return str(seen["fp"])
+
+
+def certificate_refusal(exc: BaseException) -> str | None:
+    """Why a TLS handshake refused the peer's certificate, when that is where ``exc`` comes from (anywhere in its
+    cause or context chain: httpx wraps httpcore's error around the ssl module's); else ``None``. A refusal is final:
+    callers raise :class:`~palette_provision.errors.TLSVerificationError` instead of retrying.
+
+    >>> certificate_refusal(ConnectionError("x")) is None
+    True
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or "certificate verify failed")
+        if isinstance(seen, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +27,15 @@ import httpx
 from palette_provision.errors import AuthenticationError, HandoffError, TLSVerificationError, TransientError
 from palette_provision.journal import GLOBAL, Fact, Journal
 from palette_provision.secrets import Secret, known_secret_values
-from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context, verified_context
+from palette_provision.tls import (
+    certificate_refusal,
+    insecure_context,
+    normalize_fingerprint,
+    pinned_context,
+    verified_context,
+)
 
-__all__ = ["DEFAULT_ADMIN", "ConsoleClient", "ConsoleLogin", "tls_refusal"]
+__all__ = ["DEFAULT_ADMIN", "ConsoleClient", "ConsoleLogin"]
 
 #: The system console's first-login account (the appliance's documentation).
 DEFAULT_ADMIN = ("admin", "admin")
@@ -44,21 +49,6 @@ def _shown(value: Any, limit: int = 200) -> str:
     for secret in known_secret_values():
         text = text.replace(secret, "***")
     return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def tls_refusal(exc: BaseException) -> str | None:
-    """Why a TLS handshake refused the peer's certificate, when that is what ``exc`` (an httpx error, whose
-    cause chain holds httpcore's, then :class:`ssl.SSLCertVerificationError`) comes from; else ``None``."""
-    seen: BaseException | None = exc
-    for _ in range(6):
-        if seen is None:
-            break
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or "certificate verify failed")
-        if isinstance(seen, ssl.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return "certificate verify failed"
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _unix(value: Any) -> float | None:
@@ -157,7 +147,7 @@ class ConsoleClient:
             cause = exc.__context__ or exc.__cause__
             if isinstance(cause, TLSVerificationError):
                 raise cause from None
-            refused = tls_refusal(exc)
+            refused = certificate_refusal(exc)
             if refused is not None:
                 # tls: verify against a CA that did not sign the console's certificate: final, not worth a retry.
                 raise TLSVerificationError(

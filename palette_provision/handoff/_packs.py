@@ -24,19 +24,20 @@ files already uploaded are skipped. Each upload, skip and the sync record eviden
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 import time
 from pathlib import Path
 from typing import Any
 
-from palette_provision.errors import HandoffError
+from palette_provision.errors import HandoffError, TLSVerificationError
 from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin
 from palette_provision.handoff._content import SYNC_DETAILS, UPLOADED_DETAILS, send_file
 from palette_provision.handoff._session import Session, record_evidence, run_check, step_errors
 from palette_provision.journal import GLOBAL
 from palette_provision.media import sha256_file
 from palette_provision.plan import DeploymentPlan, ExternalRegistry
-from palette_provision.tls import insecure_context, normalize_fingerprint, pinned_context, verified_context
+from palette_provision.tls import insecure_context, pinned_context, verified_context
 
 __all__ = ["PACKS_SYNC_STEP", "PACK_UPLOAD_STEP", "pack_steps", "upload_packs"]
 
@@ -157,22 +158,25 @@ def _push_one(session: Session, path: Path, external: ExternalRegistry) -> dict[
 
 
 def _pinned_pem(external: ExternalRegistry) -> str:
-    """With ``tls: pin``: the registry's certificate (PEM), read and checked against the pin, for the console to
-    trust (a pinned registry is one with a self-signed certificate: that certificate is its own CA)."""
-    import hashlib
+    """With ``tls: pin``: the registry's certificate (PEM), read over a connection the pin verified, for the console
+    to trust (a pinned registry is one with a self-signed certificate: that certificate is its own CA)."""
     from urllib.parse import urlsplit
 
     where = urlsplit(external.url)
+    host, port = where.hostname or "", where.port or 443
+    context = pinned_context(external.fingerprint or "", server=external.url)
     try:
-        pem = ssl.get_server_certificate((where.hostname or "", where.port or 443), timeout=10)
+        with (socket.create_connection((host, port), timeout=10) as raw,
+              context.wrap_socket(raw, server_hostname=host) as tls):
+            der = tls.getpeercert(binary_form=True)
+    except TLSVerificationError as exc:
+        raise HandoffError(PACKS_REGISTER_STEP, str(exc)) from None
     except OSError as exc:
         raise HandoffError(PACKS_REGISTER_STEP, f"cannot read the certificate of {external.url} "
                            f"({type(exc).__name__})") from None  # fmt: skip
-    seen = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
-    if seen != normalize_fingerprint(external.fingerprint or ""):
-        raise HandoffError(PACKS_REGISTER_STEP, f"the certificate of {external.url} is sha256:{seen}, not the "
-                           "pinned packs.external.fingerprint")  # fmt: skip
-    return pem
+    if der is None:
+        raise HandoffError(PACKS_REGISTER_STEP, f"{external.url} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der)
 
 
 def _registry_body(external: ExternalRegistry) -> dict[str, Any]:

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from palette_provision.errors import AuthenticationError, HandoffError, TransientError
-from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin, tls_refusal
+from palette_provision.handoff._console import DEFAULT_ADMIN, ConsoleClient, ConsoleLogin
 from palette_provision.handoff._session import Session, record_evidence, run_check, step_errors
 from palette_provision.journal import GLOBAL, Fact
 from palette_provision.plan import DeploymentPlan, ValidateSettings
 from palette_provision.secrets import Secret
+from palette_provision.tls import certificate_refusal
 
 __all__ = [
     "APPS_STEP",
@@ -68,9 +69,6 @@ def validation_steps(plan: DeploymentPlan) -> list[tuple[str, str, str]]:
     ]
 
 
-_evidence = record_evidence
-
-
 def _applications(body: Any) -> list[tuple[str, str]]:
     """``(pack, status)`` of every application: the packs of each ``clusterProfileTemplates`` entry (edge-v1's
     ``v1ClusterProfileTemplates``)."""
@@ -104,7 +102,7 @@ def check_applications(session: Session, settings: ValidateSettings) -> dict[str
             or None,
             describe=lambda a: ", ".join(not_running(a)) or "none listed",
         )  # fmt: skip
-    entry = _evidence(session, APPS_STEP, f"GET {APPLICATIONS} on {session.leader.name}",
+    entry = record_evidence(session, APPS_STEP, f"GET {APPLICATIONS} on {session.leader.name}",
                       f"{len(apps)} application(s) Running", applications=[n for n, _ in apps])  # fmt: skip
     return {"applications": [n for n, _ in apps], "evidence": entry}
 
@@ -129,7 +127,7 @@ def lightkube_probe(kubeconfig: Path, server: str | None = None) -> PodProbe:
             raise HandoffError(PODS_STEP, f"the Kubernetes API refused listing the pods of {namespace} "
                                f"({exc.status.code})") from None  # fmt: skip
         except httpx.HTTPError as exc:
-            if tls_refusal(exc) is not None:
+            if certificate_refusal(exc) is not None:
                 # Retrying cannot fix a certificate: fail at once, naming the step (seen with a wrong CA in the
                 # kubeconfig: httpx.ConnectError around ssl.SSLCertVerificationError).
                 raise HandoffError(PODS_STEP, f"the Kubernetes API's certificate did not verify against the "
@@ -171,7 +169,7 @@ def check_pods(session: Session, settings: ValidateSettings, probe: PodProbe) ->
                          until=lambda s: not bad(s), failed=crashing,
                          describe=lambda s: "; ".join(bad(s)[:5]) or "all ready")  # fmt: skip
     counts = {ns: len(pods) for ns, pods in state.items()}
-    entry = _evidence(session, PODS_STEP, f"GET /api/v1/namespaces/<ns>/pods for {', '.join(namespaces)}",
+    entry = record_evidence(session, PODS_STEP, f"GET /api/v1/namespaces/<ns>/pods for {', '.join(namespaces)}",
                       f"{sum(counts.values())} pod(s) Running and ready", pods=counts)  # fmt: skip
     return {"pods": counts, "evidence": entry}
 
@@ -187,7 +185,7 @@ def rotate_password(session: Session, settings: ValidateSettings, console: Conso
                              what="the system console to answer a login", timeout=settings.timeout,
                              until=lambda _: True, describe=lambda answer: "refused" if answer is None else "accepted")
         if login is not None and login.password_reset:
-            entry = _evidence(session, PASSWORD_STEP, "POST /v1/auth/syslogin (the plan's password)",
+            entry = record_evidence(session, PASSWORD_STEP, "POST /v1/auth/syslogin (the plan's password)",
                               "accepted: the default password is already replaced")  # fmt: skip
             return {"rotated": False, "evidence": entry}
         if login is None and journal.fact(GLOBAL, Fact.CONSOLE_PASSWORD_ROTATED_AT) is not None:
@@ -205,7 +203,7 @@ def rotate_password(session: Session, settings: ValidateSettings, console: Conso
         journal.set_fact(GLOBAL, Fact.CONSOLE_PASSWORD_ROTATED_AT, time.time())
         if console.login(DEFAULT_ADMIN[0], wanted) is None:
             raise HandoffError(PASSWORD_STEP, "the system console took the new password but refuses it at login")
-    entry = _evidence(session, PASSWORD_STEP, f"PATCH {console.base_url}/v1/system/admin/password/reset",
+    entry = record_evidence(session, PASSWORD_STEP, f"PATCH {console.base_url}/v1/system/admin/password/reset",
                       "the first-login password replaced by validate.console.password")  # fmt: skip
     return {"rotated": True, "evidence": entry}
 
@@ -228,7 +226,7 @@ def check_console_health(session: Session, settings: ValidateSettings, console: 
             HEALTH_STEP, probe, what="the system console to report itself healthy", timeout=settings.timeout,
             until=lambda r: r[0], describe=lambda r: r[2] or ("healthy" if r[0] else "not healthy"),
         )  # fmt: skip
-    entry = _evidence(session, HEALTH_STEP, asked, "healthy" + (f" ({detail})" if detail else ""))
+    entry = record_evidence(session, HEALTH_STEP, asked, "healthy" + (f" ({detail})" if detail else ""))
     return {"healthy": healthy, "evidence": entry}
 
 
@@ -248,8 +246,12 @@ def cluster_evidence(session: Session, details: Mapping[str, Any]) -> dict[str, 
     raw = status.get("health")
     health: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     state, healthy = str(status.get("clusterState") or "?")[:40], str(health.get("status") or "?")[:40]
-    return _evidence(session, CLUSTER_CHECK, f"GET /v1/edge-mgmt/cluster/details on {session.leader.name}",
+    return record_evidence(session, CLUSTER_CHECK, f"GET /v1/edge-mgmt/cluster/details on {session.leader.name}",
                      f"cluster {state} and {healthy}", failed=(state, healthy) != ("Running", "Healthy"))  # fmt: skip
+
+
+def _password_asked(console: ConsoleClient) -> str:
+    return f"POST {console.base_url}/v1/auth/syslogin, then the first-login password change"
 
 
 def ensure_console_password(session: Session, console: ConsoleClient) -> list[dict[str, Any]]:
@@ -260,8 +262,8 @@ def ensure_console_password(session: Session, console: ConsoleClient) -> list[di
         return []
     evidence: list[dict[str, Any]] = []
     console.step = PASSWORD_STEP
-    run_check(session, PASSWORD_STEP, f"POST {console.base_url}/v1/auth/syslogin, then the first-login password change",
-              lambda: rotate_password(session, settings, console), evidence, always=False)  # fmt: skip
+    run_check(session, PASSWORD_STEP, _password_asked(console), lambda: rotate_password(session, settings, console),
+              evidence, always=False)
     return evidence
 
 
@@ -290,8 +292,7 @@ def validate_palette(
              lambda: check_applications(session, settings), True),
             (PODS_STEP, f"list the pods of {', '.join(settings.namespaces)} (kubeconfig)",
              lambda: check_pods(session, settings, pods), True),
-            (PASSWORD_STEP, f"POST {console.base_url}/v1/auth/syslogin, then the first-login password change",
-             lambda: rotate_password(session, settings, console), False),
+            (PASSWORD_STEP, _password_asked(console), lambda: rotate_password(session, settings, console), False),
             (HEALTH_STEP, f"POST {console.base_url}/v1/auth/syslogin and GET /v1/mgmt/app/health",
              lambda: check_console_health(session, settings, console), True),
         ):  # fmt: skip

@@ -36,7 +36,7 @@ from palette_provision.errors import (
 )
 from palette_provision.log import get_logger
 from palette_provision.secrets import Secret
-from palette_provision.tls import insecure_context, verified_context
+from palette_provision.tls import certificate_refusal, insecure_context, verified_context
 from palette_provision.waiting import Backoff, interruptible_sleep, wait_for
 
 from palette_provision_maas._errors import (
@@ -114,15 +114,6 @@ def _context(verify: ssl.SSLContext | bool | str) -> ssl.SSLContext:
             raise ConfigurationError(f"cannot load the CA bundle {verify}: {type(exc).__name__}",
                                      provider=PROVIDER) from exc
     return verified_context() if verify else insecure_context()
-
-
-def _tls_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _fields(values: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -207,7 +198,7 @@ class MaasClient:
         except TLSVerificationError as exc:
             raise TLSVerificationError(f"MAAS at {self.url}: {exc}", field=exc.field, provider=PROVIDER) from exc
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            if _tls_failure(exc):
+            if certificate_refusal(exc) is not None:
                 raise TLSVerificationError(f"the certificate of MAAS at {self.url} did not verify: {exc}",
                                            provider=PROVIDER) from exc
             raise MaasUnavailable(f"MAAS at {self.url} could not be reached ({what}): {type(exc).__name__}: {exc}",
