@@ -351,13 +351,20 @@ def boot_from_disk(run: NodeRun) -> Outcome:
     ours = [r for r in run.journal.resources(live_only=True)
             if r.kind == INSERTION and r.data.get("machine", {}).get("id") == machine.id]
     slots = [MediaSlot(SlotKind(r.data["kind"]), int(r.data["index"])) for r in ours]
+    power = run.cap(Power)
+    if not ours and power.power_state(machine) == PowerState.ON:
+        # An interrupted run got this far: everything ejected, then powered on (await_install left the machine off).
+        # Setting the boot device again would be a second override on a running machine.
+        _forget_seed(run)
+        data = {"machine": machine_record(machine, run.lifecycle), "device": BootDevice.DISK.value}
+        return Outcome({"booted_from_disk_at": time.time(), "ejected": [], "resumed": True},
+                       [(BOOT_OVERRIDE, run.provider_name, f"{machine.id}/boot", data)])
     # Ejected while powered off: detaching from a running VM fails on some vSphere versions (peer lessons).
     run.cap(VirtualMedia).eject_media(machine, slots)
     for res in ours:
         run.journal.mark_destroyed(INSERTION, res.external_id)
     _forget_seed(run)
     outcome = _override(run, BootDevice.DISK)
-    power = run.cap(Power)
     if power.power_state(machine) != PowerState.ON:
         power.power_on(machine)
     outcome.data = {"booted_from_disk_at": time.time(), "ejected": [str(s) for s in slots]}

@@ -26,7 +26,9 @@ CHAINS = {
     "allocated": ["stage_seed", "acquire", "deploy_image", "await_deployed", "await_ready"],
 }
 INSIDE = {
-    "enrolled": ["insert_media:palette-2", "set_boot_device:palette-2", "power_on:palette-2", "eject_media:palette-2"],
+    # "#2": the second call, inside boot_from_disk (the override to disk, then the power-on after the install).
+    "enrolled": ["insert_media:palette-2", "set_boot_device:palette-2", "power_on:palette-2", "eject_media:palette-2",
+                 "set_boot_device:palette-2#2", "power_on:palette-2#2"],
     "allocated": ["allocate_machine:palette-2", "deploy_image:palette-2"],
 }
 CASES = [(lc, ("boundary", p)) for lc, phases in CHAINS.items() for p in phases] + [

@@ -32,7 +32,8 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       operator_seed: [node-1]          # enrolled: an operator attaches the seed too (apply stops once to say where)
       deploy_fails: [node-2]           # allocated: the image deployment ends in "Failed deployment"
       concurrency_limit: 2             # ConcurrencyLimits: at most this many nodes act at once (one key)
-      kill_at: "create_machine:node-2" # SIGKILL this process right after that operation...
+      kill_at: "create_machine:node-2" # SIGKILL this process right after that operation ("power_on:node-2#2":
+                                       # after its second call in this process)...
       interrupt_at: "power_on:node-1"  # ...or SIGINT it (Ctrl-C), writing the instant into kill_once_file; the
                                        # call then stays in flight 0.5 s, as a real one is when Ctrl-C lands
       kill_once_file: killed.flag      # ...once: only while this file does not exist
@@ -45,6 +46,7 @@ Operations (for ``fail``, ``kill_at`` and the action log): ``stage_media``, ``un
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import random
@@ -154,6 +156,7 @@ class FakeProvider:
         )
         self._lock = threading.Lock()
         self._rng = random.Random(settings.seed)
+        self._calls: collections.Counter[str] = collections.Counter()
 
     # --------------------------------------------------------------------------------------- plumbing
     @property
@@ -182,7 +185,12 @@ class FakeProvider:
 
     def _maybe_kill(self, op: str, node: str | None) -> None:
         point = f"{op}:{node}"
-        if point not in (self.settings.kill_at, self.settings.interrupt_at):
+        with self._lock:
+            self._calls[point] += 1
+            nth = f"{point}#{self._calls[point]}"
+        if self.settings.kill_at == nth:
+            point = nth
+        elif point not in (self.settings.kill_at, self.settings.interrupt_at):
             return
         flag = Path(self.settings.kill_once_file) if self.settings.kill_once_file else None
         if flag is not None:
