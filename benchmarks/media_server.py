@@ -6,7 +6,9 @@ Each client fetches the whole ISO over one keep-alive connection as consecutive 
 i/N of the file) and wrapping around, and checks the offset stamped at the start of every range it receives. The
 body's other bytes are spliced from the socket to ``/dev/null`` through a pipe (``--client splice``, the default):
 the pages move, nothing is copied into the client, so the two shared cores are spent on the servers, as they are
-in a deployment, where the clients are BMCs on other machines. ``--client copy`` takes bodies with ``recv_into``.
+in a deployment, where the clients are BMCs on other machines. ``--client discard`` goes further: ``recv`` with
+``MSG_TRUNC``, which on TCP drops the bytes in the kernel (tcp(7)), so a client costs one system call per read and
+copies nothing. ``--client copy`` takes bodies with ``recv_into``.
 ``http.server`` does not implement ranges: it answers the first request 200 with the whole file (HTTP/1.0, so the
 connection closes), which the client counts as the whole ISO fetched. Clients are threads spread over two client
 processes, started at one agreed instant; aggregate throughput is all bytes over the time from that instant to the
@@ -93,7 +95,9 @@ def client(start, todo):
             remaining -= n
             received += n
         while remaining:
-            if spec["splice"]:  # socket -> pipe -> /dev/null: the pages are moved, never copied into the client
+            if spec["mode"] == "discard":  # MSG_TRUNC on TCP: the kernel drops the bytes, nothing is copied
+                n = sock.recv_into(view, min(remaining, len(buf)), socket.MSG_TRUNC)
+            elif spec["mode"] == "splice":  # socket -> pipe -> /dev/null: pages moved, never copied into the client
                 n = os.splice(sock.fileno(), pipe_w, min(remaining, 1 << 20))
                 left = n
                 while left:
@@ -238,7 +242,7 @@ class Server:
 
 
 def run_clients(
-    server: Server, n: int, size: int, each: int, range_bytes: int, *, splice: bool, check: bool = True
+    server: Server, n: int, size: int, each: int, range_bytes: int, *, mode: str, check: bool = True
 ) -> dict[str, float]:
     procs = min(n, 2)
     at = time.time() + 1.0
@@ -246,7 +250,7 @@ def run_clients(
     children = []
     for p in range(procs):
         spec = {"host": "127.0.0.1", "port": server.port, "path": server.path, "size": size, "range": range_bytes,
-                "each": each, "starts": starts[p::procs], "at": at, "check": check, "splice": splice}
+                "each": each, "starts": starts[p::procs], "at": at, "check": check, "mode": mode}
         children.append(subprocess.Popen([sys.executable, "-c", CLIENT, json.dumps(spec)], stdout=subprocess.PIPE,
                                          text=True))
     peak_fds = peak_iso = 0
@@ -275,8 +279,9 @@ def main() -> int:
     parser.add_argument("--iso-gib", type=float, default=1.0)
     parser.add_argument("--range-kib", type=int, default=1024, help="0: one whole-file GET per client, no Range")
     parser.add_argument("--servers", default="ours,nginx,http.server")
-    parser.add_argument("--client", choices=["splice", "copy"], default="splice",
-                        help="how clients take bodies: splice to /dev/null (default) or recv_into a buffer")
+    parser.add_argument("--client", choices=["discard", "splice", "copy"], default="splice",
+                        help="how clients take bodies: splice to /dev/null (default), discard in the kernel "
+                             "(MSG_TRUNC: nothing copied) or recv_into a buffer")
     parser.add_argument("--big-gib", type=float, default=4.0, help="sparse ISO for the RSS-against-size run (0: skip)")
     args = parser.parse_args()
     ns = [int(x) for x in args.n.split(",")]
@@ -292,7 +297,7 @@ def main() -> int:
             for kind in args.servers.split(","):
                 server = Server(kind, work, iso, nginx)
                 try:
-                    row = run_clients(server, n, size, size, args.range_kib * 1024, splice=args.client == "splice")
+                    row = run_clients(server, n, size, size, args.range_kib * 1024, mode=args.client)
                 finally:
                     row_rss = server.stop()
                 row["rss_mib"] = row_rss / 1024
@@ -308,7 +313,7 @@ def main() -> int:
             server = Server("ours", work, big, nginx)
             try:
                 big_row = run_clients(server, ns[-1], big.stat().st_size, 256 << 20, args.range_kib * 1024,
-                                      splice=args.client == "splice", check=False)
+                                      mode=args.client, check=False)
             finally:
                 big_rss = server.stop() / 1024
             print(f"N={ns[-1]:<3} ours, {args.big_gib:g} GiB sparse ISO, 256 MiB per client: "
