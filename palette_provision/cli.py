@@ -11,7 +11,8 @@ Exit codes:
 0    success
 1    the deployment ran but failed: a node failed (phase and last state in the report) or the hand-off failed
 2    invalid plan or command line (every problem listed); nothing was touched
-3    the platform rejected the settings in preflight (login, unknown object, name clash); nothing was changed
+3    the platform rejected the settings in preflight (login, unknown object, name clash), or a secret ``destroy``
+     or ``status`` needed is not set (they read secrets only when used); nothing was changed
 4    a deployment-wide step failed on the platform (e.g. staging the ISO); re-run ``apply`` to resume
 5    the journal is unusable (held by another run, or belongs to another deployment)
 130  interrupted (Ctrl-C); the journal is consistent: re-run ``apply`` to resume, or ``destroy``
@@ -40,6 +41,7 @@ from palette_provision.errors import (
 )
 from palette_provision.log import STRUCTURED_ATTR, redact_secrets
 from palette_provision.report import Event
+from palette_provision.secrets import SecretReferenceError
 
 if TYPE_CHECKING:
     from palette_provision.plan import DeploymentPlan
@@ -51,7 +53,7 @@ EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_FAILED: "deployment failed (a node or the hand-off)",
     EXIT_INVALID: "invalid plan or command line",
-    EXIT_CONFIG: "platform settings rejected in preflight",
+    EXIT_CONFIG: "platform settings rejected in preflight, or a secret destroy or status needed is not set",
     EXIT_PLATFORM: "deployment-wide platform step failed",
     EXIT_JOURNAL: "journal unusable",
     EXIT_INTERRUPTED: "interrupted",
@@ -418,15 +420,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_destroy(args: argparse.Namespace) -> int:
     from palette_provision.pipeline import Deployment
 
-    plan = _load(args)
+    # Deferred: only what destroy uses is read (the platform's credentials, when the provider logs in); a node
+    # account's password or a Palette admin password need not be set to take a deployment down.
+    plan = _load(args, defer_secrets=True)
     live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
     with Deployment(plan, state_dir=args.state_dir, on_event=live) as deployment, live:
         done = deployment.destroy(purge_media=args.purge_media, seeds_only=args.seeds_only)
     if args.json:
         _print_json({"deployment": plan.name, "resources": done})
     else:
+        width = max([8, *(len(e["result"]) for e in done)])
         for entry in done:
-            print(f"{entry['result']:<8} {entry['kind']:<8} {entry['node']:<20} {entry['id']}")
+            print(f"{entry['result']:<{width}} {entry['kind']:<8} {entry['node']:<20} {entry['id']}")
         # Deleted, released, restored, ejected, cleared...: everything but what was deliberately kept.
         undone = sum(1 for e in done if e["result"] not in ("kept", "unknown kind, left alone"))
         print(f"destroyed {undone} resource(s)")
@@ -503,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except PlanError as exc:
         return _error(args, EXIT_INVALID, exc)
-    except ConfigurationError as exc:
+    except (ConfigurationError, SecretReferenceError) as exc:
         return _error(args, EXIT_CONFIG, exc)
     except JournalError as exc:
         return _error(args, EXIT_JOURNAL, exc)

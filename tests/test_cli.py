@@ -217,6 +217,37 @@ def test_status_needs_no_secret_it_does_not_use_and_apply_still_does(
     assert "environment variable PP_TEST_NODE_PASSWORD is not set" in refused.stdout + refused.stderr
 
 
+def test_destroy_reads_only_the_secrets_it_uses(
+    plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any, tmp_path: Path
+) -> None:
+    # Taking a deployment down needs the platform's credentials, not the node account's password: an operator
+    # tearing down a site need not hold every secret of the plan. The platform's, missing, is a clear refusal.
+    plan = write_plan(merged(plan_dict, platform__expected_password="env:PP_FAKE_EXPECTED_PW",
+                             platform__password="env:PP_FAKE_PLATFORM_PW"))  # fmt: skip
+    truth = {"PP_FAKE_EXPECTED_PW": "platform-secret-1"}  # what the fake platform accepts
+    assert cli("apply", str(plan), "--json", env={**truth, "PP_FAKE_PLATFORM_PW": "platform-secret-1"}).code == 0
+    without = {k: v for k, v in os.environ.items() if k not in ("PP_TEST_NODE_PASSWORD", "PP_FAKE_PLATFORM_PW")}
+    without.update(truth)
+
+    def destroy(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "palette_provision", "destroy", str(plan), "--json"],
+                              capture_output=True, text=True, env={**without, **env}, timeout=120,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+
+    refused = destroy()
+    assert refused.returncode == 3, refused.stderr
+    assert "environment variable PP_FAKE_PLATFORM_PW is not set" in json.loads(refused.stdout)["message"]
+    state = read_state(tmp_path / "platform.json")
+    assert len(state["machines"]) == 3 and not [a for a in state["actions"] if a["op"] == "delete_machine"]
+    wrong = destroy(PP_FAKE_PLATFORM_PW="not-it")
+    assert wrong.returncode == 3 and json.loads(wrong.stdout)["field"] == "platform.password"
+    assert "not-it" not in wrong.stdout + wrong.stderr
+    done = destroy(PP_FAKE_PLATFORM_PW="platform-secret-1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["result"] for r in json.loads(done.stdout)["resources"] if r["kind"] == "machine") == ["deleted"] * 3
+    assert read_state(tmp_path / "platform.json")["machines"] == {}
+
+
 def test_logs_off_a_terminal_are_json_lines_with_fields_and_structlog_is_not_loaded(
     plan_dict: dict[str, Any], write_plan: Callable[..., Path], cli: Any
 ) -> None:

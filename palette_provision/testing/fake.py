@@ -113,7 +113,8 @@ class FakeSettings(BaseModel):
     kill_at: str | None = None
     interrupt_at: str | None = None
     kill_once_file: str | None = None
-    password: SecretRef | None = Field(default=None, description="Checked by preflight against expected_password.")
+    password: SecretRef | None = Field(default=None, description="Checked against expected_password at the first "
+                                       "platform call (the fake's login).")
     expected_password: SecretRef | None = None
     max_nodes: int = Field(default=64, ge=1)
     seed: int = 0
@@ -157,6 +158,7 @@ class FakeProvider:
         self._lock = threading.Lock()
         self._rng = random.Random(settings.seed)
         self._calls: collections.Counter[str] = collections.Counter()
+        self._logged_in = False
 
     # --------------------------------------------------------------------------------------- plumbing
     @property
@@ -164,8 +166,22 @@ class FakeProvider:
         """The fake platform's state file."""
         return Path(self.settings.state_file).resolve()
 
+    def _login(self) -> None:
+        """What a real platform's session does first: read the credentials (a deferred secret is read now) and have
+        them checked. Once per provider instance."""
+        if self._logged_in:
+            return
+        expected = self.settings.expected_password
+        if expected is not None:
+            given = self.settings.password.reveal() if self.settings.password is not None else None
+            if given != expected.reveal():
+                raise AuthenticationError("the fake platform refused the login", field="platform.password",
+                                          provider="fake")  # fmt: skip
+        self._logged_in = True
+
     @contextmanager
     def _state(self) -> Iterator[dict[str, Any]]:
+        self._login()
         with self._lock, platform_state(self.state_path) as state:
             yield state
 
@@ -250,9 +266,7 @@ class FakeProvider:
 
     def preflight(self, plan: DeploymentPlan) -> None:
         """Check the password knob and refuse planned names taken by machines this deployment does not own."""
-        expected = self.settings.expected_password
-        if expected is not None and (self.settings.password is None or self.settings.password != expected):
-            raise AuthenticationError("the fake platform refused the login", field="platform.password", provider="fake")
+        self._login()
         with self._state() as state:
             if self.lifecycle is not Lifecycle.CREATED:
                 return

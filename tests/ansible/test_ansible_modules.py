@@ -33,15 +33,17 @@ def test_present_rerun_info_absent(
     plan_dict: dict[str, Any], write_plan: Callable[..., Path], player: Player, tmp_path: Path
 ) -> None:
     plan = str(write_plan(plan_dict))
-    # The node password only where it is used: the deployment tasks get it as secret_env, the status tasks not at
-    # all (the play's environment does not have it), as an AWX status job holds no node credential.
+    # The node password only where it is used: the applying tasks get it as secret_env, the status tasks and the
+    # first destroy not at all (the play's environment does not have it), as an AWX status job holds no node
+    # credential.
     secrets = {"PP_TEST_NODE_PASSWORD": NODE_PASSWORD}
     env = {k: v for k, v in ansible_env(tmp_path).items() if k != "PP_TEST_NODE_PASSWORD"}
     played = player([
         {DEPLOYMENT: {"plan_file": plan, "secret_env": secrets}},
         {DEPLOYMENT: {"plan_file": plan, "secret_env": secrets}},
         {INFO: {"plan_file": plan, "actions": True}},
-        {DEPLOYMENT: {"plan_file": plan, "state": "absent", "secret_env": secrets}},
+        # Tearing down needs no node password either: destroy reads only the secrets it uses.
+        {DEPLOYMENT: {"plan_file": plan, "state": "absent"}},
         {DEPLOYMENT: {"plan_file": plan, "state": "absent", "secret_env": secrets}},
         {INFO: {"plan_file": plan}},
     ], env=env)
@@ -196,14 +198,19 @@ def test_secrets_come_from_secret_env_and_never_show(
         {DEPLOYMENT: {"plan": data, "base_dir": str(tmp_path), "secret_env": values}},
         {DEPLOYMENT: {"plan": good, "base_dir": str(tmp_path), "secret_env": values}},
         {DEPLOYMENT: {"plan": good, "base_dir": str(tmp_path)}},
+        # state=absent with the platform's password only: read when the provider logs in, masked like the others.
+        {DEPLOYMENT: {"plan": good, "base_dir": str(tmp_path), "state": "absent",
+                      "secret_env": {"PP_ANS_PLATFORM_PW": values["PP_ANS_PLATFORM_PW"]}}},
     ], args=("-vvv",))
-    rejected, applied, without = played.results
+    rejected, applied, without, destroyed = played.results
     assert rejected["failed"] is True and rejected["error"] == "AuthenticationError"
     assert rejected["field"] == "platform.password" and "nothing was changed" in rejected["msg"]
     assert rejected["changed"] is False and rejected["journal_changes"] == []  # a refused preflight is no change
     assert applied["changed"] is True and applied["ok"] is True
     # Without secret_env (and not in ansible-playbook's environment), the reference does not resolve: named, not shown.
     assert without["failed"] is True and "PP_ANS_NODE_PW" in without["msg"]
+    assert destroyed["changed"] is True and not destroyed.get("failed"), destroyed.get("msg")
+    assert read_state(tmp_path / "platform.json")["machines"] == {}
     # -vvv shows each invocation's arguments: secret_env's values masked (no_log), its names kept.
     assert '"PP_ANS_NODE_PW": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in played.proc.stdout
     shown = played.output + json.dumps(played.results) + _journal_files(tmp_path)

@@ -53,6 +53,8 @@ options:
   state:
     description:
       - V(present) applies the plan (resumable); V(absent) destroys what the journal recorded.
+      - V(absent) reads only the secrets it uses (the platform's credentials, when the provider logs in), so
+        O(secret_env) need not carry the node account's password to take a deployment down.
     type: str
     choices: [present, absent]
     default: present
@@ -247,6 +249,7 @@ from ansible_collections.palette_provision.appliance.plugins.module_utils.common
     fail_with_error,
     journal_changes,
     load,
+    mask_secrets,
     require_library,
     resource_lines,
     state_dir,
@@ -353,7 +356,10 @@ def main() -> None:
     from palette_provision.pipeline import Deployment
 
     with WarningCollector() as warnings:
-        plan = load(module)
+        # state=absent reads only the secrets destroy uses (the platform's credentials, at login): tearing a site
+        # down needs no node or Palette password. What it read is masked again below, before any output.
+        absent = module.params["state"] == "absent"
+        plan = load(module, defer_secrets=absent)
         uploaded: set = set()
 
         def on_event(event) -> None:
@@ -370,9 +376,11 @@ def main() -> None:
                 else:
                     result = _apply(module, deployment, uploaded)
         except Exception as exc:
+            mask_secrets(module)
             for line in warnings.lines:
                 module.warn(line)
             fail_with_error(module, exc)
+    mask_secrets(module)
     for line in warnings.lines:
         module.warn(line)
     if result.get("errors"):
