@@ -600,6 +600,9 @@ class Deployment:
         With ``seeds_only``, remove only the seeds of nodes that have not installed (they hold private host keys
         and password hashes); those nodes are reinstalled by the next ``apply``. See
         :func:`palette_provision._destroy.destroy_seeds`.
+
+        A plan loaded with ``load_plan(path, defer_secrets=True)`` is enough: destroy reads the platform's
+        credentials when the provider logs in, and no other secret (what ``palette-provision destroy`` does).
         """
         from palette_provision._destroy import destroy, destroy_seeds
 
