@@ -9,6 +9,8 @@ declares the name, architecture, file type, size and SHA-256, then the bytes go 
   file's SHA-256 (or any complete one, when the plan gives no file).
 * **Resumed**: an incomplete resource of the same digest and size continues from the bytes MAAS holds (a run killed
   mid-upload sends the rest, not the whole file again).
+* **Started again when MAAS refuses a chunk** (a killed run's last chunk landing late): from 0 in the same resource
+  when MAAS emptied the file, else in a new one; at most twice.
 * **Never replaced silently**: a complete resource with another digest is someone's image; the run stops and says
   so (rename ``image.name``, or delete it in MAAS).
 
@@ -31,7 +33,7 @@ from palette_provision.provider import ProviderContext
 from palette_provision.waiting import Backoff, wait_for
 
 from palette_provision_maas._client import MaasClient
-from palette_provision_maas._errors import PROVIDER
+from palette_provision_maas._errors import PROVIDER, MaasApiError, MaasNotFound
 from palette_provision_maas._settings import MaasImage
 from palette_provision_maas._shapes import BootResource
 
@@ -39,6 +41,7 @@ __all__ = ["ImageUploader"]
 
 _READ = 4 << 20
 _DIGESTS = "image-digests.json"
+_RESTARTS = 2  # uploads started again after MAAS refused a chunk (see ImageUploader._upload)
 
 
 class ImageUploader:
@@ -95,7 +98,6 @@ class ImageUploader:
             return self.image.name
 
     def _ensure(self) -> None:
-        client = self._client()
         found = self._find()
         path = self._path
         if path is None:
@@ -114,29 +116,48 @@ class ImageUploader:
             raise ProviderError(self._another(theirs.sha256 if theirs else None, digest), provider=PROVIDER,
                                 resource=self.image.resource_name)  # fmt: skip
         else:
-            if found is not None:  # an incomplete upload of another file: start again
-                client.delete_boot_resource(found.id)
-            found = client.create_boot_resource(
-                self.image.resource_name, self.image.architecture, filetype=self.image.effective_filetype(),
-                sha256=digest, size=size, title=self.image.title or f"palette-provision {self.image.name}",
-            )  # fmt: skip
-        self._upload(found, path, size)
+            found = self._create(found, digest, size)  # an incomplete upload of another file: start again
+        self._upload(found, path, size, digest)
 
-    def _upload(self, resource: BootResource, path: Path, size: int) -> None:
+    def _create(self, stale: BootResource | None, digest: str, size: int) -> BootResource:
+        """A new resource with an empty file to upload, ``stale`` (ours, incomplete) deleted first."""
         client = self._client()
-        pending = [f for f in resource.files if not f.complete and f.upload_uri]
-        if pending:
+        if stale is not None:
+            client.delete_boot_resource(stale.id)
+        return client.create_boot_resource(
+            self.image.resource_name, self.image.architecture, filetype=self.image.effective_filetype(),
+            sha256=digest, size=size, title=self.image.title or f"palette-provision {self.image.name}",
+        )  # fmt: skip
+
+    def _upload(self, resource: BootResource, path: Path, size: int, digest: str) -> None:
+        client = self._client()
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            if done - last[0] >= 64 << 20 or done == total:
+                last[0] = done
+                self._log.info("maas_image_upload_progress", bytes=done, total=total)
+
+        for restart in range(_RESTARTS + 1):
+            pending = [f for f in resource.files if not f.complete and f.upload_uri]
+            if not pending:
+                break
             uri = str(pending[0].upload_uri)
-            start = pending[0].received
+            start = last[0] = pending[0].received
             self._log.info("maas_image_upload", image=self.image.resource_name, bytes=size, resume_at=start)
-            last = [0.0]
+            try:
+                client.upload_chunks(uri, path, offset=start, chunk_size=self.image.chunk_size, progress=progress)
+                break
+            except MaasApiError as exc:
+                # A PUT appends at the end of what MAAS holds; it names no offset. A chunk a killed run had in
+                # flight can land after this run read where to resume, and the file then holds bytes twice: MAAS
+                # answers "Too much data received." or, at the last byte, "Saved content does not match given
+                # SHA256 value." (and empties the file). Start again, from what MAAS holds if it emptied the file,
+                # else from a new resource: appended bytes of unknown origin cannot be trusted.
+                if exc.status != 400 or restart == _RESTARTS:
+                    raise
+                resource = self._after_refused_chunk(resource, uri, digest, size, exc)
 
-            def progress(done: int, total: int) -> None:
-                if done - last[0] >= 64 << 20 or done == total:
-                    last[0] = done
-                    self._log.info("maas_image_upload_progress", bytes=done, total=total)
-
-            client.upload_chunks(uri, path, offset=start, chunk_size=self.image.chunk_size, progress=progress)
         # MAAS marks the resource complete once it has checked the file (asynchronously on a real region).
         wait_for(
             lambda: client.boot_resource(resource.id),
@@ -147,6 +168,23 @@ class ImageUploader:
             describe=lambda r: "complete" if r.complete else "incomplete",
         )
         self._log.info("maas_image_uploaded", image=self.image.resource_name, bytes=size)
+
+    def _after_refused_chunk(self, resource: BootResource, uri: str, digest: str, size: int,
+                             exc: MaasApiError) -> BootResource:  # fmt: skip
+        """The resource to upload into after MAAS refused a chunk: as it is when complete or emptied, else anew."""
+        client = self._client()
+        try:
+            status = client.upload_status(uri)
+        except MaasNotFound:
+            status = None
+        if status is not None and (status.complete or status.received == 0):
+            how = "complete" if status.complete else "emptied"
+        else:
+            how = "replaced"
+        self._log.warning("maas_image_upload_restart", image=self.image.resource_name, refused=exc.text, file=how)
+        if how == "replaced":
+            return self._create(resource if status is not None else None, digest, size)
+        return client.boot_resource(resource.id)
 
     def _digest(self, path: Path) -> str:
         """The file's SHA-256, cached by (path, size, mtime) in the state folder."""

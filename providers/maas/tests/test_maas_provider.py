@@ -185,6 +185,43 @@ def test_an_earlier_runs_incomplete_upload_is_completed_not_restarted(
     assert uploads["puts"] == PUTS and len(fresh.state()["boot_resources"]) == 2, "the same resource, completed"
 
 
+@pytest.mark.parametrize(("late", "file_after"), [(2, "replaced"), (3, "emptied")],
+                         ids=["too-much-data", "sha-mismatch"])
+def test_a_killed_runs_chunk_landing_after_the_resume_was_read_restarts_the_upload(
+    fresh: MaasSimulatorHandle, image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, late: int,
+    file_after: str,
+) -> None:
+    # A PUT appends at MAAS's end of file and names no offset: a chunk an earlier, killed run had in flight can land
+    # after this run read where to resume. Chunk 3 landing late makes this run's chunk 3 too much data; the tail
+    # landing late fills the file to its size in the wrong order (SHA-256 mismatch, MAAS empties the file).
+    from palette_provision_maas._client import MaasClient
+
+    _partial_upload(fresh, image, tmp_path, chunks=2)
+    orphan = tmp_path / "orphan.raw"
+    orphan.write_bytes(image.read_bytes()[late * CHUNK:(late + 1) * CHUNK])
+    original = MaasClient.upload_chunks
+    landed: list[int] = []
+
+    def late_chunk_first(self: MaasClient, upload_uri: str, path: Path, **kwargs: Any) -> int:
+        if not landed:
+            landed.append(original(self, upload_uri, orphan, chunk_size=CHUNK))
+        return original(self, upload_uri, path, **kwargs)
+
+    monkeypatch.setattr(MaasClient, "upload_chunks", late_chunk_first)
+    with capture_logs() as events, Deployment(parse_plan(_chunked(plan_data(fresh, image, tmp_path))),
+                                              state_dir=tmp_path / "state") as deployment:  # fmt: skip
+        report = deployment.apply(until="deploy_image")
+    assert report.ok, report.failures()
+    assert landed, "the late chunk was sent"
+    [restart] = [e for e in events if e["event"] == "maas_image_upload_restart"]
+    assert restart["file"] == file_after and restart["log_level"] == "warning"
+    state = fresh.state()
+    assert state["uploads"]["completed"] == 1 and state["uploads"]["sha_mismatches"] == (file_after == "emptied")
+    uploaded = [r for r in state["boot_resources"] if r["name"] == "custom/palette-test"]
+    assert len(uploaded) == 1 and uploaded[0]["files"][-1]["complete"], "one resource, complete"
+    assert len(state["deploys"]) == 2, "both machines deployed from it"
+
+
 def test_a_dhcp_node_takes_the_address_maas_reports(fresh: MaasSimulatorHandle, image: Path, tmp_path: Path) -> None:
     data = plan_data(fresh, image, tmp_path)
     data["nodes"] = {**data["nodes"], "count": 1, "network": {"mode": "dhcp"}}
@@ -447,6 +484,17 @@ def test_killed_during_the_image_upload_the_rerun_sends_only_the_rest(
     finally:
         run.kill()
         run.wait(timeout=30)
+    # The PUT in flight at the kill may still land (MAAS had its body): this test is about what the re-run sends once
+    # it has, so it waits until MAAS's count stops moving. One landing after the re-run read where to resume is
+    # test_a_killed_runs_chunk_landing_after_the_resume_was_read_restarts_the_upload.
+    seen: list[int] = []
+
+    def unchanged(puts: int) -> bool:
+        seen.append(puts)
+        return len(seen) >= 2 and seen[-1] == seen[-2]
+
+    wait_for(lambda: fresh.state()["uploads"]["puts"], what="the PUT in flight at the kill to land", timeout=30,
+             until=unchanged, backoff=Backoff(initial=0.75, maximum=0.75, jitter=0.0))  # fmt: skip
     cut = fresh.state()["uploads"]
     assert cut["completed"] == 0 and 1 <= cut["puts"] < PUTS, f"not killed mid-upload: {cut}"
     fresh.set_knobs(latency_s=0.0)
