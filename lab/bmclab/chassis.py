@@ -181,8 +181,8 @@ def _alive(pid: int | None, start: int | None) -> bool:
     if pid is None:
         return False
     stat = _proc_stat(pid)
-    # A zombie is a dead guest: when ipmi_sim is not a subreaper (the program run by hand), an orphaned QEMU that
-    # powered itself off stays a zombie, since PID 1 here reaps no orphans.
+    # A zombie is a dead guest: without a subreaper above it (the program run by hand, not under bmclab.reaper), an
+    # orphaned QEMU that powered itself off stays a zombie, since PID 1 here reaps no orphans.
     return stat is not None and stat[0] not in ("Z", "X") and (start is None or stat[1] == start)
 
 

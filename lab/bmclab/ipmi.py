@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -43,8 +42,6 @@ from bmclab.chassis import NodeConfig
 __all__ = ["IpmiBmc", "IpmiLab", "LabError", "NodeConfig", "main"]
 
 LAB_DIR = Path(__file__).resolve().parent.parent
-_PR_SET_CHILD_SUBREAPER = 36
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child (no dlopen after fork)
 # lan.conf's tokenizer splits on blanks before it looks at quotes ("ASCII password or username doesn't end in '"'").
 # IPMI allows 16-byte user names and (2.0) 20-byte passwords, but ipmi_sim accepts a 16-character name or a
 # 20-character password without error and then never matches it (a terminating NUL kept in the field, it seems).
@@ -60,14 +57,6 @@ mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
 sel_enable 0x20 1000 0x0a
 mc_enable 0x20
 """
-
-
-def _become_subreaper() -> None:
-    # Runs in the forked child before exec; the attribute survives execve. The chassis program exits right after
-    # starting QEMU, so QEMU is orphaned: with ipmi_sim as its subreaper, ipmi_sim's SIGCHLD handler
-    # (waitpid(-1, WNOHANG)) reaps the guest that powers itself off. Otherwise it would be reparented to PID 1,
-    # which reaps nothing on this machine, and linger as a zombie.
-    _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def free_udp_port(address: str = "127.0.0.1") -> int:
@@ -151,11 +140,13 @@ class IpmiBmc:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LAB_DIR), env.get("PYTHONPATH")) if p)
         env["PATH"] = os.pathsep.join(p for p in (env.get("PATH"), "/usr/sbin", "/sbin") if p)
-        argv = [ipmi_sim, "-c", "lan.conf", "-f", "node.emu", "-s", "sim", "-n"]
+        # Under bmclab.reaper, the subreaper of the guests the chassis program starts: they must not be ipmi_sim's
+        # (a guest's exit would interrupt ipmi_sim reading the chassis program's answer: see bmclab.reaper).
+        argv = [sys.executable, "-m", "bmclab.reaper", ipmi_sim, "-c", "lan.conf", "-f", "node.emu", "-s", "sim", "-n"]
         with (self.state_dir / "ipmi_sim.log").open("wb") as log:
             self.process = subprocess.Popen(
                 argv, cwd=self.state_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_become_subreaper,  # noqa: PLW1509 (prctl only)
+                start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not rmcp_ping(self.address, self.port):
@@ -195,7 +186,7 @@ user 2 true "{self.username}" "{self.password}" admin 10 {auths}
         pid = chassis.load_state(self.node_dir).pid
         chassis.power_off(self.node_dir, "BMC stopped")
         if pid is not None and self.running():
-            # Let ipmi_sim reap the killed guest before it goes (an orphan of a dead ipmi_sim stays a zombie).
+            # Let the reaper reap the killed guest before it goes (an orphan of a dead reaper stays a zombie).
             deadline = time.monotonic() + 2
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)

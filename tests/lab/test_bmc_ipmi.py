@@ -48,6 +48,11 @@ def ipmi_client(bmc: IpmiBmc, password: str | None = None) -> Iterator[Command]:
         Session.initting_sessions.pop((bmc.address, bmc.username, password, bmc.port, None), None)
 
 
+def _ppid(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
 def qemu_pids(mac: str) -> list[int]:
     """The QEMU processes whose NIC is the tap of ``mac`` (zombies excluded)."""
     tap = "pt" + mac.replace(":", "")
@@ -243,6 +248,11 @@ def test_power_on_off_is_idempotent_and_the_boot_device_picks_cd_or_disk(bmc: Ip
         assert (state["power_on_count"], state["boots"]) == (2, 2)
         (pid,) = qemu_pids(MAC)
         assert b"media=cdrom" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        # The orphaned guest belongs to the BMC's reaper, not to ipmi_sim: its exit must not signal ipmi_sim while
+        # ipmi_sim reads a chassis program's answer (bmclab.reaper says why).
+        parent = _ppid(pid)
+        assert bmc.process is not None and parent == bmc.process.pid, "the guest is not the reaper's child"
+        assert Path(f"/proc/{parent}/comm").read_text().strip() != "ipmi_sim"
         console = wait_console(bmc, "boot mode=disk")  # then "no installed system found": the disk is blank
         assert "boot mode=cd" not in console
 
