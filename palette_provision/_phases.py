@@ -290,9 +290,13 @@ def _hand_seed_to_operator(run: NodeRun, iso_too: bool) -> None:
     )  # fmt: skip
 
 
+def _override_record(run: NodeRun, device: BootDevice) -> dict[str, Any]:
+    return {"machine": machine_record(run.machine, run.lifecycle), "device": device.value}
+
+
 def _override(run: NodeRun, device: BootDevice) -> Outcome:
     machine = run.machine
-    data = {"machine": machine_record(machine, run.lifecycle), "device": device.value}
+    data = _override_record(run, device)
     run.journal.add_resource(BOOT_OVERRIDE, run.provider_name, run.node.name, f"{machine.id}/boot",
                              {**data, "pending": True})
     run.cap(BootDeviceControl).set_boot_device(machine, device, persistent=False)
@@ -356,9 +360,9 @@ def boot_from_disk(run: NodeRun) -> Outcome:
         # An interrupted run got this far: everything ejected, then powered on (await_install left the machine off).
         # Setting the boot device again would be a second override on a running machine.
         _forget_seed(run)
-        data = {"machine": machine_record(machine, run.lifecycle), "device": BootDevice.DISK.value}
+        disk = _override_record(run, BootDevice.DISK)
         return Outcome({"booted_from_disk_at": time.time(), "ejected": [], "resumed": True},
-                       [(BOOT_OVERRIDE, run.provider_name, f"{machine.id}/boot", data)])
+                       [(BOOT_OVERRIDE, run.provider_name, f"{machine.id}/boot", disk)])
     # Ejected while powered off: detaching from a running VM fails on some vSphere versions (peer lessons).
     run.cap(VirtualMedia).eject_media(machine, slots)
     for res in ours:

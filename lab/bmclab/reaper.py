@@ -44,15 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:  # no child left (cannot happen while the program runs)
-            return 1
-        except InterruptedError:
-            continue
+        pid, status = os.wait()  # any child: the program, or a guest it orphaned
         if pid == child.pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            code = child.returncode
+            child.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it
             return code if code >= 0 else 128 - code
 
 

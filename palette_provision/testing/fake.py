@@ -265,8 +265,7 @@ class FakeProvider:
         return issues
 
     def preflight(self, plan: DeploymentPlan) -> None:
-        """Check the password knob and refuse planned names taken by machines this deployment does not own."""
-        self._login()
+        """Log in (the password knob) and refuse planned names taken by machines this deployment does not own."""
         with self._state() as state:
             if self.lifecycle is not Lifecycle.CREATED:
                 return

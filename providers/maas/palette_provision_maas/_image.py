@@ -20,12 +20,14 @@ reads the file again only when it changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from palette_provision.errors import ConfigurationError, ProviderError
 from palette_provision.plan import DeploymentPlan
@@ -172,19 +174,21 @@ class ImageUploader:
     def _after_refused_chunk(self, resource: BootResource, uri: str, digest: str, size: int,
                              exc: MaasApiError) -> BootResource:  # fmt: skip
         """The resource to upload into after MAAS refused a chunk: as it is when complete or emptied, else anew."""
-        client = self._client()
         try:
-            status = client.upload_status(uri)
+            fresh: BootResource | None = self._client().boot_resource(resource.id)
         except MaasNotFound:
-            status = None
-        if status is not None and (status.complete or status.received == 0):
-            how = "complete" if status.complete else "emptied"
-        else:
-            how = "replaced"
-        self._log.warning("maas_image_upload_restart", image=self.image.resource_name, refused=exc.text, file=how)
-        if how == "replaced":
-            return self._create(resource if status is not None else None, digest, size)
-        return client.boot_resource(resource.id)
+            fresh = None
+        status = None
+        if fresh is not None:
+            with contextlib.suppress(MaasNotFound):  # the file is gone (replaced by a newer upload)
+                status = fresh.upload_status(urlsplit(uri).path)
+        if fresh is not None and status is not None and (status.complete or status.received == 0):
+            self._log.warning("maas_image_upload_restart", image=self.image.resource_name, refused=exc.text,
+                              file="complete" if status.complete else "emptied")  # fmt: skip
+            return fresh
+        self._log.warning("maas_image_upload_restart", image=self.image.resource_name, refused=exc.text,
+                          file="replaced")  # fmt: skip
+        return self._create(fresh if status is not None else None, digest, size)
 
     def _digest(self, path: Path) -> str:
         """The file's SHA-256, cached by (path, size, mtime) in the state folder."""
