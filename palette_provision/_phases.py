@@ -335,6 +335,8 @@ def await_install(run: NodeRun) -> Outcome:
         until=lambda s: s == PowerState.OFF,
         timeout=run.plan.timeouts.install,
         backoff=_POWER_BACKOFF,
+        errors_for=run.plan.timeouts.unreachable,
+        log=run.log,
     )
     return Outcome({"installed_at": time.time()})
 
@@ -395,6 +397,8 @@ def await_deployed(run: NodeRun) -> Outcome:
         failed=lambda s: f"the platform reports {s}" if s.state is DeployState.FAILED else None,
         timeout=run.plan.timeouts.install,
         backoff=_POWER_BACKOFF,
+        errors_for=run.plan.timeouts.unreachable,
+        log=run.log,
     )
     _forget_seed(run)
     return Outcome({"deployed_at": time.time(), "platform_state": str(status)})

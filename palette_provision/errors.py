@@ -153,10 +153,11 @@ class OperatorActionNeeded(ProviderError):
 
 
 class WaitTimeout(PaletteProvisionError):
-    """A wait ran out of time.
+    """A wait ran out of time, or gave up early because every look at the state failed for too long.
 
-    ``what`` says what was awaited, ``waited_s`` for how long, ``last_state`` the last state observed and
-    ``last_error`` the last error seen while polling (if any).
+    ``what`` says what was awaited, ``waited_s`` for how long, ``last_state`` the last state observed,
+    ``last_error`` the last error seen while polling (if any) and ``why`` why it gave up before its deadline (``None``
+    when the deadline passed).
     """
 
     def __init__(
@@ -167,18 +168,23 @@ class WaitTimeout(PaletteProvisionError):
         last_error: BaseException | None = None,
         *,
         shown: str | None = None,
+        why: str | None = None,
     ) -> None:
         self.what = what
         self.waited_s = waited_s
         self.last_state = last_state
         self.last_error = last_error
+        self.why = why
         #: The last state as the message shows it: a summary, never the state's repr (an API answer can hold a
         #: kubeconfig or a token).
         self.shown = shown if shown is not None else describe_state(last_state)
         detail = f"; last state: {self.shown}" if last_state is not None else ""
         if last_error is not None:
             detail += f"; last error: {type(last_error).__name__}: {last_error}"
-        super().__init__(f"timed out after {waited_s:.1f}s waiting for {what}{detail}")
+        if why is not None:
+            super().__init__(f"gave up after {waited_s:.1f}s waiting for {what}: {why}{detail}")
+        else:
+            super().__init__(f"timed out after {waited_s:.1f}s waiting for {what}{detail}")
 
 
 class WaitFailed(PaletteProvisionError):

@@ -32,6 +32,8 @@ from palette_provision.errors import TransientError, WaitFailed, WaitTimeout
 if TYPE_CHECKING:
     import tenacity
 
+    from palette_provision.log import Logger
+
 __all__ = ["Backoff", "Interrupted", "interruptible_sleep", "stop_on", "wait_for"]
 
 T = TypeVar("T")
@@ -83,6 +85,8 @@ class _Poll(Generic[T]):
     seen_state: bool = False
     last_error: BaseException | None = None
     attempts: int = 0
+    failing_since: float | None = None
+    """When the current run of failed attempts (``retry_on``) began; ``None`` while the probe answers."""
 
 
 class _NotYet(Exception):
@@ -103,6 +107,8 @@ def wait_for(
     rng: Callable[[], float] = random.random,
     on_state: Callable[[T], None] | None = None,
     describe: Callable[[T], str] | None = None,
+    errors_for: float | None = None,
+    log: Logger | None = None,
 ) -> T:
     """Call ``probe`` until ``until(state)`` holds, and return that state.
 
@@ -118,9 +124,16 @@ def wait_for(
         on_state: called with every observed state (progress reporting).
         describe: how errors show a state (default :func:`~palette_provision.errors.describe_state`, which never
             shows a whole mapping): give one for states that are API answers, e.g. their status words.
+        errors_for: end the wait early when every attempt for this many seconds raised one of ``retry_on`` (the
+            platform stopped answering), instead of retrying until ``timeout``. For long waits (an install's hour),
+            where a platform that stays silent should fail the step long before the deadline.
+        log: where to say that the probe started failing (a warning, once per run of failures) and answers again
+            (info). Give it for waits whose errors a user should see; a readiness probe that is refused until the
+            node boots should not warn.
 
     Raises:
-        WaitTimeout: the deadline passed; carries the last state and last error.
+        WaitTimeout: the deadline passed, or (``errors_for``) the probe failed for that long in a row; carries the
+            last state and last error.
         WaitFailed: ``failed`` named a failure state.
     """
     poll: _Poll[T] = _Poll()
@@ -133,7 +146,9 @@ def wait_for(
             state = probe()
         except retry_on as exc:
             poll.last_error = exc
+            failing(exc)
             raise
+        answered()
         poll.last_state, poll.seen_state = state, True
         if on_state is not None:
             on_state(state)
@@ -144,6 +159,24 @@ def wait_for(
         if not until(state):
             raise _NotYet()
         return state
+
+    def failing(exc: BaseException) -> None:
+        now = clock()
+        if poll.failing_since is None:
+            poll.failing_since = now
+            if log is not None:
+                log.warning("wait_failing", what=what, error=exc)
+        elif errors_for is not None and now - poll.failing_since >= errors_for:
+            last = poll.last_state if poll.seen_state else None
+            shown = describe(last) if describe is not None and last is not None else None
+            why = f"every look for {now - poll.failing_since:.0f} s failed"
+            raise WaitTimeout(what, now - start, last_state=last, last_error=exc, shown=shown, why=why) from exc
+
+    def answered() -> None:
+        if poll.failing_since is not None:
+            if log is not None:
+                log.info("wait_answering_again", what=what, failed_for_s=round(clock() - poll.failing_since, 1))
+            poll.failing_since = None
 
     def pause(n: int) -> float:
         """The pause after the ``n``-th failed attempt (1-based), never past the deadline."""

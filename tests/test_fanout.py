@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import parse_plan
 from palette_provision.report import Event
@@ -74,6 +76,41 @@ def test_flaky_power_is_retried_or_reported_per_node(tmp_path: Path) -> None:
     report, _ = _deploy(tmp_path, flaky_power=1.0)
     assert all(n.status == "failed" and n.phase == "power_on" for n in report.nodes)
     assert all("flaky_power" in (n.error or "") for n in report.nodes)
+
+
+def test_a_platform_that_stops_answering_during_the_install_is_waited_out_and_the_log_says_so(tmp_path: Path) -> None:
+    # palette-2's BMC answers no power read for 2.5 s from its CD boot (the install takes 0.5 s of it).
+    with capture_logs() as logged:
+        report, _ = _deploy(tmp_path, unanswered={"palette-2": 2.5})
+    assert report.ok, report.failures()
+    waits = [(e["log_level"], e["event"], e.get("node")) for e in logged if e["event"].startswith("wait_")]
+    assert waits == [("warning", "wait_failing", "palette-2"), ("info", "wait_answering_again", "palette-2")]
+    failing = next(e for e in logged if e["event"] == "wait_failing")
+    assert "power it off" in failing["what"] and "did not answer (unanswered knob)" in str(failing["error"])
+    assert read_state(tmp_path / "platform.json")["machines"]["palette-2"]["installs"] == 1
+
+
+def test_a_platform_silent_past_timeouts_unreachable_fails_the_node_and_the_next_apply_resumes(tmp_path: Path) -> None:
+    data = base_plan(tmp_path)
+    data["platform"]["unanswered"] = {"palette-2": 3600}
+    data["timeouts"]["unreachable"] = 1
+    with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:
+        report = d.apply()
+    by_name = {n.name: n for n in report.nodes}
+    assert [by_name[n].status for n in ("palette-1", "palette-3")] == ["ready", "ready"]
+    failed = by_name["palette-2"]
+    assert (failed.status, failed.phase) == ("failed", "await_install")
+    error = failed.error or ""
+    assert error.startswith("gave up after ") and "power it off: every look for 1 s failed" in error, error
+    assert error.endswith("last error: TransientError: the fake BMC of palette-2 did not answer (unanswered knob)")
+    # The BMC answers again: the next apply resumes the wait (no second install, no second power-on).
+    del data["platform"]["unanswered"]
+    with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:
+        again = d.apply()
+    assert again.ok, again.failures()
+    state = read_state(tmp_path / "platform.json")
+    assert state["machines"]["palette-2"]["installs"] == 1
+    assert sum(1 for a in state["actions"] if a["op"] == "power_on" and a["node"] == "palette-2") == 2  # CD, disk
 
 
 def test_dry_run_lists_actions_without_side_effects(tmp_path: Path) -> None:

@@ -114,3 +114,75 @@ def test_other_errors_propagate_at_once() -> None:
 
     with pytest.raises(KeyError):
         wait_for(probe, what="x", timeout=5)
+
+
+class RecordingLog:
+    """A Logger stand-in that keeps (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, object]]] = []
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.events.append(("warning", event, kw))
+
+    def info(self, event: str, **kw: object) -> None:
+        self.events.append(("info", event, kw))
+
+
+def test_a_probe_that_keeps_failing_ends_the_wait_after_errors_for_not_at_the_deadline() -> None:
+    clock = FakeClock()
+    answers = iter(["installing"])
+
+    def probe() -> str:
+        state = next(answers, None)
+        if state is None:
+            raise TransientError("BMC 10.0.0.9 did not answer")
+        return state
+
+    with pytest.raises(WaitTimeout) as info:
+        wait_for(probe, what="the installer to finish", until=lambda s: s == "off", timeout=3600, errors_for=60,
+                 clock=clock, sleep=clock.sleep, backoff=Backoff(initial=5, maximum=5, jitter=0))  # fmt: skip
+    err = info.value
+    # Failing from t = 5 s; the look at t = 65 s is the first 60 s after the first failure.
+    assert clock.now == 65 and err.waited_s == 65
+    assert err.why == "every look for 60 s failed" and err.last_state == "installing"
+    assert str(err) == ("gave up after 65.0s waiting for the installer to finish: every look for 60 s failed; "
+                        "last state: installing; last error: TransientError: BMC 10.0.0.9 did not answer")  # fmt: skip
+    assert isinstance(err.__cause__, TransientError)
+
+
+def test_any_answer_starts_the_count_of_failures_again_and_the_log_says_when_it_fails_and_answers() -> None:
+    clock = FakeClock()
+    log = RecordingLog()
+    # Fails for 40 s, answers "installing" once, fails 40 s again, then "off": never 60 s of failures in a row.
+    script = ["err"] * 8 + ["installing"] + ["err"] * 8 + ["off"]
+    answers = iter(script)
+
+    def probe() -> str:
+        state = next(answers)
+        if state == "err":
+            raise TransientError("BMC busy")
+        return state
+
+    state = wait_for(probe, what="install", until=lambda s: s == "off", timeout=3600, errors_for=60,
+                     clock=clock, sleep=clock.sleep, backoff=Backoff(initial=5, maximum=5, jitter=0),
+                     log=log)  # type: ignore[arg-type]  # fmt: skip
+    assert state == "off" and clock.now == 5 * (len(script) - 1)
+    levels = [(level, event) for level, event, _ in log.events]
+    assert levels == [("warning", "wait_failing"), ("info", "wait_answering_again")] * 2
+    warning, recovered = log.events[0][2], log.events[1][2]
+    assert warning["what"] == "install" and isinstance(warning["error"], TransientError)
+    assert recovered == {"what": "install", "failed_for_s": 40.0}
+
+
+def test_without_errors_for_a_failing_probe_is_retried_until_the_deadline() -> None:
+    clock = FakeClock()
+
+    def probe() -> str:
+        raise TransientError("no route to host")
+
+    with pytest.raises(WaitTimeout) as info:
+        wait_for(probe, what="x", timeout=300, clock=clock, sleep=clock.sleep,
+                 backoff=Backoff(initial=5, maximum=5, jitter=0))  # fmt: skip
+    assert clock.now == 300 and info.value.why is None
+    assert str(info.value).startswith("timed out after 300.0s waiting for x; last error: TransientError")

@@ -6,7 +6,9 @@ ipmi_sim (OpenIPMI) runs it through ``popen`` (``sh -c``) and waits for it, one 
     python -m bmclab.chassis <node-state-dir> set boot cdrom      # none|pxe|default|cdrom|bios
     python -m bmclab.chassis <node-state-dir> set power 1         # 0|1; also reset 1, shutdown 1, identify "15 0"
 
-A non-zero exit makes ipmi_sim answer the client with an error completion code.
+A non-zero exit makes ipmi_sim answer the client with an error completion code (0xFF, "Unspecified"). Tests make
+the next calls fail that way on purpose through ``faults.json`` (:func:`inject_faults`): a BMC whose firmware answers
+0xFF for a while, as real ones do while busy.
 
 The node state dir holds ``node.json`` (:class:`NodeConfig`, written by the lab: the machine and the media the
 operator inserted) and ``chassis.json`` (:class:`ChassisState`: boot device, counters, the QEMU guest's pid, and a
@@ -40,7 +42,9 @@ __all__ = [
     "BOOT_DEVICES",
     "ChassisState",
     "NodeConfig",
+    "faults_left",
     "guest_running",
+    "inject_faults",
     "load_state",
     "main",
     "power_off",
@@ -53,6 +57,7 @@ BOOT_DEVICES = ("none", "pxe", "default", "cdrom", "bios")
 NODE_FILE = "node.json"
 STATE_FILE = "chassis.json"
 LOCK_FILE = "chassis.lock"
+FAULTS_FILE = "faults.json"
 MAX_EVENTS = 500
 _KILL_GRACE_S = 5.0
 
@@ -285,6 +290,34 @@ def _get(state: ChassisState, names: Sequence[str]) -> str:
     return "".join(f"{name}:{values.get(name, '0')}\n" for name in names)
 
 
+def inject_faults(state_dir: Path, *, gets: int) -> None:
+    """Make the next ``gets`` ``get`` calls fail (exit 1): ipmi_sim then answers 0xFF to the client."""
+    with _locked(state_dir):
+        _write_json(state_dir / FAULTS_FILE, {"gets": gets})
+
+
+def faults_left(state_dir: Path) -> int:
+    """How many of the injected ``get`` failures are still to come."""
+    try:
+        return int(json.loads((state_dir / FAULTS_FILE).read_text()).get("gets", 0))
+    except FileNotFoundError:
+        return 0
+
+
+def _take_fault(state_dir: Path, verb: str) -> bool:
+    """True (and one fewer left) when a fault is pending for ``verb``; called under the lock."""
+    path = state_dir / FAULTS_FILE
+    try:
+        faults = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False
+    left = int(faults.get(f"{verb}s", 0))
+    if left <= 0:
+        return False
+    _write_json(path, {**faults, f"{verb}s": left - 1})
+    return True
+
+
 def guest_running(state_dir: Path) -> bool:
     """True while the node's QEMU guest runs (what ``get power`` answers)."""
     state = load_state(state_dir)
@@ -315,6 +348,8 @@ def run(state_dir: Path, args: Sequence[str]) -> str:
         if unknown:
             raise ValueError(f"unknown names {sorted(unknown)}")
     with _locked(state_dir):
+        if _take_fault(state_dir, verb):
+            raise LabError(f"{verb}: failing on purpose (faults.json)")
         config = load_node_config(state_dir)
         state = load_state(state_dir)
         before = json.dumps(asdict(state))

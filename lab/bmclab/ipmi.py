@@ -215,6 +215,14 @@ user 2 true "{self.username}" "{self.password}" admin 10 {auths}
         return [e["what"].split()[-1] for e in chassis.load_state(self.node_dir).events
                 if e["what"].startswith("set boot ")]  # fmt: skip
 
+    def fail_next_reads(self, count: int) -> None:
+        """Make the chassis program fail its next ``count`` reads: the BMC answers them with completion code 0xFF."""
+        chassis.inject_faults(self.node_dir, gets=count)
+
+    def reads_left_to_fail(self) -> int:
+        """How many of the failures :meth:`fail_next_reads` asked for are still to come."""
+        return chassis.faults_left(self.node_dir)
+
     def guest_running(self) -> bool:
         """True while the node's QEMU guest runs (what IPMI ``get power`` reads)."""
         return chassis.guest_running(self.node_dir)

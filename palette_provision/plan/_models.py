@@ -324,6 +324,11 @@ class Timeouts(_Model):
     link: float = Field(default=900, gt=0, description="Local API: every follower linked.")
     content_sync: float = Field(default=3600, gt=0, description="Local API: content synced to every peer.")
     cluster: float = Field(default=5400, gt=0, description="Local API: cluster Running and Healthy.")
+    unreachable: float = Field(
+        default=900, gt=0,
+        description="How long the platform (a BMC, MAAS, vCenter) may fail every look during an install or a "
+        "deployment before the node fails; the next apply resumes the wait.",
+    )
 
 
 class ReadinessSettings(_Model):

@@ -26,6 +26,8 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       crash: {node-2: power_on}        # ...or crashes with an unexpected RuntimeError (a bug, not a refusal)
       slow: {node-3: 1.5}              # seconds added to every call for this node
       flaky_power: 0.3                 # probability that a power call raises TransientError
+      unanswered: {node-1: 5}          # power reads raise TransientError for 5 s from the node's CD boot (a BMC
+                                       # that stops answering during the install)
       never_installs: [node-1]         # the installer never finishes (await_install times out)
       ignores_eject: [node-1]          # eject and boot-device changes are ignored: the node installs again
       preinserted: [node-1]            # enrolled: an operator inserted the ISO in the CD slot
@@ -100,6 +102,9 @@ class FakeSettings(BaseModel):
     crash: dict[str, str] = Field(default_factory=dict, description="node -> operation that raises RuntimeError")
     slow: dict[str, float] = Field(default_factory=dict, description="node -> extra seconds per call")
     flaky_power: float = Field(default=0.0, ge=0, le=1)
+    unanswered: dict[str, float] = Field(
+        default_factory=dict, description="node -> seconds its power reads fail from its CD boot (TransientError)"
+    )
     never_installs: list[str] = Field(default_factory=list)
     ignores_eject: list[str] = Field(default_factory=list)
     preinserted: list[str] = Field(default_factory=list)
@@ -253,7 +258,7 @@ class FakeProvider:
             limit = self.settings.max_nodes
             issues.append(PlanIssue("nodes.count", f"the fake platform holds at most {limit} machines"))
         names = set(plan.node_names())
-        for knob in ("fail", "slow", "addresses"):
+        for knob in ("fail", "slow", "addresses", "unanswered"):
             for node in getattr(self.settings, knob):
                 if node not in names:
                     issues.append(PlanIssue(f"platform.{knob}.{node}", "no node of that name in the plan"))
@@ -430,7 +435,12 @@ class FakeProvider:
     def power_state(self, machine: Machine) -> PowerState:
         """The machine's power state (applies pending changes and the install cycle)."""
         with self._state() as state:
-            return PowerState(self._machine(state, machine)["power"])
+            m = self._machine(state, machine)
+        quiet = self.settings.unanswered.get(machine.node)
+        if quiet is not None and m["booted_from"] == "cd" and time.time() - m["powered_on_at"] < quiet:
+            raise TransientError(f"the fake BMC of {machine.node} did not answer (unanswered knob)", provider="fake",
+                                 resource=machine.node)  # fmt: skip
+        return PowerState(m["power"])
 
     def _set_power(self, machine: Machine, target: str) -> None:
         op = f"power_{target}"

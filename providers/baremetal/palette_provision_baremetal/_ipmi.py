@@ -115,6 +115,11 @@ _TRANSIENT: Final[tuple[str, ...]] = (
     "Timeout",
     "None",
 )
+# Completion code 0xFF ("Unspecified") on a *read*: BMC firmware answers it when something behind it was busy or
+# failed for a moment (the lab's ipmi_sim does when its chassis program is cut short). A read changes nothing, so it
+# is retried like a busy BMC (bounded: the provider's bmc_retry_s, the core's timeouts.unreachable). On a command
+# (power, boot device) it stays a refusal: the BMC said it could not do it.
+_TRANSIENT_READS: Final[tuple[str, ...]] = ("Unspecified",)
 
 # One login at a time per BMC in this process: pyghmi hands a login in progress (its initting_sessions entry) to
 # any other Command for the same BMC and credentials, and two of our sessions must never share one IPMI session
@@ -228,15 +233,17 @@ class IpmiDriver:
         return describe_state(text) if text != "None" else "no reply"
 
     @contextlib.contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
-        """Turn what pyghmi raises inside the block into our errors, saying what failed (``doing``)."""
+    def _translate(self, doing: str, *, read: bool = False) -> Iterator[None]:
+        """Turn what pyghmi raises inside the block into our errors, saying what failed (``doing``; ``read``: it
+        changes nothing, so more answers count as transient)."""
         try:
             yield
         except PaletteProvisionError:
             raise
         except IpmiException as exc:
             text = str(exc)
-            cls = TransientError if text.startswith(_TRANSIENT) else ProviderError
+            transient = text.startswith(_TRANSIENT) or (read and text.startswith(_TRANSIENT_READS))
+            cls = TransientError if transient else ProviderError
             raise cls(
                 f"node {self.node}: {doing} through BMC {self.bmc} failed: {self._shown(text)}", provider=_PROVIDER,
                 resource=self.node,
@@ -292,7 +299,7 @@ class IpmiSession:
     def power_state(self) -> PowerState:
         """The machine's power state (:data:`POWER_STATES`; a word pyghmi should not say reads as UNKNOWN)."""
         cmd = self._cmd()
-        with self._driver._translate("reading the power state"):
+        with self._driver._translate("reading the power state", read=True):
             answer = cmd.get_power()
         word = answer.get("powerstate") if isinstance(answer, dict) else None
         return POWER_STATES.get(word, PowerState.UNKNOWN) if isinstance(word, str) else PowerState.UNKNOWN

@@ -128,6 +128,7 @@ class BaremetalProvider:
             timeout=self.settings.bmc_retry_s,
             retry_on=(TransientError,),
             backoff=_RETRY_BACKOFF,
+            log=self._log.bind(node=node),
         )
 
     @property

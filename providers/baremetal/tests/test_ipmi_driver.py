@@ -194,6 +194,24 @@ def test_an_unreachable_bmc_is_a_transient_error_in_bounded_time(lab_ready: None
     assert (gate.opened, gate.closed) == (0, 0)
 
 
+@pytest.mark.lab
+@pytest.mark.timeout(120)
+def test_a_read_answered_unspecified_is_transient_and_the_next_read_answers(bmc: IpmiBmc) -> None:
+    """Completion code 0xFF on a power read (ipmi_sim answers it when its chassis program fails) may be retried;
+    on a command it stays a refusal (test_no_session_is_left_after_power_commands)."""
+    gate = BmcGate(min_interval_s=0)
+    driver = driver_for(bmc)
+    bmc.fail_next_reads(1)
+    with pytest.raises(TransientError) as info:
+        gate.run(driver, lambda s: s.power_state())
+    assert str(info.value) == (f"node {NODE}: reading the power state through BMC 127.0.0.1:{bmc.port} failed: "
+                               "Unspecified")  # fmt: skip
+    assert bmc.reads_left_to_fail() == 0
+    assert gate.run(driver, lambda s: s.power_state()) is PowerState.OFF
+    assert (gate.opened, gate.closed) == (2, 2)
+    assert bmc.active_sessions() == 0
+
+
 # ------------------------------------------------------------------------------------------------ boot devices, media
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from palette_provision.pipeline import Deployment
 from palette_provision.plan import parse_plan
 from pplab import net
 from pplab.disk import create_disk, read_install_state
+from structlog.testing import capture_logs
 
 REPO = Path(__file__).resolve().parents[3]
 APPLIANCE_ISO = REPO / "lab" / "build" / "appliance.iso"
@@ -132,7 +135,22 @@ def test_an_ipmi_node_installs_from_media_the_operator_attached(
         shutil.copyfile(seed, stick)
         bmc.insert_media(APPLIANCE_ISO, stick)
 
-        report = deployment.apply()
+        # 3. While the installer runs, the BMC answers two power reads with completion code 0xFF (firmware busy for
+        #    a moment): the provider retries them, says so, and the install goes on.
+        def fail_reads_during_the_install() -> None:
+            deadline = time.monotonic() + 300
+            while "seed found" not in bmc.console() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            bmc.fail_next_reads(2)
+
+        injector = threading.Thread(target=fail_reads_during_the_install, daemon=True)
+        injector.start()
+        with capture_logs() as logged:
+            report = deployment.apply()
+        injector.join(10)
+        assert bmc.reads_left_to_fail() == 0, "the BMC's failing reads came while the apply ran"
+        waits = [(e["event"], e.get("node")) for e in logged if e["event"].startswith("wait_")]
+        assert ("wait_failing", NODE) in waits and ("wait_answering_again", NODE) in waits, waits
         assert report.ok, report.failures()
         [node] = report.nodes
         assert (node.status, node.address) == ("ready", ADDRESS)
