@@ -25,13 +25,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from palette_provision._cli_output import LiveView, plain, print_json, print_report, print_validation
 from palette_provision.errors import (
     ConfigurationError,
     HandoffError,
@@ -40,7 +40,6 @@ from palette_provision.errors import (
     PlanError,
 )
 from palette_provision.log import STRUCTURED_ATTR, redact_secrets
-from palette_provision.report import Event
 from palette_provision.secrets import SecretReferenceError
 
 if TYPE_CHECKING:
@@ -175,81 +174,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    sys.stdout.flush()
-
-
-_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-_])")
-
-
-def _plain(text: str, *, lines: bool = False) -> str:
-    """Remote text made safe to print on a terminal: escape sequences removed, other control characters replaced
-    (newlines kept with ``lines``)."""
-    text = _ANSI.sub("", str(text))
-    return "".join(c if c.isprintable() or c == " " or (lines and c == "\n") else "?" for c in text)
-
-
-class _LiveView:
-    """Live per-node, per-phase progress on a terminal (rich); silent otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._live: Any = None
-
-    def __enter__(self) -> _LiveView:
-        if self.enabled:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(self._table(), console=Console(stderr=True), refresh_per_second=4, transient=False)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.update(self._table())
-            self._live.__exit__(None, None, None)
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title="palette-provision", expand=False)
-        for col in ("node", "phase", "status", "detail", "elapsed"):
-            table.add_column(col)
-        from rich.text import Text
-
-        colours = {"done": "green", "skipped": "cyan", "failed": "bold red", "started": "yellow", "progress": "yellow"}
-        for node, row in self.rows.items():
-            elapsed = f"{time.time() - row['since']:.0f}s" if row["status"] in ("started", "progress") else ""
-            status = Text(row["status"], style=colours.get(row["status"], "white"))
-            # Text, never markup: details carry remote words (an SSH banner, a node's error message).
-            cells = (_plain(node), _plain(row["phase"]), status, _plain(row["detail"])[:70], Text(elapsed))
-            table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
-        return table
-
-    def __call__(self, event: Event) -> None:
-        row = self.rows.setdefault(event.node, {"phase": "", "status": "", "detail": "", "since": event.at})
-        if event.phase != row["phase"]:
-            row["since"] = event.at
-        detail = event.message
-        if event.status == "done" and not detail:
-            if event.data.get("address"):
-                detail = f"address {event.data['address']}"
-            elif "seconds" in event.data:
-                detail = f"took {float(event.data['seconds']):.1f}s"
-        if event.status == "progress" and "bytes" in event.data:
-            total = event.data.get("total") or 0
-            done = int(event.data["bytes"])
-            detail = f"{done / 2**20:.0f} MiB" + (f" of {total / 2**20:.0f} MiB" if total else "")
-            if "rate_mib_s" in event.data:
-                detail += f" at {event.data['rate_mib_s']} MiB/s"
-        row.update(phase=event.phase, status=event.status, detail=detail)
-        if self._live is not None:
-            self._live.update(self._table())
-
-
 def _load(args: argparse.Namespace, *, defer_secrets: bool = False) -> DeploymentPlan:
     from palette_provision.plan import load_plan  # pydantic and the models: not for --version or --help
 
@@ -271,7 +195,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     # Keys of user_data_extra the published references do not list: the installer may accept them; say so.
     warnings = [str(w) for w in override_findings(plan.user_data_extra)[1]]
     if args.json:
-        _print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider,
+        print_json({"valid": True, "plan": plan.name, "nodes": plan.node_names(), "provider": plan.platform.provider,
                      "install_method": method, "warnings": warnings})
     else:
         for warning in warnings:
@@ -287,52 +211,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     with Deployment(plan, state_dir=args.state_dir) as deployment:
         actions = deployment.actions()
     if args.json:
-        _print_json({"plan": plan.name, "actions": [a.to_dict() for a in actions]})
+        print_json({"plan": plan.name, "actions": [a.to_dict() for a in actions]})
     else:
         for a in actions:
             mark = {"done": "= ", "pending": "+ ", "started": "~ ", "failed": "! "}[a.state]
             print(f"{mark}{a.phase:<15} {a.node:<20} {a.action}" + ("" if a.state == "pending" else f" [{a.state}]"))
     return EXIT_OK
-
-
-def _print_report(report: Any) -> None:
-    for node in report.nodes:
-        line = f"{node.name:<20} {node.status:<8} address={node.address or '-'}"
-        if node.address and node.address_source:
-            line += f" ({node.address_source})"
-        if node.host_key_fingerprint:
-            line += f" host_key={node.host_key_fingerprint}"
-        if node.status == "failed":
-            line += f"\n    failed in {node.phase}: {_plain(node.error or '')}"
-            if node.last_state:
-                line += f" (last state: {_plain(node.last_state)})"
-            if node.seed_left:
-                line += (
-                    f"\n    its seed (private SSH host key, password hash) stays at {_plain(node.seed_left)}"
-                    " until 'destroy --seeds-only' or 'destroy'"
-                )
-        print(line)
-    if report.handoff is not None:
-        h = report.handoff
-        if h.cluster_state:
-            print(
-                f"cluster: {h.cluster_state} {h.cluster_health or ''} endpoint={h.endpoint} kubeconfig={h.kubeconfig}"
-            )
-        _print_validation(h.details.get("validation") or [])
-        for f in h.files:
-            print(f"wrote {f}")
-    if report.handoff_error:
-        _print_validation(report.validation)  # the checks' evidence until the failed one (its entry last)
-        print(f"hand-off failed: {_plain(report.handoff_error)}")
-    print("OK" if report.ok else "FAILED")
-
-
-def _print_validation(evidence: list[Any]) -> None:
-    for entry in evidence:
-        when = time.strftime("%H:%M:%S", time.localtime(float(entry.get("at", 0))))
-        verdict = "FAILED" if entry.get("failed") else "validated"
-        print(f"{verdict} {_plain(str(entry.get('check')))}: {_plain(str(entry.get('answered')))} "
-              f"[{_plain(str(entry.get('asked')))} at {when}]")  # fmt: skip
 
 
 def _cmd_validate_install(args: argparse.Namespace) -> int:
@@ -346,14 +230,14 @@ def _cmd_validate_install(args: argparse.Namespace) -> int:
             result = deployment.push_packs() if packs else deployment.validate_install()
     except HandoffError as exc:
         if not args.json:
-            _print_validation(getattr(exc, "evidence", []))
+            print_validation(getattr(exc, "evidence", []))
         raise
     evidence = result.details.get("validation") or []
     if args.json:
-        _print_json({"deployment": plan.name, "validation": evidence, "cluster_state": result.cluster_state,
+        print_json({"deployment": plan.name, "validation": evidence, "cluster_state": result.cluster_state,
                      "cluster_health": result.cluster_health})  # fmt: skip
     else:
-        _print_validation(evidence)
+        print_validation(evidence)
         print("OK")
     return EXIT_OK
 
@@ -362,7 +246,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     from palette_provision.pipeline import Deployment
 
     plan = _load(args)
-    live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
+    live = LiveView(enabled=sys.stderr.isatty() and not args.json)
     deployment = Deployment(plan, state_dir=args.state_dir, on_event=live)
     try:
         with live:
@@ -379,9 +263,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     finally:
         deployment.close()
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
-        _print_report(report)
+        print_report(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -392,7 +276,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with Deployment(plan, state_dir=args.state_dir) as deployment:
         status = deployment.status()
     if args.json:
-        _print_json(status)
+        print_json(status)
     else:
         print(f"journal: {status['journal']}")
         for node, facts in status["nodes"].items():
@@ -405,10 +289,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 line += f" host_key={facts['host_key_fingerprint']}"
             print(line)
             if last and last["error"]:
-                print(f"      {_plain(last['error'])}")
+                print(f"      {plain(last['error'])}")
         for s in status["steps"]:
             if s["node"] == "*":
-                error = f": {_plain(s['error'])}" if s["error"] else ""
+                error = f": {plain(s['error'])}" if s["error"] else ""
                 print(f"  {'(deployment)':<20} {s['phase']} {s['status']}{error}")
         live = [r for r in status["resources"] if not r["destroyed"]]
         print(f"resources: {len(live)} live, {len(status['resources']) - len(live)} destroyed")
@@ -423,11 +307,11 @@ def _cmd_destroy(args: argparse.Namespace) -> int:
     # Deferred: only what destroy uses is read (the platform's credentials, when the provider logs in); a node
     # account's password or a Palette admin password need not be set to take a deployment down.
     plan = _load(args, defer_secrets=True)
-    live = _LiveView(enabled=sys.stderr.isatty() and not args.json)
+    live = LiveView(enabled=sys.stderr.isatty() and not args.json)
     with Deployment(plan, state_dir=args.state_dir, on_event=live) as deployment, live:
         done = deployment.destroy(purge_media=args.purge_media, seeds_only=args.seeds_only)
     if args.json:
-        _print_json({"deployment": plan.name, "resources": done})
+        print_json({"deployment": plan.name, "resources": done})
     else:
         width = max([8, *(len(e["result"]) for e in done)])
         for entry in done:
@@ -449,7 +333,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     for seed in written:
         print(f"{seed.node}  {seed.host_key_fingerprint}  {seed.host_key_public}", file=keys)
     if args.json:
-        _print_json({"seeds": [str(p) for p in paths]})
+        print_json({"seeds": [str(p) for p in paths]})
     else:
         for p in paths:
             print(f"wrote {p}")
@@ -493,9 +377,9 @@ def _error(args: argparse.Namespace, code: int, exc: BaseException) -> int:
             payload["step"] = exc.step
             if hasattr(exc, "evidence"):  # a failed check: the evidence so far, the failed entry last
                 payload["validation"] = exc.evidence
-        _print_json(payload)
+        print_json(payload)
     else:
-        sys.stderr.write(f"error: {_plain(str(exc), lines=True)}\n")
+        sys.stderr.write(f"error: {plain(str(exc), lines=True)}\n")
     return code
 
 

@@ -165,7 +165,7 @@ def wait_for(
         if poll.failing_since is None:
             poll.failing_since = now
             if log is not None:
-                log.warning("wait_failing", what=what, error=exc)
+                log.warning("wait_failing", what=what, error=f"{type(exc).__name__}: {exc}")
         elif errors_for is not None and now - poll.failing_since >= errors_for:
             last = poll.last_state if poll.seen_state else None
             shown = describe(last) if describe is not None and last is not None else None

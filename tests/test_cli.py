@@ -316,7 +316,7 @@ def test_plan_lists_the_validation_and_pack_steps(
 
 
 def test_a_failed_handoff_prints_the_checks_evidence_up_to_the_failed_one(capsys: Any) -> None:
-    from palette_provision.cli import _print_report
+    from palette_provision._cli_output import print_report
     from palette_provision.errors import HandoffError
     from palette_provision.handoff._session import CheckFailed
     from palette_provision.report import NodeResult, Report
@@ -327,7 +327,7 @@ def test_a_failed_handoff_prints_the_checks_evidence_up_to_the_failed_one(capsys
         {"check": "validate.pods", "asked": "list pods", "answered": "jet-system/jet: CrashLoopBackOff\x1b[2J",
          "at": 0.0, "failed": True}])
     report.record_handoff_error(error)
-    _print_report(report)
+    print_report(report)
     out = capsys.readouterr().out
     assert "validated validate.applications: 3 Running" in out
     assert "FAILED validate.pods: jet-system/jet: CrashLoopBackOff" in out and "\x1b" not in out, "printed as data"

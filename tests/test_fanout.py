@@ -86,7 +86,8 @@ def test_a_platform_that_stops_answering_during_the_install_is_waited_out_and_th
     waits = [(e["log_level"], e["event"], e.get("node")) for e in logged if e["event"].startswith("wait_")]
     assert waits == [("warning", "wait_failing", "palette-2"), ("info", "wait_answering_again", "palette-2")]
     failing = next(e for e in logged if e["event"] == "wait_failing")
-    assert "power it off" in failing["what"] and "did not answer (unanswered knob)" in str(failing["error"])
+    assert "power it off" in failing["what"] and failing["error"] == (
+        "TransientError: the fake BMC of palette-2 did not answer (unanswered knob)")
     assert read_state(tmp_path / "platform.json")["machines"]["palette-2"]["installs"] == 1
 
 

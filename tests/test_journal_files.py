@@ -143,10 +143,10 @@ def test_a_provider_whose_close_fails_still_releases_the_journal(tmp_path: Path,
 def test_remote_text_in_the_live_view_is_text_not_markup_and_escape_sequences_are_dropped() -> None:
     from rich.console import Console
 
-    from palette_provision.cli import _LiveView
+    from palette_provision._cli_output import LiveView
     from palette_provision.report import Event
 
-    view = _LiveView(enabled=False)
+    view = LiveView(enabled=False)
     view(Event("node-[b]1[/b]", "await_ready", "progress", "banner SSH-1.5-[/] \x1b[31mred\x1b[0m \x1b]0;title\x07"))
     out = io.StringIO()
     Console(file=out, width=200, color_system=None, force_terminal=False).print(view._table())

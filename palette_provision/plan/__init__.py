@@ -15,29 +15,31 @@ secret references it names, and touches no platform.
 
 from __future__ import annotations
 
+from palette_provision.plan._base import SecretRef
 from palette_provision.plan._load import load_plan, parse_plan, parse_plan_text
 from palette_provision.plan._models import (
     PROFILE_MINIMUMS,
     SIZE_TIERS,
     ClusterSettings,
-    ConsoleSettings,
     ContentBundle,
     DeploymentPlan,
-    ExternalRegistry,
-    HandoffSettings,
     HostEntry,
     IsoSource,
-    JournalSettings,
     NetworkSettings,
     NodeAccount,
     NodeSpec,
     NodesSettings,
-    PacksSettings,
     PlatformSection,
     Profile,
-    ReadinessSettings,
-    SecretRef,
     SizeTier,
+)
+from palette_provision.plan._sections import (
+    ConsoleSettings,
+    ExternalRegistry,
+    HandoffSettings,
+    JournalSettings,
+    PacksSettings,
+    ReadinessSettings,
     Timeouts,
     ValidateSettings,
 )
