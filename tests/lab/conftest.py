@@ -10,12 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 LAB_DIR = Path(__file__).resolve().parents[2] / "lab"
 if str(LAB_DIR) not in sys.path:  # works without `pip install -e lab` too
@@ -56,28 +53,6 @@ def appliance_iso(lab_ready: None) -> Path:
         return pplab.appliance_iso()
     except pplab.LabError as exc:
         pytest.fail(str(exc), pytrace=False)
-
-
-@dataclass(frozen=True)
-class Ed25519:
-    """An ed25519 key pair in OpenSSH formats."""
-
-    private_openssh: str
-    public_openssh: str
-
-    @classmethod
-    def generate(cls, comment: str) -> Ed25519:
-        key = Ed25519PrivateKey.generate()
-        priv = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return cls(priv, f"{pub.decode()} {comment}")
-
-    def write_private(self, path: Path) -> Path:
-        path.write_text(self.private_openssh)
-        path.chmod(0o600)
-        return path
 
 
 def sha512_crypt(password: str) -> str:

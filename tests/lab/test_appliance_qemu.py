@@ -23,8 +23,9 @@ from pplab.net import LanDhcp
 from pplab.qemu import GuestSpec, cached_boot_files, start_guest
 
 from palette_provision.waiting import wait_for
+from tests.keys import Ed25519
 
-from .conftest import Ed25519, make_iso, sha512_crypt
+from .conftest import make_iso, sha512_crypt
 
 # Not .11/.12: other lab tests boot guests with those at the same time.
 ADDRESS = "10.251.0.61"

@@ -14,7 +14,7 @@ import pytest
 from pplab._cmd import link_exists, namespace_exists
 from pplab.net import SshdNode
 
-from .conftest import Ed25519
+from tests.keys import Ed25519
 
 INDEX = 201  # other lab tests may use low indexes at the same time
 

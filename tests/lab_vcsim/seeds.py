@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pycdlib
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.keys import Ed25519
 
 
-@dataclass(frozen=True)
-class Keypair:
-    """An ed25519 key in OpenSSH formats."""
-
-    private_openssh: str
-    public_openssh: str
-
-    @classmethod
-    def generate(cls, comment: str) -> Keypair:
-        key = Ed25519PrivateKey.generate()
-        private = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return cls(private, f"{public.decode()} {comment}")
-
-
-def user_data(hostname: str, ip: str, user_key: Keypair, host_key: Keypair, *, device: str = "auto") -> dict[str, Any]:
+def user_data(hostname: str, ip: str, user_key: Ed25519, host_key: Ed25519, *, device: str = "auto") -> dict[str, Any]:
     """The library's user-data for one static node on the lab LAN."""
     return {
         "hostname": hostname,

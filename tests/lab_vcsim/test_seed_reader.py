@@ -7,18 +7,20 @@ from pathlib import Path
 import pytest
 from vcsim.seed import SeedInfo, is_seed_iso, read_seed
 
-from .seeds import Keypair, user_data, write_seed_iso
+from tests.keys import Ed25519
+
+from .seeds import user_data, write_seed_iso
 
 
 def test_static_seed_gives_address_and_hostname(tmp_path: Path) -> None:
-    data = user_data("node-2", "10.251.0.12", Keypair.generate("u"), Keypair.generate("h"))
+    data = user_data("node-2", "10.251.0.12", Ed25519.generate("u"), Ed25519.generate("h"))
     iso = write_seed_iso(tmp_path / "seed.iso", data, "plan-node-2")
     assert is_seed_iso(iso)
     assert read_seed(iso) == SeedInfo(ip="10.251.0.12", hostname="node-2", interface="eth0")
 
 
 def test_dhcp_seed_has_no_predictable_address(tmp_path: Path) -> None:
-    data = user_data("node-3", "10.251.0.13", Keypair.generate("u"), Keypair.generate("h"))
+    data = user_data("node-3", "10.251.0.13", Ed25519.generate("u"), Ed25519.generate("h"))
     data["stylus"]["site"]["network"]["interfaces"]["eth0"] = {"type": "dhcp"}
     iso = write_seed_iso(tmp_path / "seed.iso", data, "plan-node-3")
     assert read_seed(iso) == SeedInfo(ip=None, hostname="node-3", interface="eth0")

@@ -19,8 +19,10 @@ from vcsim.guests import BootRequest
 from vcsim.lab import VcsimHandle, wait_task
 from vcsim.watcher import Watcher, WatcherConfig
 
+from tests.keys import Ed25519
+
 from .inventory import V, create_vm, dev
-from .seeds import Keypair, user_data, write_seed_iso
+from .seeds import user_data, write_seed_iso
 
 pytestmark = pytest.mark.lab
 
@@ -122,7 +124,7 @@ def stage_media(vcsim: VcsimHandle, name: str, ip: str = "127.0.0.1", *, dhcp: b
     """An "appliance ISO" and a real seed in the datastore directory; returns their datastore paths."""
     (vcsim.datastore_dir / "iso").mkdir(exist_ok=True)
     (vcsim.datastore_dir / "iso" / "palette.iso").write_bytes(b"\0" * 65536)
-    data = user_data(name, ip, Keypair.generate("user"), Keypair.generate("host"))
+    data = user_data(name, ip, Ed25519.generate("user"), Ed25519.generate("host"))
     if dhcp:
         data["stylus"]["site"]["network"]["interfaces"]["eth0"] = {"type": "dhcp"}
     write_seed_iso(vcsim.datastore_dir / "seed" / f"{name}.iso", data, f"lab-{name}")
