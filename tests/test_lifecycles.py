@@ -202,6 +202,27 @@ def test_a_failed_deployment_is_reported_with_the_platforms_own_state(tmp_path: 
     assert [n.status for n in (report.nodes[0], report.nodes[2])] == ["ready", "ready"]
 
 
+def test_a_platform_silent_during_a_deployment_fails_its_node_after_timeouts_unreachable_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    data = plan_for(tmp_path, "allocated", unanswered={"palette-2": 3600})
+    data["timeouts"]["unreachable"] = 1
+    report, _, _ = deploy(tmp_path, data)
+    node = report.nodes[1]
+    assert (node.status, node.phase) == ("failed", "await_deployed")
+    error = node.error or ""
+    assert error.startswith("gave up after ") and "to be deployed: every look for 1 s failed" in error, error
+    assert error.endswith("last error: TransientError: the fake platform did not answer for palette-2 (unanswered "
+                          "knob)")  # fmt: skip
+    assert [n.status for n in (report.nodes[0], report.nodes[2])] == ["ready", "ready"]
+    # The platform answers again: the next apply waits for the same deployment, deploying and allocating nothing.
+    del data["platform"]["unanswered"]
+    again, _, _ = deploy(tmp_path, data)
+    assert again.ok, again.failures()
+    done = [op for op, node_name in ops(tmp_path) if node_name == "palette-2"]
+    assert (done.count("allocate_machine"), done.count("deploy_image")) == (1, 1)
+
+
 def test_a_rerun_finds_allocated_machines_by_the_journal_and_allocates_no_second_one(tmp_path: Path) -> None:
     data = plan_for(tmp_path, "allocated")
     deploy(tmp_path, data)

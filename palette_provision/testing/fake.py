@@ -26,8 +26,9 @@ Knobs (plan ``platform:`` section, ``provider: fake``)::
       crash: {node-2: power_on}        # ...or crashes with an unexpected RuntimeError (a bug, not a refusal)
       slow: {node-3: 1.5}              # seconds added to every call for this node
       flaky_power: 0.3                 # probability that a power call raises TransientError
-      unanswered: {node-1: 5}          # power reads raise TransientError for 5 s from the node's CD boot (a BMC
-                                       # that stops answering during the install)
+      unanswered: {node-1: 5}          # power reads raise TransientError for 5 s from the node's CD boot, and
+                                       # deployment status reads for 5 s from its image deployment's start (a
+                                       # platform that stops answering during the install)
       never_installs: [node-1]         # the installer never finishes (await_install times out)
       ignores_eject: [node-1]          # eject and boot-device changes are ignored: the node installs again
       preinserted: [node-1]            # enrolled: an operator inserted the ISO in the CD slot
@@ -103,7 +104,8 @@ class FakeSettings(BaseModel):
     slow: dict[str, float] = Field(default_factory=dict, description="node -> extra seconds per call")
     flaky_power: float = Field(default=0.0, ge=0, le=1)
     unanswered: dict[str, float] = Field(
-        default_factory=dict, description="node -> seconds its power reads fail from its CD boot (TransientError)"
+        default_factory=dict,
+        description="node -> seconds its power (deployment status) reads fail from its CD boot (deployment's start)",
     )
     never_installs: list[str] = Field(default_factory=list)
     ignores_eject: list[str] = Field(default_factory=list)
@@ -585,6 +587,10 @@ class FakeProvider:
                 else:
                     m.update(deploy="deployed", power="on", target="on", booted_from="disk", powered_on_at=time.time())
             state_name = m.get("deploy") or "allocated"
+        quiet = self.settings.unanswered.get(machine.node)
+        if quiet is not None and m.get("deploy_started") and time.time() - m["deploy_started"] < quiet:
+            raise TransientError(f"the fake platform did not answer for {machine.node} (unanswered knob)",
+                                 provider="fake", resource=machine.node)  # fmt: skip
         words = {"deploying": "Deploying", "deployed": "Deployed", "failed": "Failed deployment"}
         states = {"deployed": DeployState.DEPLOYED, "failed": DeployState.FAILED}
         return DeployStatus(states.get(state_name, DeployState.DEPLOYING), words.get(state_name, "Allocated"))
