@@ -36,6 +36,7 @@ import datetime
 import hashlib
 import importlib.util
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -71,10 +72,10 @@ log = logging.getLogger("bmclab.redfish")
 _UUID_NAMESPACE = uuidlib.UUID("6f1c2f1e-5b0c-4c59-9d61-8e5a3c0b7a11")
 
 # Runs sushy-emulator with the fake driver's power delay pinned and requests serialised (see the module doc).
-# argv: config file, delay seconds or "random".
+# argv: config file, delay seconds or "random", the faults file (RedfishLab.fail_next_requests).
 _EMULATOR_MAIN = r"""
-import io, ssl, sys, threading
-config, delay = sys.argv[1], sys.argv[2]
+import io, json, os, ssl, sys, threading
+config, delay, faults_path = sys.argv[1], sys.argv[2], sys.argv[3]
 
 # The TLS handshake in each connection's own thread, not in the accept loop: werkzeug wraps the listening socket,
 # so every accepted connection shook hands before the next could be accepted, and one client on a lossy link held
@@ -99,6 +100,25 @@ from sushy_tools.emulator import main as emulator
 _lock = threading.Lock()
 _inner = emulator.app.wsgi_app
 
+def _injected_fault(environ):
+    # A status to answer instead of the emulator, while faults.json asks for one for this method. Never for the lab's
+    # own listener (urllib): only the client under test sees a BMC that answers 5xx.
+    if environ.get("HTTP_USER_AGENT", "").startswith("Python-urllib"):
+        return None
+    try:
+        with open(faults_path) as f:
+            faults = json.load(f)
+    except FileNotFoundError:
+        return None
+    method = environ["REQUEST_METHOD"]
+    if faults.get(method, 0) <= 0:
+        return None
+    faults[method] -= 1
+    with open(faults_path + ".tmp", "w") as f:
+        json.dump(faults, f)
+    os.replace(faults_path + ".tmp", faults_path)
+    return int(faults.get("status", 503))
+
 def _serialised(environ, start_response):
     # The body is read before the lock is taken: a client on a slow or lossy link must not hold every other
     # client (the lab's own ForceOff included) while its request trickles in.
@@ -106,6 +126,12 @@ def _serialised(environ, start_response):
     if length > 0:
         environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
     with _lock:
+        status = _injected_fault(environ)
+        if status is not None:
+            body = json.dumps({"error": {"code": "Base.1.0.GeneralError", "message": "injected fault"}}).encode()
+            start_response(f"{status} Injected", [("Content-Type", "application/json"),
+                                                  ("Content-Length", str(len(body)))])
+            return [body]
         return _inner(environ, start_response)
 
 # Wrapped before main() runs configure(), so the basic-auth middleware ends up outside the lock.
@@ -311,6 +337,25 @@ class RedfishLab:
         """What the machines did (boots with which media, power changes...); see :class:`~bmclab.notify.BmcEvent`."""
         return self.listener.events(self._node(system).system_id if system else None, kind)
 
+    @property
+    def faults_path(self) -> Path:
+        """The emulator's fault file (:meth:`fail_next_requests`)."""
+        return self.workdir / "faults.json"
+
+    def fail_next_requests(self, method: str, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` ``method`` requests of clients (not the lab's own) with ``status``, a Redfish
+        error body, instead of the emulator's answer: a BMC whose service is busy for a moment."""
+        tmp = self.faults_path.with_suffix(".new")
+        tmp.write_text(json.dumps({method: count, "status": status}))
+        tmp.replace(self.faults_path)
+
+    def requests_left_to_fail(self, method: str) -> int:
+        """How many of the failures :meth:`fail_next_requests` asked for are still to come."""
+        try:
+            return int(json.loads(self.faults_path.read_text()).get(method, 0))
+        except FileNotFoundError:
+            return 0
+
     def _node(self, name_or_id: str) -> RedfishNode:
         for n in self.nodes:
             if name_or_id in (n.name, n.system_id):
@@ -328,6 +373,7 @@ class RedfishLab:
             self._listener.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "media").mkdir(exist_ok=True)
+        self.faults_path.unlink(missing_ok=True)
         state = self.workdir / "state"
         shutil.rmtree(state, ignore_errors=True)  # a previous run's records would override the configured systems
         state.mkdir()
@@ -386,7 +432,7 @@ class RedfishLab:
         env |= {"TMPDIR": str(self.workdir / "media"), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as out:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _EMULATOR_MAIN, str(config), delay],
+                [sys.executable, "-c", _EMULATOR_MAIN, str(config), delay, str(self.faults_path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         try:

@@ -36,6 +36,7 @@ from sushy.connector import Connector  # type: ignore[import-untyped]
 from sushy.exceptions import (  # type: ignore[import-untyped]
     AccessError,
     BadRequestError,
+    ServerSideError,
     SushyError,
 )
 from sushy.exceptions import (
@@ -147,15 +148,15 @@ class RedfishSession:
         self._system_fresh = True
         self._slots: list[tuple[MediaSlot, Any]] | None = None
 
-    def _call(self, what: str, action: Any) -> Any:
+    def _call(self, what: str, action: Any, *, read: bool = False) -> Any:
         self._system_fresh = False
-        return self._driver.call(what, action)
+        return self._driver.call(what, action, read=read)
 
     def power_state(self) -> PowerState:
         if self._system_fresh:
             self._system_fresh = False  # read when the session opened, nothing asked since
         else:
-            self._call("reading the power state", self._system.refresh)
+            self._call("reading the power state", self._system.refresh, read=True)
         return POWER_STATES.get(self._system.power_state, PowerState.UNKNOWN)
 
     def set_power(self, on: bool) -> None:
@@ -186,7 +187,7 @@ class RedfishSession:
         # usual order: a server that never boots the installer). Then the override is made persistent; the core
         # sets the disk after the install, and destroy clears the override. A BMC reporting every override as
         # Continuous (sushy-tools' emulator) kept it: nothing to do.
-        self._call("reading the boot override back", self._system.refresh)
+        self._call("reading the boot override back", self._system.refresh, read=True)
         boot = self._system.boot
         if boot.target != target or boot.enabled == sushy.BOOT_SOURCE_ENABLED_DISABLED:
             _log.warning("bmc_one_time_boot_ignored", node=self._driver.node, bmc=self._driver.key,
@@ -199,7 +200,8 @@ class RedfishSession:
     def clear_boot_override(self) -> None:
         # Not every BMC lists "None" among its allowed targets (the emulator does not): then only the override's
         # enablement is turned off, which any BMC takes.
-        allowed = self._call("reading the boot targets", self._system.get_allowed_system_boot_source_values)
+        allowed = self._call("reading the boot targets", self._system.get_allowed_system_boot_source_values,
+                             read=True)
         target = sushy.BOOT_SOURCE_TARGET_NONE if sushy.BOOT_SOURCE_TARGET_NONE in allowed else None
 
         def clear() -> None:
@@ -219,12 +221,12 @@ class RedfishSession:
         if self._slots is None:
             self._slots = self._list_media()
         for _, member in self._slots:
-            self._call("reading the virtual media", lambda m=member: m.refresh(force=False))  # only when changed
+            self._call("reading the virtual media", lambda m=member: m.refresh(force=False), read=True)  # if changed
         return self._slots
 
     def _list_media(self) -> list[tuple[MediaSlot, Any]]:
-        collection = self._call("listing the virtual media", lambda: self._system.virtual_media)
-        members = self._call("listing the virtual media", collection.get_members)
+        collection = self._call("listing the virtual media", lambda: self._system.virtual_media, read=True)
+        members = self._call("listing the virtual media", collection.get_members, read=True)
         slots: list[tuple[MediaSlot, Any]] = []
         counts: dict[SlotKind, int] = {}
         for member in sorted(members, key=lambda m: str(m.path)):
@@ -256,7 +258,7 @@ class RedfishSession:
         if member.inserted:
             self._call(f"ejecting {slot}", member.eject_media)
         self._call(f"inserting media in {slot}", lambda: member.insert_media(url, inserted=True, write_protected=True))
-        self._call(f"reading {slot} back", member.refresh)  # forced: this is the verification
+        self._call(f"reading {slot} back", member.refresh, read=True)  # forced: this is the verification
         # Read back: some BMCs accept the request and then fail to mount the image.
         if not (member.inserted and member.image == url):
             raise ProviderError(
@@ -302,10 +304,21 @@ class RedfishDriver:
         self._tls, self._ca_bundle, self._fingerprint = tls, ca_bundle, fingerprint
         self._system_id = system_id
 
-    def call(self, what: str, action: Any) -> Any:
-        """Run a sushy call, translating its errors into the project's (never with the BMC's answer as text)."""
+    def call(self, what: str, action: Any, *, read: bool = False) -> Any:
+        """Run a sushy call, translating its errors into the project's (never with the BMC's answer as text).
+
+        ``read``: the call changes nothing, so a 5xx answer is worth a retry (a BMC's Redfish service answers 500 or
+        503 while busy after an operation; sushy retries nothing here: our connectors keep its default of no
+        server-side retries, whose sleeps could not be interrupted). A 503 ("try again later") is transient for any
+        call: every command reads before it acts. Any other 5xx to a command is a failure.
+        """
         try:
             return action()
+        except ServerSideError as exc:
+            status = exc.status_code
+            if read or status == 503:
+                raise TransientError(f"{self._where} answered HTTP {status} while {what}", provider=PROVIDER) from None
+            raise ProviderError(f"{self._where}: {what} failed (HTTP {status})", provider=PROVIDER) from None
         except AccessError as exc:
             if getattr(exc, "status_code", None) == 401:
                 raise AuthenticationError(f"{self._where} refused the login", provider=PROVIDER) from None
@@ -347,7 +360,7 @@ class RedfishDriver:
             return root, members[0]
 
         try:
-            root, system = self.call("connecting", connect)
+            root, system = self.call("connecting", connect, read=True)  # GETs only (basic auth: no session)
         except BaseException:
             connector.close()
             raise

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,18 +29,19 @@ import sushy  # type: ignore[import-untyped]
 import yaml
 from bmclab.lossy import LossyLink
 from bmclab.redfish import RedfishLab, RedfishNode
-from palette_provision.errors import AuthenticationError, ConfigurationError, ProviderError
+from palette_provision.errors import AuthenticationError, ConfigurationError, ProviderError, TransientError
 from palette_provision.log import get_logger
 from palette_provision.media_server import find_media_server, stop_media_server
 from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
-from palette_provision.provider import Machine, ProviderContext
+from palette_provision.provider import BootDevice, Machine, PowerState, ProviderContext
 from palette_provision.registry import create_provider
 from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
 from pplab import net
 from pplab.disk import read_install_state
 from pplab.net import LanDhcp
+from structlog.testing import capture_logs
 from sushy.auth import BasicAuth  # type: ignore[import-untyped]
 
 from palette_provision_baremetal._bmc import BmcGate
@@ -111,10 +113,25 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     state = tmp_path / "state"
     plan = parse_plan(plan_data)
     mark = len(lab.events())
-    with Deployment(plan, state_dir=state) as deployment:
+
+    # Once the server boots the installer, its BMC answers two reads with HTTP 500 (busy for a moment): the provider
+    # retries them, says so, and the install goes on.
+    def fail_reads_during_the_install() -> None:
+        deadline = time.monotonic() + 300
+        while not any(e.boot == "cd" for e in lab.events(kind="boot")[mark:]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        lab.fail_next_requests("GET", 2, status=500)
+
+    injector = threading.Thread(target=fail_reads_during_the_install, daemon=True)
+    injector.start()
+    with Deployment(plan, state_dir=state) as deployment, capture_logs() as logged:
         report = deployment.apply()
+        injector.join(10)
         provider: Any = deployment.provider
         assert report.ok, report.failures()
+        assert lab.requests_left_to_fail("GET") == 0, "the BMC's failing reads came while the apply ran"
+        waits = [(e["event"], e.get("node")) for e in logged if e["event"].startswith("wait_")]
+        assert ("wait_failing", NODE) in waits and ("wait_answering_again", NODE) in waits, waits
         [node] = report.nodes
         assert (node.status, node.address) == ("ready", ADDRESS)
         assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
@@ -257,6 +274,34 @@ def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, 
     finally:
         files.shutdown()
         files.server_close()
+    assert gate.opened == gate.closed == 1
+
+
+def test_a_read_answered_5xx_is_transient_and_a_command_fails_unless_answered_503(lab: RedfishLab) -> None:
+    bmc = lab.bmc(NODE)
+    port = int(bmc.url.rsplit(":", 1)[1])
+    driver = RedfishDriver(
+        "127.0.0.1", port, bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+    gate = BmcGate(0.0)
+    where = f"node {NODE}: BMC 127.0.0.1:{port}"
+    with gate.session(driver) as session:
+        session.power_state()  # read when the session opened: the next one asks the BMC
+        lab.fail_next_requests("GET", 1, status=500)
+        with pytest.raises(TransientError) as read:
+            session.power_state()
+        assert str(read.value) == f"{where} answered HTTP 500 while reading the power state"
+        assert session.power_state() is PowerState.OFF, "the next read answers"
+        lab.fail_next_requests("PATCH", 1, status=500)
+        with pytest.raises(ProviderError) as command:
+            session.set_boot_device(BootDevice.CD, persistent=True)
+        assert not isinstance(command.value, TransientError)
+        assert str(command.value) == f"{where}: setting the boot device to cd failed (HTTP 500)"
+        lab.fail_next_requests("PATCH", 1, status=503)
+        with pytest.raises(TransientError, match=r"answered HTTP 503 while setting the boot device"):
+            session.set_boot_device(BootDevice.CD, persistent=True)
+        assert lab.requests_left_to_fail("PATCH") == 0 and lab.requests_left_to_fail("GET") == 0
     assert gate.opened == gate.closed == 1
 
 
