@@ -45,7 +45,7 @@ class _System:
 class _Driver:
     node, key = "rack-1", "redfish:10.0.0.11:443"
 
-    def call(self, what: str, action: Any) -> Any:
+    def call(self, what: str, action: Any, *, read: bool = False) -> Any:
         return action()
 
 
