@@ -167,10 +167,7 @@ def wait_for(
             if log is not None:
                 log.warning("wait_failing", what=what, error=f"{type(exc).__name__}: {exc}")
         elif errors_for is not None and now - poll.failing_since >= errors_for:
-            last = poll.last_state if poll.seen_state else None
-            shown = describe(last) if describe is not None and last is not None else None
-            why = f"every look for {now - poll.failing_since:.0f} s failed"
-            raise WaitTimeout(what, now - start, last_state=last, last_error=exc, shown=shown, why=why) from exc
+            raise timed_out(f"every look for {now - poll.failing_since:.0f} s failed") from exc
 
     def answered() -> None:
         if poll.failing_since is not None:
@@ -183,10 +180,10 @@ def wait_for(
         base = min(backoff.maximum, backoff.initial * (2 ** (n - 1)))
         return float(max(0.0, min(base + backoff.jitter * rng(), deadline - clock())))
 
-    def timed_out() -> WaitTimeout:
+    def timed_out(why: str | None = None) -> WaitTimeout:
         last = poll.last_state if poll.seen_state else None
         shown = describe(last) if describe is not None and last is not None else None
-        return WaitTimeout(what, clock() - start, last_state=last, last_error=poll.last_error, shown=shown)
+        return WaitTimeout(what, clock() - start, last_state=last, last_error=poll.last_error, shown=shown, why=why)
 
     retryable: tuple[type[BaseException], ...] = (_NotYet, *retry_on)
     # The first look happens here: most waits (a vCenter task, a node already up on a re-run) are over by then,

@@ -87,7 +87,7 @@ def test_a_platform_that_stops_answering_during_the_install_is_waited_out_and_th
     assert waits == [("warning", "wait_failing", "palette-2"), ("info", "wait_answering_again", "palette-2")]
     failing = next(e for e in logged if e["event"] == "wait_failing")
     assert "power it off" in failing["what"] and failing["error"] == (
-        "TransientError: the fake BMC of palette-2 did not answer (unanswered knob)")
+        "TransientError: the fake platform did not answer for palette-2 (unanswered knob)")
     assert read_state(tmp_path / "platform.json")["machines"]["palette-2"]["installs"] == 1
 
 
@@ -103,7 +103,7 @@ def test_a_platform_silent_past_timeouts_unreachable_fails_the_node_and_the_next
     assert (failed.status, failed.phase) == ("failed", "await_install")
     error = failed.error or ""
     assert error.startswith("gave up after ") and "power it off: every look for 1 s failed" in error, error
-    assert error.endswith("last error: TransientError: the fake BMC of palette-2 did not answer (unanswered knob)")
+    assert error.endswith("last error: TransientError: the fake platform did not answer for palette-2 (unanswered knob)")
     # The BMC answers again: the next apply resumes the wait (no second install, no second power-on).
     del data["platform"]["unanswered"]
     with Deployment(parse_plan(data, base_dir=tmp_path), state_dir=tmp_path / "state") as d:

@@ -304,18 +304,12 @@ def faults_left(state_dir: Path) -> int:
         return 0
 
 
-def _take_fault(state_dir: Path, verb: str) -> bool:
-    """True (and one fewer left) when a fault is pending for ``verb``; called under the lock."""
-    path = state_dir / FAULTS_FILE
-    try:
-        faults = json.loads(path.read_text())
-    except FileNotFoundError:
-        return False
-    left = int(faults.get(f"{verb}s", 0))
-    if left <= 0:
-        return False
-    _write_json(path, {**faults, f"{verb}s": left - 1})
-    return True
+def _take_fault(state_dir: Path) -> bool:
+    """True (and one fewer left) when an injected ``get`` failure is pending; called under the lock."""
+    left = faults_left(state_dir)
+    if left > 0:
+        _write_json(state_dir / FAULTS_FILE, {"gets": left - 1})
+    return left > 0
 
 
 def guest_running(state_dir: Path) -> bool:
@@ -348,8 +342,8 @@ def run(state_dir: Path, args: Sequence[str]) -> str:
         if unknown:
             raise ValueError(f"unknown names {sorted(unknown)}")
     with _locked(state_dir):
-        if _take_fault(state_dir, verb):
-            raise LabError(f"{verb}: failing on purpose (faults.json)")
+        if verb == "get" and _take_fault(state_dir):
+            raise LabError("get: failing on purpose (faults.json)")
         config = load_node_config(state_dir)
         state = load_state(state_dir)
         before = json.dumps(asdict(state))

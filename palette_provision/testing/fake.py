@@ -438,11 +438,15 @@ class FakeProvider:
         """The machine's power state (applies pending changes and the install cycle)."""
         with self._state() as state:
             m = self._machine(state, machine)
-        quiet = self.settings.unanswered.get(machine.node)
-        if quiet is not None and m["booted_from"] == "cd" and time.time() - m["powered_on_at"] < quiet:
-            raise TransientError(f"the fake BMC of {machine.node} did not answer (unanswered knob)", provider="fake",
-                                 resource=machine.node)  # fmt: skip
+        self._unanswered(machine, m["powered_on_at"] if m["booted_from"] == "cd" else None)
         return PowerState(m["power"])
+
+    def _unanswered(self, machine: Machine, since: float | None) -> None:
+        """The ``unanswered`` knob: raise while ``since`` (the CD boot, the deployment's start) is that recent."""
+        quiet = self.settings.unanswered.get(machine.node)
+        if quiet is not None and since is not None and time.time() - since < quiet:
+            raise TransientError(f"the fake platform did not answer for {machine.node} (unanswered knob)",
+                                 provider="fake", resource=machine.node)  # fmt: skip
 
     def _set_power(self, machine: Machine, target: str) -> None:
         op = f"power_{target}"
@@ -587,10 +591,7 @@ class FakeProvider:
                 else:
                     m.update(deploy="deployed", power="on", target="on", booted_from="disk", powered_on_at=time.time())
             state_name = m.get("deploy") or "allocated"
-        quiet = self.settings.unanswered.get(machine.node)
-        if quiet is not None and m.get("deploy_started") and time.time() - m["deploy_started"] < quiet:
-            raise TransientError(f"the fake platform did not answer for {machine.node} (unanswered knob)",
-                                 provider="fake", resource=machine.node)  # fmt: skip
+        self._unanswered(machine, m.get("deploy_started"))
         words = {"deploying": "Deploying", "deployed": "Deployed", "failed": "Failed deployment"}
         states = {"deployed": DeployState.DEPLOYED, "failed": DeployState.FAILED}
         return DeployStatus(states.get(state_name, DeployState.DEPLOYING), words.get(state_name, "Allocated"))

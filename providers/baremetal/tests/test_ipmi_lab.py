@@ -140,13 +140,18 @@ def test_an_ipmi_node_installs_from_media_the_operator_attached(
         def fail_reads_during_the_install() -> None:
             deadline = time.monotonic() + 300
             while "seed found" not in bmc.console() and time.monotonic() < deadline:
-                time.sleep(0.2)
+                if applied.wait(0.2):
+                    return  # the apply ended first (it failed): no fault may outlive it
             bmc.fail_next_reads(2)
 
+        applied = threading.Event()
         injector = threading.Thread(target=fail_reads_during_the_install, daemon=True)
         injector.start()
         with capture_logs() as logged:
-            report = deployment.apply()
+            try:
+                report = deployment.apply()
+            finally:
+                applied.set()
         injector.join(10)
         assert bmc.reads_left_to_fail() == 0, "the BMC's failing reads came while the apply ran"
         waits = [(e["event"], e.get("node")) for e in logged if e["event"].startswith("wait_")]

@@ -119,13 +119,18 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     def fail_reads_during_the_install() -> None:
         deadline = time.monotonic() + 300
         while not any(e.boot == "cd" for e in lab.events(kind="boot")[mark:]) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            if applied.wait(0.2):
+                return  # the apply ended first (it failed): no fault may outlive it, the lab serves later tests
         lab.fail_next_requests("GET", 2, status=500)
 
+    applied = threading.Event()
     injector = threading.Thread(target=fail_reads_during_the_install, daemon=True)
     injector.start()
     with Deployment(plan, state_dir=state) as deployment, capture_logs() as logged:
-        report = deployment.apply()
+        try:
+            report = deployment.apply()
+        finally:
+            applied.set()
         injector.join(10)
         provider: Any = deployment.provider
         assert report.ok, report.failures()
