@@ -349,6 +349,10 @@ class RedfishLab:
         tmp.write_text(json.dumps({method: count, "status": status}))
         tmp.replace(self.faults_path)
 
+    def clear_faults(self) -> None:
+        """Forget every failure :meth:`fail_next_requests` asked for that has not come yet."""
+        self.faults_path.unlink(missing_ok=True)
+
     def requests_left_to_fail(self, method: str) -> int:
         """How many of the failures :meth:`fail_next_requests` asked for are still to come."""
         try:

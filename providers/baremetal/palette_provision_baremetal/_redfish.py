@@ -172,6 +172,7 @@ class RedfishSession:
             until=lambda s: s is want,
             timeout=self._driver.power_timeout_s,
             backoff=_POWER_BACKOFF,
+            log=_log.bind(node=self._driver.node, bmc=self._driver.key),  # a busy BMC's failed reads are seen
         )
 
     def set_boot_device(self, device: BootDevice, *, persistent: bool) -> None:

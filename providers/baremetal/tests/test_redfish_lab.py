@@ -36,6 +36,7 @@ from palette_provision.pipeline import Deployment
 from palette_provision.plan import DeploymentPlan, parse_plan
 from palette_provision.provider import BootDevice, Machine, PowerState, ProviderContext
 from palette_provision.registry import create_provider
+from palette_provision.report import Event
 from palette_provision.secrets import Secret
 from palette_provision.testing.contract import ProviderContract
 from pplab import net
@@ -63,6 +64,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishLab]:
     with RedfishLab([RedfishNode(NODE, MAC, ADDRESS)], install_delay_s=2, listen_host="0.0.0.0",  # noqa: S104
                     workdir=tmp_path_factory.mktemp("redfish")) as running:  # fmt: skip
         yield running
+
+
+@pytest.fixture(autouse=True)
+def server_as_a_passing_test_leaves_it(lab: RedfishLab) -> Iterator[None]:
+    """After each test, whatever it did: no failure left to inject, no media inserted, the server off. A test that
+    failed before its ``destroy`` would otherwise fail every later one (their preflight refuses a server that is on)."""
+    yield
+    lab.clear_faults()
+    system = _system(lab)
+    for member in system.virtual_media.get_members():
+        if member.inserted:
+            member.eject_media()
+    if system.power_state != sushy.POWER_STATE_OFF:
+        system.reset_system(sushy.RESET_FORCE_OFF)
+        deadline = time.monotonic() + 60
+        while system.power_state != sushy.POWER_STATE_OFF and time.monotonic() < deadline:
+            time.sleep(0.5)
+            system.refresh()
 
 
 @pytest.fixture(scope="module")
@@ -114,24 +133,16 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
     plan = parse_plan(plan_data)
     mark = len(lab.events())
 
-    # Once the server boots the installer, its BMC answers two reads with HTTP 500 (busy for a moment): the provider
-    # retries them, says so, and the install goes on.
-    def fail_reads_during_the_install() -> None:
-        deadline = time.monotonic() + 300
-        while not any(e.boot == "cd" for e in lab.events(kind="boot")[mark:]) and time.monotonic() < deadline:
-            if applied.wait(0.2):
-                return  # the apply ended first (it failed): no fault may outlive it, the lab serves later tests
-        lab.fail_next_requests("GET", 2, status=500)
+    # While the installer runs, the BMC answers two reads with HTTP 500 (busy for a moment): the provider retries
+    # them, says so, and the install goes on. Armed as the wait for the install starts, so the failures land in
+    # that wait's reads, whatever the machine's speed.
+    def fail_reads_during_the_install(event: Event) -> None:
+        if (event.phase, event.node, event.status) == ("await_install", NODE, "started"):
+            lab.fail_next_requests("GET", 2, status=500)
 
-    applied = threading.Event()
-    injector = threading.Thread(target=fail_reads_during_the_install, daemon=True)
-    injector.start()
-    with Deployment(plan, state_dir=state) as deployment, capture_logs() as logged:
-        try:
-            report = deployment.apply()
-        finally:
-            applied.set()
-        injector.join(10)
+    with Deployment(plan, state_dir=state, on_event=fail_reads_during_the_install) as deployment, \
+            capture_logs() as logged:  # fmt: skip
+        report = deployment.apply()
         provider: Any = deployment.provider
         assert report.ok, report.failures()
         assert lab.requests_left_to_fail("GET") == 0, "the BMC's failing reads came while the apply ran"
