@@ -21,12 +21,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
+from palette_provision.errors import TransientError
 from palette_provision.provider import BootDevice, MediaSlot, PowerState
 from palette_provision.waiting import interruptible_sleep
 
-__all__ = ["BmcDriver", "BmcGate", "BmcSession"]
+__all__ = ["BmcDriver", "BmcGate", "BmcSession", "BmcTimedOut"]
 
 T = TypeVar("T")
+
+
+class BmcTimedOut(TransientError):
+    """The BMC took the connection but did not answer in time: a hung service, or a request stalled on a lossy link,
+    where the next try usually goes through. (A refused connection is a plain :class:`TransientError`: nothing
+    listens there now.)"""
 
 
 class BmcSession(Protocol):

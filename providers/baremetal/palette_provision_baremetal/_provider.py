@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TransientError
+from palette_provision.errors import ConfigurationError, PlanIssue, ProviderError, TransientError, WaitTimeout
 from palette_provision.media import sha256_file
 from palette_provision.plan import DeploymentPlan, NodeSpec
 from palette_provision.provider import (
@@ -27,7 +27,7 @@ from palette_provision.provider import (
 from palette_provision.waiting import Backoff, wait_for
 from pydantic import BaseModel
 
-from palette_provision_baremetal._bmc import BmcDriver, BmcGate
+from palette_provision_baremetal._bmc import BmcDriver, BmcGate, BmcTimedOut
 from palette_provision_baremetal._ipmi import IpmiDriver
 from palette_provision_baremetal._redfish import RedfishDriver
 from palette_provision_baremetal._settings import BaremetalNodeSettings, BaremetalSettings
@@ -110,23 +110,23 @@ class BaremetalProvider:
                 self._drivers[node] = RedfishDriver(
                     bmc.address, bmc.effective_port, bmc.username, bmc.password, node=node, tls=bmc.tls,
                     ca_bundle=bmc.ca_bundle, fingerprint=bmc.fingerprint, system_id=bmc.system_id,
-                    power_timeout_s=self.settings.power_timeout_s,
+                    power_timeout_s=self.settings.power_timeout_s, request_timeout_s=self.settings.request_timeout_s,
                 )  # fmt: skip
             return self._drivers[node]
 
-    def _run(self, node: str, command: Any, *, retry: bool = True) -> Any:
+    def _run(
+        self, node: str, command: Any, *, retry_on: tuple[type[TransientError], ...] = (TransientError,)
+    ) -> Any:
         """``command`` in a session of its own; a transient failure (the BMC did not answer, a lossy link) is
         retried, with a new session each time, for up to ``bmc_retry_s``. Every command reads before it acts, so
-        running one again is safe."""
+        running one again is safe. ``retry_on``: the failures worth a retry."""
         driver = self.driver(node)
-        if not retry:
-            return self._gate.run(driver, command)
         return wait_for(
             lambda: self._gate.run(driver, command),
             what=f"{node}'s BMC to answer",
             until=lambda _: True,
             timeout=self.settings.bmc_retry_s,
-            retry_on=(TransientError,),
+            retry_on=retry_on,
             backoff=_RETRY_BACKOFF,
             log=self._log.bind(node=node),
         )
@@ -188,11 +188,13 @@ class BaremetalProvider:
         for spec in plan.node_specs():
             where = f"nodes.hosts[{spec.index}].bmc"
             try:
-                # One attempt: an unreachable BMC is the operator's to fix, said at once.
-                state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()), retry=False)
+                # A BMC nothing answers for (a refused connection, a wrong address) is the operator's to fix, said
+                # at once; a request that timed out is tried again (a lossy link stalls one request in many).
+                state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()),
+                                         retry_on=(BmcTimedOut,))  # fmt: skip
             except ConfigurationError:
                 raise
-            except ProviderError as exc:
+            except (ProviderError, WaitTimeout) as exc:
                 raise ConfigurationError(str(exc), field=where, provider=PROVIDER) from exc
             settings = self._node_settings(spec.name)
             need = 0 if settings.operator_seed else 1 if settings.media == "preinserted" else 2

@@ -44,7 +44,7 @@ from sushy.exceptions import (
 )
 from urllib3.connection import HTTPConnection
 
-from palette_provision_baremetal._bmc import BmcSession
+from palette_provision_baremetal._bmc import BmcSession, BmcTimedOut
 
 __all__ = ["RedfishDriver", "RedfishSession"]
 
@@ -118,13 +118,34 @@ def _socket_options() -> list[tuple[int, int, int]]:
     return options
 
 
+class _Unanswered(requests.exceptions.RequestException):
+    """A request its BMC did not answer: a timeout, a refused or reset connection."""
+
+    timed_out = False
+
+
 class _BmcAdapter(HTTPAdapter):
     """requests with our socket options and, when given, our own TLS context (a pin checked in the handshake, or a
-    CA bundle)."""
+    CA bundle). A request the BMC does not answer raises :class:`_Unanswered`, tried once."""
 
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         self._context = context
         super().__init__()
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        # sushy's connector (5.x) tries a request that timed out or lost its connection three times, sleeping 2 s
+        # between tries in a way Ctrl-C cannot cut short, and whatever its server_side_retries say (0 means 3). So a
+        # stalled request cost three request timeouts. It retries only requests' own connection and timeout errors:
+        # raised as another RequestException, the failure reaches us at once, and the provider retries it (a new
+        # session, logged, interruptible). TLS errors stay what they are: a wrong pin is not worth a retry.
+        try:
+            return super().send(request, *args, **kwargs)
+        except requests.exceptions.SSLError:
+            raise
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            unanswered = _Unanswered(str(exc), request=request)
+            unanswered.timed_out = isinstance(exc, requests.exceptions.Timeout)
+            raise unanswered from exc
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self._context is not None:
@@ -294,10 +315,12 @@ class RedfishDriver:
         fingerprint: str | None = None,
         system_id: str | None = None,
         power_timeout_s: float = 120.0,
+        request_timeout_s: float = 60.0,
     ) -> None:
         self.key = f"redfish:{address}:{port}"
         self.node = node
         self.power_timeout_s = power_timeout_s
+        self.request_timeout_s = request_timeout_s
         self._url = f"https://{address}:{port}"
         self._where = f"node {node}: BMC {address}:{port}"
         self._username = username
@@ -310,7 +333,8 @@ class RedfishDriver:
 
         ``read``: the call changes nothing, so a 5xx answer is worth a retry (a BMC's Redfish service answers 500 or
         503 while busy after an operation; sushy retries nothing here: our connectors keep its default of no
-        server-side retries, whose sleeps could not be interrupted). A 503 ("try again later") is transient for any
+        server-side retries, whose sleeps could not be interrupted, and :class:`_BmcAdapter` keeps it from retrying
+        unanswered requests). A 503 ("try again later") is transient for any
         call: every command reads before it acts. Any other 5xx to a command is a failure.
         """
         try:
@@ -327,12 +351,21 @@ class RedfishDriver:
         except BadRequestError as exc:
             raise ProviderError(f"{self._where} rejected {what} (HTTP {exc.status_code})", provider=PROVIDER) from None
         except SushyConnectionError as exc:
+            # sushy raises its ConnectionError while handling requests' error: that one is the context.
+            if getattr(exc.__context__, "timed_out", False):
+                raise BmcTimedOut(
+                    f"{self._where} did not answer within {self.request_timeout_s:g} s while {what}", provider=PROVIDER
+                ) from exc
             raise TransientError(f"{self._where} did not answer while {what}", provider=PROVIDER) from exc
         except SushyError as exc:
             raise ProviderError(f"{self._where}: {what} failed ({type(exc).__name__})", provider=PROVIDER) from None
 
     def _connector(self) -> Any:
-        connector = Connector(self._url, verify=self._tls == "verify" and not self._fingerprint)
+        connector = Connector(
+            self._url,
+            verify=self._tls == "verify" and not self._fingerprint,
+            default_request_timeout=self.request_timeout_s,  # connect and read, each request (sushy's default: 60)
+        )
         http: requests.Session = connector._session
         http.trust_env = False  # proxies are never taken from the environment (docs/security.md)
         if self._fingerprint:

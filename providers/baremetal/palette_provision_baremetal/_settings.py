@@ -177,6 +177,11 @@ class BaremetalSettings(_Model):
     bmc_retry_s: float = Field(
         default=120, gt=0, description="How long a command is retried while its BMC does not answer (a lossy link)."
     )
+    request_timeout_s: float = Field(
+        default=60, gt=0, le=600,
+        description="Redfish: how long one request may wait for its answer before it is given up and retried (a "
+        "request stalled on a lossy link). sushy's default; lower it on lossy management networks.",
+    )  # fmt: skip
     reinstall: bool = Field(
         default=False,
         description="Allow nodes that are powered on at preflight (they will be powered off and reinstalled).",

@@ -118,3 +118,14 @@ def test_a_bmc_range_is_checked_like_listed_nodes(tmp_path: Path) -> None:
     assert "2 address(es) for 3 nodes" in provider_issues(short, tmp_path)["platform.bmc_range.addresses"]
     both = plan([{"name": "rack-1", "bmc": redfish()}], bmc_range={**base, "addresses": "10.0.0.11-12"})
     assert "not both" in provider_issues(both, tmp_path / "b")["platform.bmc_range"]
+
+
+def test_the_redfish_request_timeout_is_bounded_and_reaches_each_bmc(tmp_path: Path) -> None:
+    hosts = [{"name": "rack-1", "bmc": redfish()}]
+    assert "platform.request_timeout_s" in issues(plan(hosts, request_timeout_s=0))
+    parsed = parse_plan(plan(hosts, request_timeout_s=7.5))
+    with Deployment(parsed, state_dir=tmp_path / "state") as deployment:
+        provider: Any = deployment.provider
+        [spec] = parsed.node_specs()
+        provider.settings_for(spec)
+        assert provider.driver("rack-1").request_timeout_s == 7.5

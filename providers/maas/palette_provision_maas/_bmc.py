@@ -95,7 +95,8 @@ class BmcBridge:
         self.maas = settings
         self.settings = BaremetalSettings(
             media_server=settings.media_server, min_command_interval_s=settings.min_command_interval_s,
-            power_timeout_s=settings.power_timeout_s, bmc_retry_s=settings.bmc_retry_s, reinstall=True,
+            power_timeout_s=settings.power_timeout_s, bmc_retry_s=settings.bmc_retry_s,
+            request_timeout_s=settings.request_timeout_s, reinstall=True,
         )  # fmt: skip
         inner = ProviderContext(deployment=context.deployment, state_dir=context.state_dir / "bmc", log=context.log,
                                 owned_machines=context.owned_machines)  # fmt: skip

@@ -130,6 +130,7 @@ class MaasSettings(_Model):
     min_command_interval_s: float = Field(default=0.5, ge=0, le=60)
     bmc_retry_s: float = Field(default=120, gt=0)
     power_timeout_s: float = Field(default=120, gt=0)
+    request_timeout_s: float = Field(default=60, gt=0, le=600)
 
     @field_validator("url")
     @classmethod
