@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -177,6 +178,11 @@ def test_version_and_license(cli: Any) -> None:
     assert result.code == 0 and result.stdout.strip().startswith("palette-provision 0.")
     license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0" in license_text
+    # The distributions say so in their metadata (an SPDX expression), the core shipping the text.
+    core = importlib.metadata.metadata("palette-provision")
+    assert core["License-Expression"] == "Apache-2.0" and core.get_all("License-File") == ["LICENSE"]
+    for provider in ("vsphere", "baremetal", "maas"):
+        assert importlib.metadata.metadata(f"palette-provision-{provider}")["License-Expression"] == "Apache-2.0"
 
 
 def test_validate_plan_and_status_create_nothing_and_status_runs_beside_a_locked_journal(

@@ -35,6 +35,7 @@ from palette_provision.errors import (
     TransientError,
     describe_state,
 )
+from palette_provision.log import get_logger
 from palette_provision.provider import BootDevice, MediaSlot, PowerState
 from palette_provision.secrets import Secret
 from palette_provision.waiting import Backoff, wait_for
@@ -124,6 +125,7 @@ _TRANSIENT_READS: Final[tuple[str, ...]] = ("Unspecified",)
 # One login at a time per BMC in this process: pyghmi hands a login in progress (its initting_sessions entry) to
 # any other Command for the same BMC and credentials, and two of our sessions must never share one IPMI session
 # (closing one would close the other). Held only around Command() and the removal of that entry.
+_log = get_logger(__name__)
 _login_locks: dict[tuple[str, int], threading.Lock] = {}
 _login_locks_guard = threading.Lock()
 
@@ -332,6 +334,7 @@ class IpmiSession:
             timeout=self._driver.timeout_s,
             until=lambda state: state is target,
             backoff=_POWER_BACKOFF,
+            log=_log.bind(node=self._driver.node, bmc=self._driver.bmc),  # a busy BMC's failed reads are seen
         )
 
     # ---------------------------------------------------------------------------------------------- boot device

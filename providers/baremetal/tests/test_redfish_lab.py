@@ -321,6 +321,23 @@ def test_a_read_answered_5xx_is_transient_and_a_command_fails_unless_answered_50
     assert gate.opened == gate.closed == 1
 
 
+def test_a_power_change_polled_through_a_failing_read_is_logged_with_node_and_bmc(lab: RedfishLab) -> None:
+    bmc = lab.bmc(NODE)
+    driver = RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+    with BmcGate(0.0).session(driver) as session, capture_logs() as logged:
+        # set_power's own first read is the one the session opened with: the poll after the command asks next.
+        lab.fail_next_requests("GET", 1, status=500)
+        session.set_power(True)
+        assert session.power_state() is PowerState.ON
+        session.set_power(False)
+    waits = [(e["event"], e.get("node"), e.get("bmc")) for e in logged if e["event"].startswith("wait_")]
+    assert waits == [("wait_failing", NODE, driver.key), ("wait_answering_again", NODE, driver.key)], waits
+    assert lab.requests_left_to_fail("GET") == 0
+
+
 def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_log(lab: RedfishLab) -> None:
     # sushy logs each request's body at debug level, the InsertMedia URL included; an application that logs
     # everything at debug (its own handler on the root logger) must still not see the seed's token.
