@@ -43,6 +43,7 @@ from sushy.exceptions import (
     ConnectionError as SushyConnectionError,
 )
 from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ReadTimeoutError
 
 from palette_provision_baremetal._bmc import BmcSession, BmcTimedOut
 
@@ -137,14 +138,21 @@ class _BmcAdapter(HTTPAdapter):
         # between tries in a way Ctrl-C cannot cut short, and whatever its server_side_retries say (0 means 3). So a
         # stalled request cost three request timeouts. It retries only requests' own connection and timeout errors:
         # raised as another RequestException, the failure reaches us at once, and the provider retries it (a new
-        # session, logged, interruptible). TLS errors stay what they are: a wrong pin is not worth a retry.
+        # session, logged, interruptible). TLS errors stay what they are: a wrong pin is not worth a retry. The body
+        # is read here too: requests reads it after the adapter returns, where a timeout would reach sushy's loop.
         try:
-            return super().send(request, *args, **kwargs)
+            response = super().send(request, *args, **kwargs)
+            if not kwargs.get("stream"):
+                _ = response.content
+            return response
         except requests.exceptions.SSLError:
             raise
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:  # fmt: skip
             unanswered = _Unanswered(str(exc), request=request)
-            unanswered.timed_out = isinstance(exc, requests.exceptions.Timeout)
+            # requests reports a timeout while reading the body as a ConnectionError around urllib3's.
+            cause = exc.args[0] if exc.args else None
+            unanswered.timed_out = isinstance(exc, requests.exceptions.Timeout) or isinstance(cause, ReadTimeoutError)
             raise unanswered from exc
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:

@@ -397,7 +397,7 @@ def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets
     # A server of its own, whose install lasts long enough (a real one lasts many minutes) for a power-on poll
     # slowed by the lossy link to see it on: polling for "on" cannot tell a power-on still pending from an install
     # that already ended. At 30 % loss each way a request now and then stalls (seven losses in a row end the
-    # kernel's linear retransmissions), so the plan gives each request 10 s (request_timeout_s) before it is tried
+    # kernel's linear retransmissions), so the plan gives each request 5 s (request_timeout_s) before it is tried
     # again, and the install outlasts a few such stalls. (With sushy's 60 s, tried three times inside sushy, the
     # install had to last 75 s.)
     name, mac, address = "rf-lossy", "52:54:00:5e:02:42", "10.251.0.142"
@@ -410,7 +410,7 @@ def test_a_deployment_completes_over_a_bmc_link_losing_30_percent_of_its_packets
                            "fingerprint": lossy_lab.fingerprint, "system_id": lossy_lab.bmc(name).system_id,
                            "password": "env:PP_BM_LOSSY_BMC_PASSWORD", "username": lossy_lab.username}  # fmt: skip
             os.environ["PP_BM_LOSSY_BMC_PASSWORD"] = lossy_lab.password
-            platform = {**plan_data["platform"], "request_timeout_s": 10}
+            platform = {**plan_data["platform"], "request_timeout_s": 5}
             data = {**plan_data, "name": "bm-lossy", "nodes": {**plan_data["nodes"], "hosts": [host]},
                     "platform": platform}  # fmt: skip
             with Deployment(parse_plan(data), state_dir=tmp_path / "state") as deployment:
