@@ -190,7 +190,9 @@ def test_thirty_percent_packet_loss_is_ridden_out(lab: Lab) -> None:
     node = lab.node()
     node.set_loss(30)
     node.start()
-    report = climb(lab.target(node, deadline_s=60))
+    # What is asserted is that the climb completes, not how fast: most climbs take 4-15 s here, but one in a few
+    # loses two or three SSH attempts to their 15 s timeouts (45 s seen in CI), so the deadline leaves room for that.
+    report = climb(lab.target(node, deadline_s=180))
     assert [r.name for r in report.rungs] == SSH_RUNGS
     assert node.dropped_packets() > 0  # the loss was real
 
