@@ -122,10 +122,11 @@ _TRANSIENT: Final[tuple[str, ...]] = (
 # (power, boot device) it stays a refusal: the BMC said it could not do it.
 _TRANSIENT_READS: Final[tuple[str, ...]] = ("Unspecified",)
 
+_log = get_logger(__name__)
+
 # One login at a time per BMC in this process: pyghmi hands a login in progress (its initting_sessions entry) to
 # any other Command for the same BMC and credentials, and two of our sessions must never share one IPMI session
 # (closing one would close the other). Held only around Command() and the removal of that entry.
-_log = get_logger(__name__)
 _login_locks: dict[tuple[str, int], threading.Lock] = {}
 _login_locks_guard = threading.Lock()
 

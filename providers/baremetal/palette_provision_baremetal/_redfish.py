@@ -120,9 +120,11 @@ def _socket_options() -> list[tuple[int, int, int]]:
 
 
 class _Unanswered(requests.exceptions.RequestException):
-    """A request its BMC did not answer: a timeout, a refused or reset connection."""
+    """A request its BMC did not answer: a timeout (``timed_out``), a refused or reset connection."""
 
-    timed_out = False
+    def __init__(self, message: str, *, request: requests.PreparedRequest, timed_out: bool) -> None:
+        super().__init__(message, request=request)
+        self.timed_out = timed_out
 
 
 class _BmcAdapter(HTTPAdapter):
@@ -149,11 +151,10 @@ class _BmcAdapter(HTTPAdapter):
             raise
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:  # fmt: skip
-            unanswered = _Unanswered(str(exc), request=request)
             # requests reports a timeout while reading the body as a ConnectionError around urllib3's.
             cause = exc.args[0] if exc.args else None
-            unanswered.timed_out = isinstance(exc, requests.exceptions.Timeout) or isinstance(cause, ReadTimeoutError)
-            raise unanswered from exc
+            timed_out = isinstance(exc, requests.exceptions.Timeout) or isinstance(cause, ReadTimeoutError)
+            raise _Unanswered(str(exc), request=request, timed_out=timed_out) from exc
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self._context is not None:
@@ -342,8 +343,8 @@ class RedfishDriver:
         ``read``: the call changes nothing, so a 5xx answer is worth a retry (a BMC's Redfish service answers 500 or
         503 while busy after an operation; sushy retries nothing here: our connectors keep its default of no
         server-side retries, whose sleeps could not be interrupted, and :class:`_BmcAdapter` keeps it from retrying
-        unanswered requests). A 503 ("try again later") is transient for any
-        call: every command reads before it acts. Any other 5xx to a command is a failure.
+        unanswered requests). A 503 ("try again later") is transient for any call: every command reads before it
+        acts. Any other 5xx to a command is a failure.
         """
         try:
             return action()

@@ -270,16 +270,21 @@ def test_an_unreachable_bmc_is_a_configuration_error_naming_it(plan_data: dict[s
     assert f"BMC 127.0.0.1:{closed_port} did not answer" in str(info.value)
 
 
+def _driver(lab: RedfishLab) -> RedfishDriver:
+    """A driver for the lab's server, as the provider builds one (TLS pinned to the emulator's certificate)."""
+    bmc = lab.bmc(NODE)
+    return RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+    )  # fmt: skip
+
+
 def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, tmp_path: Path) -> None:
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
     files = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     missing = f"http://127.0.0.1:{files.server_address[1]}/missing.iso"  # a 404
-    bmc = lab.bmc(NODE)
-    driver = RedfishDriver(
-        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
-    )  # fmt: skip
+    driver = _driver(lab)
     gate = BmcGate(0.0)
     try:
         with gate.session(driver) as session:
@@ -294,12 +299,8 @@ def test_an_image_url_the_bmc_cannot_fetch_is_a_provider_error(lab: RedfishLab, 
 
 
 def test_a_read_answered_5xx_is_transient_and_a_command_fails_unless_answered_503(lab: RedfishLab) -> None:
-    bmc = lab.bmc(NODE)
-    port = int(bmc.url.rsplit(":", 1)[1])
-    driver = RedfishDriver(
-        "127.0.0.1", port, bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
-    )  # fmt: skip
+    driver = _driver(lab)
+    port = int(lab.bmc(NODE).url.rsplit(":", 1)[1])
     gate = BmcGate(0.0)
     where = f"node {NODE}: BMC 127.0.0.1:{port}"
     with gate.session(driver) as session:
@@ -322,11 +323,7 @@ def test_a_read_answered_5xx_is_transient_and_a_command_fails_unless_answered_50
 
 
 def test_a_power_change_polled_through_a_failing_read_is_logged_with_node_and_bmc(lab: RedfishLab) -> None:
-    bmc = lab.bmc(NODE)
-    driver = RedfishDriver(
-        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
-    )  # fmt: skip
+    driver = _driver(lab)
     with BmcGate(0.0).session(driver) as session, capture_logs() as logged:
         # set_power's own first read is the one the session opened with: the poll after the command asks next.
         lab.fail_next_requests("GET", 1, status=500)
@@ -343,11 +340,7 @@ def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_
     # everything at debug (its own handler on the root logger) must still not see the seed's token.
     token = "tok" + "E" * 40
     Secret(token, source="test seed token")  # registered, as the media server registers its tokens
-    bmc = lab.bmc(NODE)
-    driver = RedfishDriver(
-        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
-    )  # fmt: skip
+    driver = _driver(lab)
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
@@ -366,21 +359,18 @@ def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_
     output = captured.getvalue()
     assert "sushy.connector DEBUG HTTP request: POST" in output, "sushy logged the request (the test sees it)"
     assert "/seed/***/node-seed.img" in output
-    assert token not in output and bmc.password not in output
+    assert token not in output and lab.bmc(NODE).password not in output
 
 
 def test_bmc_connections_retransmit_at_linear_intervals(lab: RedfishLab) -> None:
     # On a lossy management network the kernel's doubling retransmission timeout stalls a request for a minute;
     # the driver's connections ask Linux for linear timeouts (the thin-stream option), checked on the live socket.
-    bmc = lab.bmc(NODE)
-    driver = RedfishDriver(
-        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
-    )  # fmt: skip
+    driver = _driver(lab)
     with BmcGate(0.0).session(driver) as session:
         assert session.power_state().value in ("on", "off")
         # A new connection from the session's own pool (the emulator closes each connection after its answer).
-        pool = session.connector._session.get_adapter(bmc.url).poolmanager.connection_from_url(bmc.url)
+        url = lab.bmc(NODE).url
+        pool = session.connector._session.get_adapter(url).poolmanager.connection_from_url(url)
         conn = pool._new_conn()
         conn.connect()
         try:
