@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,18 @@ NODE_PASSWORD = "correct-horse-battery-staple"
 # Module-scoped fixtures run before function-scoped ones: the variable must exist from import time.
 os.environ["PP_TEST_NODE_PASSWORD"] = NODE_PASSWORD
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@example"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the suite's child processes Ctrl-C back when the suite was started with SIGINT ignored.
+
+    A shell without job control starts background commands with SIGINT ignored, children inherit that, and a Python
+    whose SIGINT is ignored at start installs no KeyboardInterrupt handler: the Ctrl-C tests would then see their
+    ``apply`` run on to the end. A handled signal is reset to the default at ``exec``, so installing Python's own
+    handler here gives every child the default back.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def base_plan(tmp: Path, count: int = 3) -> dict[str, Any]:
