@@ -15,6 +15,11 @@ src=/usr/share/gocode/src/github.com/vmware/govmomi
 out="$build/vcsim"
 stamp="$build/vcsim.stamp"
 
+# One build at a time (test workers start vcsim in parallel): the others wait, then find it up to date.
+mkdir -p "$build"
+exec 9>"$build/vcsim.lock"
+flock 9
+
 for tool in go patch sha256sum dpkg-query; do
     command -v "$tool" >/dev/null 2>&1 || { echo "build.sh: '$tool' not found (apt-get install golang-go patch)" >&2; exit 1; }
 done
