@@ -39,6 +39,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -65,7 +66,7 @@ from pplab.disk import create_disk
 
 from bmclab.notify import BmcEvent, EmulatorApi, NotificationListener, SystemNode
 
-__all__ = ["BmcEvent", "RedfishBmc", "RedfishLab", "RedfishNode", "generate_certificate"]
+__all__ = ["BmcEvent", "EmulatorRequest", "RedfishBmc", "RedfishLab", "RedfishNode", "generate_certificate"]
 
 log = logging.getLogger("bmclab.redfish")
 
@@ -160,6 +161,20 @@ class RedfishNode:
     def system_id(self) -> str:
         """The id under ``/redfish/v1/Systems/``."""
         return self.uuid or str(uuidlib.uuid5(_UUID_NAMESPACE, self.name))
+
+
+@dataclass(frozen=True)
+class EmulatorRequest:
+    """One request the emulator answered, as its access log shows it."""
+
+    client: str
+    method: str
+    path: str
+    status: int
+
+
+# werkzeug's access log line; it colours some request lines (ANSI escapes around the quoted part).
+_ACCESS_LINE = re.compile(r'^(\S+) - - \[[^\]]*\] "(?:\x1b\[[0-9;]*m)*(\w+) (\S+) HTTP/[0-9.]+(?:\x1b\[0m)?" (\d{3}) ')
 
 
 @dataclass(frozen=True)
@@ -304,6 +319,16 @@ class RedfishLab:
     def log_path(self) -> Path:
         """The emulator's output."""
         return self.workdir / "emulator.log"
+
+    def requests(self) -> list[EmulatorRequest]:
+        """Every request the emulator answered so far, in order (the lab's own included: they come from 127.0.0.1
+        too, on power changes)."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            match = _ACCESS_LINE.match(line)
+            if match:
+                found.append(EmulatorRequest(match[1], match[2], match[3], int(match[4])))
+        return found
 
     def node_dir(self, name: str) -> Path:
         """Per-node directory (disk, console logs)."""

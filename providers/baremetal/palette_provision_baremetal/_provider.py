@@ -66,6 +66,9 @@ class BaremetalProvider:
         self._lock = threading.Lock()
         self._media: Any = None
         self._enrolled: set[str] = set()
+        # Each node's slot layout, as a session last listed it: a server's slots do not change during a run, so the
+        # seed's format is chosen from preflight's listing instead of a session of its own (seconds on a slow BMC).
+        self._layouts: dict[str, list[MediaSlot]] = {}
 
     # ------------------------------------------------------------------------------------------- drivers
     def settings_for(self, spec: NodeSpec) -> BaremetalNodeSettings | None:
@@ -192,6 +195,7 @@ class BaremetalProvider:
                 # at once; a request that timed out is tried again (a lossy link stalls one request in many).
                 state, slots = self._run(spec.name, lambda s: (s.power_state(), s.media_slots()),
                                          retry_on=(BmcTimedOut,))  # fmt: skip
+                self._layouts[spec.name] = slots
             except ConfigurationError:
                 raise
             except (ProviderError, WaitTimeout) as exc:
@@ -270,7 +274,9 @@ class BaremetalProvider:
         server, for the operator to attach: an ISO image works as a virtual CD and written to a USB stick)."""
         if self._node_settings(node.name).operator_seed:
             return SeedFormat.CIDATA_ISO
-        slots = self._run(node.name, lambda s: s.media_slots())
+        slots = self._layouts.get(node.name)
+        if slots is None:
+            slots = self._layouts[node.name] = self._run(node.name, lambda s: s.media_slots())
         if any(s.kind is SlotKind.REMOVABLE_DISK for s in slots):
             return SeedFormat.CIDATA_DISK
         return SeedFormat.CIDATA_ISO
@@ -319,6 +325,7 @@ class BaremetalProvider:
             return [MediaSlot(SlotKind.CD, 0, "appliance-iso", readable=False),
                     MediaSlot(SlotKind.CD, 1, "seed", readable=False)]  # fmt: skip
         slots: list[MediaSlot] = self._run(machine.node, lambda s: s.media_slots())
+        self._layouts[machine.node] = slots
         if settings.media == "preinserted":
             slots = [
                 MediaSlot(s.kind, s.index, "appliance-iso") if (s.kind, s.index) == (SlotKind.CD, 0) else s

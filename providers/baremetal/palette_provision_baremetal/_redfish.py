@@ -6,9 +6,11 @@ report their slots as in use (sushy-tools' emulator does), and it caches the boo
 Sessions: basic authentication on every request (no Redfish session to leak; some BMCs, and the emulator, have no
 SessionService at all), through one HTTP client per :class:`BmcGate` session, closed when it ends. sushy asks the
 BMC to close each connection after its answer (``Connection: close``: BMCs were seen to choke on persistent ones),
-so every request is a TCP and TLS handshake of its own: a session asks nothing twice. Proxies are never taken from
-the environment. TLS: verified against the system store or ``ca_bundle``, or pinned to the
-certificate's SHA-256 in the handshake (self-signed BMC certificates), or, when the plan says so, not at all.
+so every request is a TCP and TLS handshake of its own: a session asks nothing twice, and what does not change
+(where the system and its virtual-media slots are) is learnt once per driver, so later sessions skip the service
+root and the slot collection. Proxies are never taken from the environment. TLS: verified against the system store
+or ``ca_bundle``, or pinned to the certificate's SHA-256 in the handshake (self-signed BMC certificates), or, when
+the plan says so, not at all.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from sushy.exceptions import (  # type: ignore[import-untyped]
 from sushy.exceptions import (
     ConnectionError as SushyConnectionError,
 )
+from sushy.resources.manager.virtual_media import VirtualMedia  # type: ignore[import-untyped]
+from sushy.resources.system.system import System  # type: ignore[import-untyped]
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ReadTimeoutError
 
@@ -166,11 +170,10 @@ class _BmcAdapter(HTTPAdapter):
 class RedfishSession:
     """An open connection to one BMC's system (see :class:`~._bmc.BmcSession`)."""
 
-    def __init__(self, driver: RedfishDriver, connector: Any, root: Any, system: Any) -> None:
+    def __init__(self, driver: RedfishDriver, connector: Any, system: Any) -> None:
         self._driver = driver
         self.connector = connector
         """The HTTP connection, closed by :meth:`RedfishDriver.close`."""
-        self._root = root
         self._system = system
         # Each request may cross a slow or lossy management network, so a session asks nothing twice: the system
         # just read when the session opened answers its first power read, and the virtual-media slots are listed
@@ -256,6 +259,11 @@ class RedfishSession:
         return self._slots
 
     def _list_media(self) -> list[tuple[MediaSlot, Any]]:
+        known = self._driver.media_paths
+        if known is not None:  # the slots' paths, learnt by an earlier session: read each slot, not the collection
+            read = "reading the virtual media"
+            return [(slot, self._call(read, lambda p=path: VirtualMedia(self.connector, p), read=True))
+                    for slot, path in known]  # fmt: skip
         collection = self._call("listing the virtual media", lambda: self._system.virtual_media, read=True)
         members = self._call("listing the virtual media", collection.get_members, read=True)
         slots: list[tuple[MediaSlot, Any]] = []
@@ -269,6 +277,7 @@ class RedfishSession:
             kind = SlotKind.CD if SlotKind.CD in kinds else SlotKind.REMOVABLE_DISK
             slots.append((MediaSlot(kind, counts.get(kind, 0)), member))
             counts[kind] = counts.get(kind, 0) + 1
+        self._driver.media_paths = [(slot, str(member.path)) for slot, member in slots]
         return slots
 
     def media_slots(self) -> list[MediaSlot]:
@@ -335,7 +344,14 @@ class RedfishDriver:
         self._username = username
         self._password = password
         self._tls, self._ca_bundle, self._fingerprint = tls, ca_bundle, fingerprint
-        self._system_id = system_id
+        # Where the system is: from system_id, else learnt from the service root by the first session. Sessions
+        # after that read the system directly, one request fewer each (on a slow or lossy management network, a
+        # request costs seconds). Sessions to one BMC never overlap (BmcGate), so these need no lock.
+        self._system_path: str | None = None
+        if system_id:
+            self._system_path = system_id if system_id.startswith("/") else f"/redfish/v1/Systems/{system_id}"
+        self.media_paths: list[tuple[MediaSlot, str]] | None = None
+        """The system's virtual-media slots and their paths, once a session has listed them."""
 
     def call(self, what: str, action: Any, *, read: bool = False) -> Any:
         """Run a sushy call, translating its errors into the project's (never with the BMC's answer as text).
@@ -386,28 +402,29 @@ class RedfishDriver:
         return connector
 
     def open(self) -> RedfishSession:
-        """Connect and find the system (its Id, or the only one)."""
+        """Connect and read the system (its Id, or the only one, found through the service root once)."""
         connector = self._connector()
-        auth = BasicAuth(self._username, self._password.reveal())
 
-        def connect() -> tuple[Any, Any]:
-            root = sushy.Sushy(self._url, auth=auth, connector=connector)
-            if self._system_id:
-                ident = self._system_id if self._system_id.startswith("/") else f"/redfish/v1/Systems/{self._system_id}"
-                return root, root.get_system(ident)
+        def connect() -> Any:
+            if self._system_path is not None:
+                # sushy's root object only discovers paths and sets the credentials: neither is needed here.
+                connector.set_http_basic_auth(self._username, self._password.reveal())
+                return System(connector, self._system_path)
+            root = sushy.Sushy(self._url, auth=BasicAuth(self._username, self._password.reveal()), connector=connector)
             members = root.get_system_collection().get_members()
             if len(members) != 1:
                 raise ProviderError(
                     f"{self._where} manages {len(members)} systems: set bmc.system_id", provider=PROVIDER
                 )
-            return root, members[0]
+            self._system_path = str(members[0].path)
+            return members[0]
 
         try:
-            root, system = self.call("connecting", connect, read=True)  # GETs only (basic auth: no session)
+            system = self.call("connecting", connect, read=True)  # GETs only (basic auth: no session)
         except BaseException:
             connector.close()
             raise
-        return RedfishSession(self, connector, root, system)
+        return RedfishSession(self, connector, system)
 
     def close(self, session: BmcSession) -> None:
         """Close the HTTP connection (basic auth: no Redfish session to end)."""

@@ -52,14 +52,14 @@ class _Driver:
 @pytest.mark.parametrize("keeps", ["as-set", "continuous"])
 def test_a_kept_one_time_override_is_sent_once(keeps: str) -> None:
     system = _System(keeps)
-    RedfishSession(_Driver(), None, None, system).set_boot_device(BootDevice.CD, persistent=False)  # type: ignore[arg-type]
+    RedfishSession(_Driver(), None, system).set_boot_device(BootDevice.CD, persistent=False)  # type: ignore[arg-type]
     assert system.calls == [(BOOT_TARGETS[BootDevice.CD], sushy.BOOT_SOURCE_ENABLED_ONCE)]
 
 
 def test_a_dropped_one_time_override_is_made_persistent_and_said() -> None:
     system = _System("drops")
     with capture_logs() as events:
-        RedfishSession(_Driver(), None, None, system).set_boot_device(BootDevice.CD, persistent=False)  # type: ignore[arg-type]
+        RedfishSession(_Driver(), None, system).set_boot_device(BootDevice.CD, persistent=False)  # type: ignore[arg-type]
     cd = BOOT_TARGETS[BootDevice.CD]
     assert system.calls == [(cd, sushy.BOOT_SOURCE_ENABLED_ONCE), (cd, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)]
     assert system.boot == _Boot(cd, sushy.BOOT_SOURCE_ENABLED_CONTINUOUS)

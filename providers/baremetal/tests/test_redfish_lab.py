@@ -131,7 +131,7 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
 ) -> None:
     state = tmp_path / "state"
     plan = parse_plan(plan_data)
-    mark = len(lab.events())
+    mark, requests_mark = len(lab.events()), len(lab.requests())
 
     # While the installer runs, the BMC answers two reads with HTTP 500 (busy for a moment): the provider retries
     # them, says so, and the install goes on. Armed as the wait for the install starts, so the failures land in
@@ -153,6 +153,12 @@ def test_apply_installs_through_virtual_media_and_destroy_restores_the_server(
         assert [e["rung"] for e in node.evidence][-4:] == ["address", "ssh_banner", "host_key", "ssh_session"]
         opened, closed = provider.sessions
         assert opened == closed > 0, "every BMC session was closed"
+        # Each request is a handshake of its own on a management network: the plan names the system, so the
+        # service root is never read, and the slots are listed once (preflight), then read one by one.
+        asked = [(r.method, r.path) for r in lab.requests()[requests_mark:]]
+        system_path = f"/redfish/v1/Systems/{lab.bmc(NODE).system_id}"
+        assert ("GET", "/redfish/v1/") not in asked
+        assert asked.count(("GET", f"{system_path}/VirtualMedia")) == 1, asked
 
         # The install ran once, onto the named disk, from the ISO and the FAT seed the media server served.
         installed = read_install_state(lab.disk(NODE))
@@ -333,6 +339,32 @@ def test_a_power_change_polled_through_a_failing_read_is_logged_with_node_and_bm
     waits = [(e["event"], e.get("node"), e.get("bmc")) for e in logged if e["event"].startswith("wait_")]
     assert waits == [("wait_failing", NODE, driver.key), ("wait_answering_again", NODE, driver.key)], waits
     assert lab.requests_left_to_fail("GET") == 0
+
+
+def test_after_the_first_session_a_command_asks_the_bmc_only_for_what_it_reads(lab: RedfishLab) -> None:
+    # Each request is a TCP and TLS handshake of its own (seconds on a slow or lossy management network): where the
+    # system and its slots are is learnt once, by the first session, from the service root and the collections.
+    bmc = lab.bmc(NODE)
+    driver = RedfishDriver(
+        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
+        fingerprint=lab.fingerprint,
+    )  # fmt: skip  (no system_id: the BMC's only system is found)
+    gate = BmcGate(0.0)
+
+    def asked(command: Any) -> list[tuple[str, str]]:
+        before = len(lab.requests())
+        with gate.session(driver) as session:
+            command(session)
+        return [(r.method, r.path) for r in lab.requests()[before:]]
+
+    system = f"/redfish/v1/Systems/{bmc.system_id}"
+    slots = [("GET", f"{system}/VirtualMedia/Cd"), ("GET", f"{system}/VirtualMedia/Floppy")]
+    first = asked(lambda s: s.media_slots())
+    assert first == [("GET", "/redfish/v1/"), ("GET", "/redfish/v1/Systems"), ("GET", system),
+                     ("GET", f"{system}/VirtualMedia"), *slots], first  # fmt: skip
+    assert asked(lambda s: s.power_state()) == [("GET", system)]
+    assert asked(lambda s: s.media_slots()) == [("GET", system), *slots]
+    assert gate.opened == gate.closed == 3
 
 
 def test_a_seed_token_in_an_insert_request_never_reaches_the_applications_debug_log(lab: RedfishLab) -> None:
