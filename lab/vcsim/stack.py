@@ -103,13 +103,20 @@ class VsphereLab:
         self.node_password = self._secret_file("node-password")
         self._secret_file("console-password")
         net.ensure_lan()
-        if self.dhcp:
-            self._start_dhcp()
-        self._start_vcsim()
-        self._start_local_apis()
-        self._write_keys()
-        self._write_content_bundle()
-        self.plan_path.write_text(yaml.safe_dump(self.plan(), sort_keys=False))
+        try:
+            if self.dhcp:
+                self._start_dhcp()
+            self._start_vcsim()
+            self._start_local_apis()
+            self._write_keys()
+            self._write_content_bundle()
+            self.plan_path.write_text(yaml.safe_dump(self.plan(), sort_keys=False))
+        except BaseException:
+            # Whatever started stops: a DHCP server left behind by a failed `up` answers every later guest on the
+            # LAN with its pool's addresses (seen: a QEMU test's guest leased 10.251.0.209, not its static lease).
+            with contextlib.suppress(Exception):
+                self.down()
+            raise
         return self
 
     def _secret_file(self, name: str) -> str:
