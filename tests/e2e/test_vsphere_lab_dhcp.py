@@ -35,6 +35,35 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
                           timeout=timeout, env=_env(), stdin=subprocess.DEVNULL)
 
 
+def test_a_failed_up_stops_the_dhcp_server_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A DHCP server left behind answers every later guest on the LAN from its pool (a QEMU test's guest once leased
+    # 10.251.0.209 from one, instead of its own server's static lease). Runs before the module's lab is up.
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root (network namespaces, taps): run the suite through ./dev test")
+    sys.path.insert(0, str(LAB))
+    from vcsim.stack import VsphereLab
+
+    def vcsim_fails(self: Any) -> None:
+        assert (self.workdir / "dhcp.pid").exists(), "the DHCP server was started first"
+        raise RuntimeError("vcsim.lab up failed: (injected)")
+
+    monkeypatch.setattr(VsphereLab, "_start_vcsim", vcsim_fails)
+    workdir = tmp_path / "failing-lab"
+    with pytest.raises(RuntimeError, match="injected"):
+        VsphereLab(workdir, nodes=1, name="e2e-failed-up", dhcp=True).up()
+    conf = str(workdir / "dhcp" / "udhcpd.conf").encode()
+    running = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if conf in (proc / "cmdline").read_bytes().split(b"\0"):
+                    running.append(proc.name)
+            except OSError:
+                continue
+    assert running == [], "udhcpd outlived the failed up"
+    assert not (workdir / "dhcp.pid").exists()
+
+
 @pytest.fixture(scope="module")
 def dhcp_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if os.geteuid() != 0:
