@@ -276,12 +276,13 @@ def test_an_unreachable_bmc_is_a_configuration_error_naming_it(plan_data: dict[s
     assert f"BMC 127.0.0.1:{closed_port} did not answer" in str(info.value)
 
 
-def _driver(lab: RedfishLab) -> RedfishDriver:
-    """A driver for the lab's server, as the provider builds one (TLS pinned to the emulator's certificate)."""
+def _driver(lab: RedfishLab, *, named: bool = True) -> RedfishDriver:
+    """A driver for the lab's server, as the provider builds one (TLS pinned to the emulator's certificate).
+    ``named=False``: no ``system_id``, so the driver finds the BMC's only system itself."""
     bmc = lab.bmc(NODE)
     return RedfishDriver(
         "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint, system_id=bmc.system_id,
+        fingerprint=lab.fingerprint, system_id=bmc.system_id if named else None,
     )  # fmt: skip
 
 
@@ -344,11 +345,7 @@ def test_a_power_change_polled_through_a_failing_read_is_logged_with_node_and_bm
 def test_after_the_first_session_a_command_asks_the_bmc_only_for_what_it_reads(lab: RedfishLab) -> None:
     # Each request is a TCP and TLS handshake of its own (seconds on a slow or lossy management network): where the
     # system and its slots are is learnt once, by the first session, from the service root and the collections.
-    bmc = lab.bmc(NODE)
-    driver = RedfishDriver(
-        "127.0.0.1", int(bmc.url.rsplit(":", 1)[1]), bmc.username, Secret(bmc.password, source="test"), node=NODE,
-        fingerprint=lab.fingerprint,
-    )  # fmt: skip  (no system_id: the BMC's only system is found)
+    driver = _driver(lab, named=False)  # no system_id: the BMC's only system is found through the service root
     gate = BmcGate(0.0)
 
     def asked(command: Any) -> list[tuple[str, str]]:
@@ -357,7 +354,7 @@ def test_after_the_first_session_a_command_asks_the_bmc_only_for_what_it_reads(l
             command(session)
         return [(r.method, r.path) for r in lab.requests()[before:]]
 
-    system = f"/redfish/v1/Systems/{bmc.system_id}"
+    system = f"/redfish/v1/Systems/{lab.bmc(NODE).system_id}"
     slots = [("GET", f"{system}/VirtualMedia/Cd"), ("GET", f"{system}/VirtualMedia/Floppy")]
     first = asked(lambda s: s.media_slots())
     assert first == [("GET", "/redfish/v1/"), ("GET", "/redfish/v1/Systems"), ("GET", system),
